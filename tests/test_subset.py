@@ -1,0 +1,330 @@
+"""The data stage: choosing the COCO subset, writing it, the manifest, reuse and errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hw4
+from conftest import KWCOCO, PHOTOS, VISION_SYNTH, demo_paths, make_config, run_cli
+
+VS_ANN = VISION_SYNTH / "_annotations.coco.json"
+VS_ARGS = ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe", "kite",
+           "--val-per-class", "2", "--build-only"]
+
+
+def pixels_digest(path: Path) -> str:
+    with Image.open(path) as img:
+        return hashlib.sha256(np.asarray(img).tobytes()).hexdigest()
+
+
+def check_build(dataset_dir: Path, manifest: dict, cfg: hw4.Config) -> None:
+    """Counts, uniqueness by COCO id and by content, RGB at size, manifest == files on disk."""
+    entries = manifest["entries"]
+    per = {"train": cfg.train_per_class, "val": cfg.val_per_class}
+    for split, n in per.items():
+        for name in cfg.classes:
+            assert sum(e["split"] == split and e["class"] == name for e in entries) == n
+    ids = [e["image_id"] for e in entries]
+    assert len(ids) == len(set(ids)), "a COCO image was used twice"
+    sources = [(Path(cfg.image_dir) / e["file_name"]).read_bytes() for e in entries]
+    assert len({hashlib.sha256(s).hexdigest() for s in sources}) == len(entries), "same source content twice"
+    assert len({pixels_digest(dataset_dir / e["path"]) for e in entries}) == len(entries)
+    for e in entries:
+        with Image.open(dataset_dir / e["path"]) as img:
+            assert img.mode == "RGB" and img.size == (cfg.image_size, cfg.image_size)
+        assert e["label"] == list(cfg.classes).index(e["class"])
+    on_disk = {f"{s}_data/{p.name}" for s in ("train", "val") for p in (dataset_dir / f"{s}_data").iterdir()}
+    assert on_disk == {e["path"] for e in entries}
+    assert manifest["fingerprint"] == hw4.fingerprint(manifest["config"])
+
+
+def test_issue_command_on_vision_synth(tmp_path):
+    out = tmp_path / "x"
+    first = run_cli(*VS_ARGS, "--train-per-class", "6", "--dataset-dir", out)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    cfg = make_config(VS_ANN, VISION_SYNTH, out, classes=("elephant", "giraffe", "kite"), train_per_class=6,
+                      val_per_class=2)
+    check_build(out, manifest, cfg)
+    assert len(manifest["entries"]) == 24
+    assert sorted(p.name for p in (out / "train_data").iterdir())[0].startswith("elephant_img_")
+
+    again = run_cli(*VS_ARGS, "--train-per-class", "6", "--dataset-dir", out)
+    assert again.returncode == 0 and "reusing" in again.stdout
+
+    too_many = run_cli(*VS_ARGS, "--train-per-class", "30", "--dataset-dir", out)
+    assert too_many.returncode == 2
+    lines = too_many.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in too_many.stderr
+    assert "'elephant'" in lines[0] and "17" in lines[0] and "32" in lines[0]
+    assert json.loads((out / "manifest.json").read_text()) == manifest, "a failed run must not touch the build"
+
+
+def test_kwcoco_multilabel_subfolders(tmp_path):
+    cfg = make_config(KWCOCO / "instances.json", KWCOCO, tmp_path / "ds", classes=("airplane", "cat", "dog"),
+                      train_per_class=10, val_per_class=4)
+    manifest = hw4.build_subset(cfg)
+    check_build(tmp_path / "ds", manifest, cfg)
+    assert all(e["file_name"].startswith("_assets/images/") for e in manifest["entries"])
+
+
+def test_demo_data_grayscale_and_two_class_images(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    cfg = make_config(ann, images, tmp_path / "ds", train_per_class=80, val_per_class=20)
+    manifest = hw4.build_subset(cfg)
+    check_build(tmp_path / "ds", manifest, cfg)
+    coco = hw4.load_coco(ann)
+    modes = {Image.open(images / e["file_name"]).mode for e in manifest["entries"]}
+    assert "L" in modes, "the demo subset should include grayscale sources"
+    multi = [e for e in manifest["entries"] if len({a["category_id"] for a in coco.imgToAnns[e["image_id"]]}) > 1]
+    assert multi, "the default policy keeps images that show two classes"
+    for e in multi:  # ...each under the class it was drawn for, which it does contain
+        cats = {a["category_id"] for a in coco.imgToAnns[e["image_id"]]}
+        assert hw4.DEMO_CATEGORIES[e["class"]] in cats
+
+
+def test_demo_sizes_vary(demo_coco):
+    ann, _ = demo_paths(demo_coco)
+    data = json.loads(ann.read_text())
+    assert len({(i["width"], i["height"]) for i in data["images"]}) > 20
+    assert {c["id"] for c in data["categories"]} >= {5, 6, 17, 18, 59}
+
+
+def test_exclusive_skips_images_with_two_classes(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    cfg = make_config(ann, images, tmp_path / "ds", train_per_class=80, val_per_class=20, exclusive=True)
+    manifest = hw4.build_subset(cfg)
+    check_build(tmp_path / "ds", manifest, cfg)
+    coco = hw4.load_coco(ann)
+    wanted = set(hw4.DEMO_CATEGORIES.values())
+    for e in manifest["entries"]:
+        assert len({a["category_id"] for a in coco.imgToAnns[e["image_id"]]} & wanted) == 1
+
+
+def test_exclusive_too_few_names_the_option(tmp_path):
+    result = run_cli(*VS_ARGS, "--train-per-class", "6", "--exclusive", "--dataset-dir", tmp_path / "x")
+    assert result.returncode == 2
+    assert "'elephant' has 6 images with only this class (--exclusive) but needs 8" in result.stderr
+
+
+def test_same_seed_same_subset_other_seed_differs(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    builds = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        cfg = make_config(ann, images, tmp_path / name, train_per_class=30, val_per_class=10, seed=seed)
+        builds.append(hw4.build_subset(cfg)["entries"])
+    assert builds[0] == builds[1]
+    assert [e["image_id"] for e in builds[0]] != [e["image_id"] for e in builds[2]]
+    digests = [sorted(pixels_digest(tmp_path / n / e["path"]) for e in b) for n, b in zip("ab", builds)]
+    assert digests[0] == digests[1]
+
+
+def test_pool_workers_write_the_same_files(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    one = hw4.build_subset(make_config(ann, images, tmp_path / "one", train_per_class=20, val_per_class=5))
+    two = hw4.build_subset(make_config(ann, images, tmp_path / "two", train_per_class=20, val_per_class=5,
+                                       workers=2))
+    assert one["entries"] == two["entries"]
+    for e in one["entries"]:
+        assert (tmp_path / "one" / e["path"]).read_bytes() == (tmp_path / "two" / e["path"]).read_bytes()
+
+
+def test_reuse_skips_the_json_and_a_new_config_rebuilds(demo_coco, tmp_path, monkeypatch):
+    ann, images = demo_paths(demo_coco)
+    cfg = make_config(ann, images, tmp_path / "ds", train_per_class=20, val_per_class=5)
+    first = hw4.build_subset(cfg)
+
+    def no_json(*args):
+        raise AssertionError("the annotation JSON was loaded again")
+
+    monkeypatch.setattr(hw4, "load_coco", no_json)
+    start = time.perf_counter()
+    assert hw4.build_subset(cfg) == first
+    assert time.perf_counter() - start < 2
+    monkeypatch.undo()
+    (tmp_path / "ds" / first["entries"][0]["path"]).unlink()  # an incomplete build is not reused
+    assert hw4.build_subset(cfg)["entries"] == first["entries"]
+    other = hw4.build_subset(make_config(ann, images, tmp_path / "ds", train_per_class=20, val_per_class=5,
+                                         seed=99))
+    assert other["fingerprint"] != first["fingerprint"]
+    on_disk = {f"{s}_data/{p.name}" for s in ("train", "val") for p in (tmp_path / "ds" / f"{s}_data").iterdir()}
+    assert on_disk == {e["path"] for e in other["entries"]}, "the rebuild left files of the old build"
+
+
+def test_reuse_from_the_cli_is_fast(tmp_path):
+    args = [*VS_ARGS, "--train-per-class", "4", "--dataset-dir", tmp_path / "x"]
+    assert run_cli(*args).returncode == 0
+    start = time.perf_counter()
+    again = run_cli(*args)
+    assert again.returncode == 0 and "reusing" in again.stdout
+    assert time.perf_counter() - start < 2
+
+
+def test_interrupted_build_is_never_reused_and_keeps_the_old_one(demo_coco, tmp_path, monkeypatch):
+    ann, images = demo_paths(demo_coco)
+    cfg = make_config(ann, images, tmp_path / "ds", train_per_class=20, val_per_class=5)
+    old = hw4.build_subset(cfg)
+    real = hw4.run_write_jobs
+
+    def dies_midway(jobs, *args):
+        real(jobs[:10], *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw4, "run_write_jobs", dies_midway)
+    new_cfg = make_config(ann, images, tmp_path / "ds", train_per_class=20, val_per_class=5, seed=7)
+    with pytest.raises(KeyboardInterrupt):
+        hw4.build_subset(new_cfg)
+    assert hw4.read_manifest(tmp_path / "ds") == old, "the finished build must survive"
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"], "no temporary folder may be left behind"
+    monkeypatch.undo()
+    assert hw4.reusable_manifest(new_cfg) is None
+    assert hw4.build_subset(new_cfg)["fingerprint"] == hw4.fingerprint(new_cfg.build_settings())
+
+
+def copy_vision_synth(tmp_path: Path) -> tuple[Path, Path, dict]:
+    folder = tmp_path / "vs"
+    shutil.copytree(VISION_SYNTH, folder)
+    ann = folder / "_annotations.coco.json"
+    return ann, folder, json.loads(ann.read_text())
+
+
+def test_missing_and_corrupt_images_are_replaced(tmp_path):
+    ann, folder, _ = copy_vision_synth(tmp_path)
+    cfg = make_config(ann, folder, tmp_path / "a", classes=("elephant", "giraffe", "kite"), train_per_class=4,
+                      val_per_class=2)
+    first = hw4.build_subset(cfg)
+    gone, broken = first["entries"][0], first["entries"][-1]
+    (folder / gone["file_name"]).unlink()
+    (folder / broken["file_name"]).write_bytes(b"not a jpeg at all")
+    result = run_cli("--ann-file", ann, "--image-dir", folder, "--classes", "elephant", "giraffe", "kite",
+                     "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "b",
+                     "--build-only")
+    assert result.returncode == 0, result.stderr
+    assert f"replaced {gone['file_name']} (missing)" in result.stdout
+    assert f"replaced {broken['file_name']} (unreadable" in result.stdout
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    reasons = {r["file_name"]: r["reason"] for r in manifest["replacements"]}
+    assert reasons[gone["file_name"]] == "missing" and reasons[broken["file_name"]].startswith("unreadable")
+    check_build(tmp_path / "b", manifest, cfg)
+    assert {gone["image_id"], broken["image_id"]}.isdisjoint(e["image_id"] for e in manifest["entries"])
+
+
+def test_wrong_image_dir_is_named(tmp_path):
+    result = run_cli(*VS_ARGS, "--train-per-class", "4", "--image-dir", tmp_path / "nowhere",
+                     "--dataset-dir", tmp_path / "x")
+    assert result.returncode == 2
+    assert "probably wrong" in result.stderr and str(tmp_path / "nowhere") in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("bad_name", ["/etc/passwd", "../outside.jpg", "sub/../../outside.jpg"])
+def test_unsafe_file_names_are_rejected(tmp_path, bad_name):
+    ann, folder, data = copy_vision_synth(tmp_path)
+    for img in data["images"]:
+        img["file_name"] = bad_name if img["id"] % 2 == 0 else img["file_name"]
+    ann.write_text(json.dumps(data))
+    result = run_cli("--ann-file", ann, "--image-dir", folder, "--classes", "elephant", "giraffe", "kite",
+                     "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "x",
+                     "--build-only")
+    assert result.returncode == 2
+    assert "unsafe file_name" in result.stderr and bad_name in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_class_lists_close_matches(tmp_path):
+    result = run_cli(*VS_ARGS, "--classes", "elephnt", "giraffe", "--train-per-class", "4",
+                     "--dataset-dir", tmp_path / "x")
+    assert result.returncode == 2
+    assert "unknown class 'elephnt'" in result.stderr and "did you mean 'elephant'" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ann-file", "/nonexistent/instances.json"], "annotation file not found: /nonexistent/instances.json"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1"),
+    (["--image-size", "5"], "--image-size 5 is too small"),
+    (["--classes", "kite", "kite"], "--classes lists a class twice"),
+    (["--betas", "0.9", "1.5"], "betas must be in [0, 1)"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    base = ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe",
+            "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "x", "--build-only"]
+    result = run_cli(*base, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_annotation_file_that_is_not_coco(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = run_cli(*VS_ARGS, "--train-per-class", "4", "--ann-file", bad, "--dataset-dir", tmp_path / "x")
+    assert result.returncode == 2 and str(bad) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_foreign_dataset_dir_is_not_replaced(tmp_path):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    result = run_cli(*VS_ARGS, "--train-per-class", "4", "--dataset-dir", precious)
+    assert result.returncode == 2 and "not an hw4 dataset" in result.stderr
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+def test_class_names_with_spaces_and_underscores(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    data = json.loads(ann.read_text())
+    renamed = {"cat": "hot dog", "dog": "teddy_bear"}
+    for cat in data["categories"]:
+        cat["name"] = renamed.get(cat["name"], cat["name"])
+    new_ann = tmp_path / "instances.json"
+    new_ann.write_text(json.dumps(data))
+    cfg = make_config(new_ann, images, tmp_path / "ds", classes=("teddy_bear", "hot dog", "pizza"),
+                      train_per_class=10, val_per_class=3, image_size=16)
+    manifest = hw4.build_subset(cfg)
+    check_build(tmp_path / "ds", manifest, cfg)
+    data = hw4.load_dataset_tensors(cfg.dataset_dir, manifest)
+    train = [e for e in manifest["entries"] if e["split"] == "train"]
+    assert data["train_y"].tolist() == [e["label"] for e in train]
+    assert sorted(set(data["train_y"].tolist())) == [0, 1, 2]
+
+
+def cmyk_jpeg(path: Path) -> Path:
+    Image.new("CMYK", (40, 30), (10, 200, 30, 0)).save(path)
+    return path
+
+
+def la_png(path: Path) -> Path:
+    Image.new("LA", (40, 30), (120, 90)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("source", ["camera.png", "logo.png", "no_time_for_that_tiny.gif", "chelsea.png",
+                                    "cmyk", "la"])
+def test_every_image_mode_ends_as_rgb(tmp_path, source):
+    path = {"cmyk": lambda: cmyk_jpeg(tmp_path / "c.jpg"), "la": lambda: la_png(tmp_path / "la.png")}.get(
+        source, lambda: PHOTOS / source)()
+    with Image.open(path) as img:
+        original_mode = img.mode
+    thumb = hw4.decode_rgb_thumbnail(path, 64)
+    assert thumb.mode == "RGB" and thumb.size == (64, 64)
+    assert np.asarray(thumb).shape == (64, 64, 3)
+    assert original_mode in {"L", "RGBA", "P", "RGB", "CMYK", "LA"}
+
+
+def test_draft_decoding_stays_close_to_a_full_decode(tmp_path):
+    """Draft mode (DCT downscaling) must not change the 64x64 result much: mean |diff| < 3 of 255."""
+    diffs = []
+    for name in ("chelsea.png", "astronaut.png", "coffee.png"):
+        jpg = tmp_path / f"{name}.jpg"
+        Image.open(PHOTOS / name).convert("RGB").resize((640, 480)).save(jpg, quality=90)
+        fast = np.asarray(hw4.decode_rgb_thumbnail(jpg, 64), dtype=np.int16)
+        full = np.asarray(Image.open(jpg).convert("RGB").resize((64, 64), Image.Resampling.BICUBIC), dtype=np.int16)
+        diffs.append(np.abs(fast - full).mean())
+    assert max(diffs) < 3, diffs
