@@ -942,7 +942,6 @@ def new_history() -> dict:
         "100steps": {k: [] for k in METRIC_KEYS},
         "epoch": {k: [] for k in METRIC_KEYS},
         "grad_norms": {k: [] for k in GRAD_LAYERS},
-        "epoch_time_s": [],
     }
 
 
@@ -1201,7 +1200,6 @@ def train(name: str, data: dict, manifest: dict, cfg: Config, device: "torch.dev
         improved = update_best(state, net, summary)
         seconds = time.perf_counter() - t0
         state["train_time_s"] += seconds
-        state["history"]["epoch_time_s"].append(seconds)
         print_epoch_line(state, cfg, seconds, improved)
         state["epoch"] += 1
         state["step"], state["buffers"] = 0, None
@@ -1258,6 +1256,16 @@ def write_bytes_atomic(path: Path, blob: bytes) -> None:
     os.replace(tmp, path)
 
 
+def canonical_pickle(obj: Any) -> bytes:
+    """Pickle without the memo, so equal results give equal bytes however their strings are shared
+    (a --jobs worker and a sequential run build the same dict from differently shared objects)."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=4)
+    pickler.fast = True
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
 def net_index(name: str) -> int:
     return NET_NAMES.index(name) + 1
 
@@ -1305,7 +1313,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, path:
 def write_net_outputs(out: Path, state: dict, results: dict) -> None:
     """results{k}.pkl, net{k}.pt and the net's two confusion figures, as soon as it finishes."""
     name, k = state["net"], net_index(state["net"])
-    write_bytes_atomic(out / f"results{k}.pkl", pickle.dumps(results, protocol=4))
+    write_bytes_atomic(out / f"results{k}.pkl", canonical_pickle(results))
     save_torch_atomic(state["best"]["state_dict"], out / f"{name}.pt")
     label = f"Net{k}"
     for split in ("train", "val"):

@@ -1,0 +1,189 @@
+"""Training, evaluation and outputs: metrics, determinism, pickles, figures and the CLI end to end."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hw4
+from conftest import demo_paths, run_cli
+
+ORIGINAL_KEYS = ("train_cross_entropy", "train_class_acc", "val_cross_entropy", "val_class_acc")
+
+
+def train_tiny(tiny_built, tmp_path, name="net1", **overrides):
+    cfg, manifest = tiny_built
+    cfg = dataclasses.replace(cfg, out=str(tmp_path), **overrides)
+    torch.set_num_threads(cfg.threads)
+    data = hw4.load_dataset_tensors(cfg.dataset_dir, manifest)
+    state = hw4.train(name, data, manifest, cfg, torch.device("cpu"))
+    return cfg, manifest, data, state
+
+
+def test_training_lowers_the_loss_and_records_everything(tiny_built, tmp_path):
+    cfg, manifest, data, state = train_tiny(tiny_built, tmp_path)
+    hist = state["history"]
+    assert hist["epoch"]["train_cross_entropy"][1] < hist["epoch"]["train_cross_entropy"][0]
+    n_train, n_val = len(data["train_x"]), len(data["val_x"])
+    train_iters, val_iters = -(-n_train // cfg.batch_size), -(-n_val // cfg.batch_size)
+    for key in ORIGINAL_KEYS:
+        assert len(hist["epoch"][key]) == cfg.epochs
+        iters = train_iters if key.startswith("train") else val_iters
+        assert len(hist["100steps"][key]) == cfg.epochs * (iters // 100)
+    assert len(hist["100steps"]["train_cross_entropy"]) == 2  # 125 iterations per epoch
+    for layer in hw4.GRAD_LAYERS:
+        assert len(hist["grad_norms"][layer]) == cfg.epochs and min(hist["grad_norms"][layer]) > 0
+
+    results = hw4.results_dict(state, cfg, manifest)
+    best = results["best_epoch"]
+    assert best == 1 + int(np.argmax(hist["epoch"]["val_class_acc"]))
+    for split, n in (("train", n_train), ("val", n_val)):
+        matrix = results["confusion matrix"][f"{split} confusion"]
+        assert matrix.dtype == np.int64 and matrix.shape == (5, 5)
+        assert matrix.sum() == n
+        assert np.trace(matrix) / matrix.sum() == hist["epoch"][f"{split}_class_acc"][best - 1]
+
+
+def test_100_step_means_match_a_per_step_recomputation(tiny_built, tmp_path):
+    """The vectorised bookkeeping equals the original's running sums over 100 iterations."""
+    cfg, manifest, data, state = train_tiny(tiny_built, tmp_path, epochs=1)
+    # replay epoch 1 with the original's per-batch loop on a fresh net with the same seed
+    hw4.seed_everything(cfg.seed)
+    net = hw4.build_net("net1", cfg.image_size, manifest["classes"])
+    opt = hw4.make_optimizer(net, cfg, torch.device("cpu"))
+    perm = hw4.epoch_permutation(len(data["train_x"]), cfg.seed, 0, torch.device("cpu"))
+    running_loss = running_acc = 0.0
+    windows = []
+    for i in range(100):
+        idx = perm[i * 4:(i + 1) * 4]
+        out = net(data["train_x"][idx].float() / 255)
+        loss = torch.nn.functional.cross_entropy(out, data["train_y"][idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running_loss += loss.item()
+        running_acc += (out.argmax(1) == data["train_y"][idx]).float().mean().item()
+    windows.append((running_loss / 100, running_acc / 100))
+    got = state["history"]["100steps"]
+    assert got["train_cross_entropy"][0] == pytest.approx(windows[0][0], rel=1e-5)
+    assert got["train_class_acc"][0] == pytest.approx(windows[0][1], rel=1e-6)
+
+
+def test_same_seed_same_metrics_and_independent_of_order(tiny_built, tmp_path):
+    *_, a = train_tiny(tiny_built, tmp_path / "a", name="net2")
+    train_tiny(tiny_built, tmp_path / "b", name="net1")  # another net first must not matter
+    *_, b = train_tiny(tiny_built, tmp_path / "b", name="net2")
+    assert a["history"] == b["history"]
+    for k, v in a["best"]["state_dict"].items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b["best"]["state_dict"][k])
+    *_, c = train_tiny(tiny_built, tmp_path / "c", name="net2", seed=6)
+    assert c["history"]["epoch"] != a["history"]["epoch"]
+
+
+def test_each_epoch_has_its_own_order():
+    cpu = torch.device("cpu")
+    first, second = (hw4.epoch_permutation(50, 5, e, cpu) for e in (0, 1))
+    assert not torch.equal(first, second)
+    assert torch.equal(first, hw4.epoch_permutation(50, 5, 0, cpu))
+    assert sorted(first.tolist()) == list(range(50))
+
+
+def test_confusion_matrix_rows_are_true_labels():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    preds = torch.tensor([0, 1, 1, 2, 0, 2])
+    expected = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert (hw4.confusion_matrix(labels, preds, 3) == expected).all()
+
+
+def test_device_auto_on_this_machine():
+    expected = "cuda" if torch.cuda.is_available() else ("cpu" if not torch.accelerator.is_available() else None)
+    if expected:
+        assert hw4.pick_device("auto").type == expected
+    assert hw4.pick_device("cpu").type == "cpu"
+
+
+def is_png(path: Path) -> bool:
+    with Image.open(path) as img:
+        img.verify()
+        return img.format == "PNG"
+
+
+FIGURES = ["samples.png", "curves_epoch.png", "curves_100steps.png", "grad_norms.png",
+           *[f"confusion_{n}_{s}.png" for n in hw4.NET_NAMES for s in ("train", "val")]]
+
+
+def tiny_cli_args(demo_coco, out, dataset):
+    ann, images = demo_paths(demo_coco)
+    return ["--ann-file", ann, "--image-dir", images, "--train-per-class", "30", "--val-per-class", "10",
+            "--image-size", "32", "--epochs", "2", "--dataset-dir", dataset, "--out", out, "--threads", "1"]
+
+
+def test_cli_end_to_end(demo_coco, tmp_path):
+    out = tmp_path / "r"
+    result = run_cli(*tiny_cli_args(demo_coco, out, tmp_path / "ds"))
+    assert result.returncode == 0, result.stderr
+    assert "net1 epoch  2/2" in result.stdout and "fc1 in" in result.stdout
+    for k, name in enumerate(hw4.NET_NAMES, 1):
+        with open(out / f"results{k}.pkl", "rb") as f:
+            res = pickle.load(f)
+        assert set(res) >= {"100steps", "epoch", "confusion matrix", "net", "best_epoch", "config"}
+        for scale in ("100steps", "epoch"):
+            assert set(res[scale]) == set(ORIGINAL_KEYS)
+            assert all(isinstance(v, float) for key in ORIGINAL_KEYS for v in res[scale][key])
+        assert set(res["confusion matrix"]) == {"train confusion", "val confusion"}
+        assert isinstance(res["confusion matrix"]["val confusion"], np.ndarray)
+        assert res["net"] == name and res["config"]["image_size"] == 32
+        state = torch.load(out / f"{name}.pt", weights_only=True)
+        assert state["_extra_state"]["net"] == name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["nets"]) == set(hw4.NET_NAMES)
+    assert metrics["nets"]["net1"]["epoch"] == res_epoch(out, 1)
+    for fig in FIGURES:
+        assert is_png(out / fig), fig
+    assert (out / "REPORT.md").is_file()
+
+
+def res_epoch(out: Path, k: int) -> dict:
+    with open(out / f"results{k}.pkl", "rb") as f:
+        return pickle.load(f)["epoch"]
+
+
+def test_parallel_jobs_give_the_same_results_as_sequential(demo_coco, tmp_path):
+    ds = tmp_path / "ds"
+    seq = run_cli(*tiny_cli_args(demo_coco, tmp_path / "seq", ds), "--nets", "net1", "net2")
+    par = run_cli(*tiny_cli_args(demo_coco, tmp_path / "par", ds), "--nets", "net1", "net2", "--jobs", "2")
+    assert seq.returncode == 0 and par.returncode == 0, par.stderr
+    for k, name in ((1, "net1"), (2, "net2")):
+        assert (tmp_path / "seq" / f"results{k}.pkl").read_bytes() == (tmp_path / "par" / f"results{k}.pkl").read_bytes()
+        a = torch.load(tmp_path / "seq" / f"{name}.pt", weights_only=True)
+        b = torch.load(tmp_path / "par" / f"{name}.pt", weights_only=True)
+        assert all(torch.equal(a[key], b[key]) for key in a if isinstance(a[key], torch.Tensor))
+
+
+def test_dry_run_takes_one_batch_per_epoch(demo_coco, tmp_path):
+    result = run_cli(*tiny_cli_args(demo_coco, tmp_path / "r", tmp_path / "ds"), "--dry-run", "--nets", "net3")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "r" / "results3.pkl", "rb") as f:
+        res = pickle.load(f)
+    assert res["confusion matrix"]["train confusion"].sum() == 4
+    assert res["confusion matrix"]["val confusion"].sum() == 4
+    assert len(res["epoch"]["train_class_acc"]) == 2
+
+
+def test_demo_learns_and_explicit_flags_override_its_defaults(tmp_path):
+    result = run_cli("--demo", "--epochs", "2", "--nets", "net1", "net2", "--out", tmp_path / "r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(metrics["nets"]) == {"net1", "net2"}
+    for name in ("net1", "net2"):
+        assert len(metrics["nets"][name]["epoch"]["val_class_acc"]) == 2
+        assert max(metrics["nets"][name]["epoch"]["val_class_acc"]) >= 0.6
+    assert metrics["config"]["train_per_class"] == hw4.DEMO_DEFAULTS["train_per_class"]
+    assert f"results are in {tmp_path / 'r'}" in result.stdout
