@@ -1349,6 +1349,8 @@ def mean_and_spread(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_curves(runs_by_net: dict[str, list[dict]], scale: str, path: Path) -> None:
     """Loss and accuracy, train solid and val dashed, all nets on one figure; bands span seeds."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = new_figure(figsize=(11, 4.2))
     ax_loss, ax_acc = fig.subplots(1, 2)
     unit = "epoch" if scale == "epoch" else "100 iterations"
@@ -1365,6 +1367,7 @@ def plot_curves(runs_by_net: dict[str, list[dict]], scale: str, path: Path) -> N
                 if len(runs) > 1:
                     ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
     for ax, ylabel in ((ax_loss, "cross-entropy"), (ax_acc, "classification accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(unit)
         ax.set_ylabel(ylabel)
         ax.grid(True, linewidth=0.5)
@@ -1378,6 +1381,8 @@ def plot_curves(runs_by_net: dict[str, list[dict]], scale: str, path: Path) -> N
 
 def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
     """grad_norms.png: mean gradient norm per epoch of the first conv, last conv and fc1."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = new_figure(figsize=(12, 3.8))
     axes = fig.subplots(1, len(GRAD_LAYERS))
     for k, (name, runs) in enumerate(runs_by_net.items()):
@@ -1386,6 +1391,7 @@ def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
             ax.plot(np.arange(1, len(mean) + 1), mean, color=f"C{k}", label=f"Net{net_index(name)}")
     for ax, layer in zip(axes, GRAD_LAYERS):
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"grad norm: {layer.replace('_', ' ')}")
         ax.set_xlabel("epoch")
         ax.grid(True, linewidth=0.5)
@@ -1482,6 +1488,12 @@ def seed_configs(cfg: Config) -> list[Config]:
             for k in range(cfg.seeds)]
 
 
+def remove_partial_writes(out: Path) -> None:
+    """Delete the temporary files of writes that a SIGKILL cut short (the real files are intact)."""
+    for tmp in [*out.glob(".*.tmp-*"), *out.glob("checkpoints/.*.tmp-*")]:
+        tmp.unlink(missing_ok=True)
+
+
 def run_experiment(cfg: Config, manifest: dict, stop: StopRequest) -> dict[str, list[dict]]:
     """Train every net for every seed and write all outputs; returns the results per net, per seed."""
     print_net_table(cfg.nets, cfg.image_size, manifest["classes"])
@@ -1490,6 +1502,7 @@ def run_experiment(cfg: Config, manifest: dict, stop: StopRequest) -> dict[str, 
     timings: dict[str, dict[str, float]] = {c.out: {} for c in per_seed}
     for c in per_seed:
         Path(c.out).mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(Path(c.out))
         plot_samples(manifest, cfg.dataset_dir, Path(c.out) / "samples.png", c.seed)
 
     def on_done(c: Config, name: str, res: dict, seconds: float) -> None:
@@ -1588,7 +1601,7 @@ def report_table(runs_by_net: dict[str, list[dict]], times: dict[str, list[float
     for name, runs in runs_by_net.items():
         s = net_summary(runs)
         lines.append(
-            f"| Net{net_index(name)} | {pm(s['best_val_acc'])} | {pm(s['best_epoch'], 1, 1, '')} "
+            f"| Net{net_index(name)} | {pm(s['best_val_acc'])} | {pm(s['best_epoch'], 1, int(len(runs) > 1), '')} "
             f"| {pm(s['final_train_acc'])} | {pm(s['final_val_acc'])} "
             f"| {pm(s['final_train_loss'], 1, 3, '')} | {pm(s['final_val_loss'], 1, 3, '')} "
             f"| {runs[0]['params']:,} | {pm(times[name], 1, 0, ' s')} |")

@@ -1,0 +1,140 @@
+"""REPORT.md answers from the numbers, --seeds statistics, and the predict mode."""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hw4
+from conftest import PHOTOS, demo_paths, run_cli
+
+CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
+
+
+def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1: float,
+                 val_confusion: np.ndarray) -> dict:
+    epochs = len(val_accs)
+    return {
+        "100steps": {k: [] for k in hw4.METRIC_KEYS},
+        "epoch": {"train_cross_entropy": [1.0] * (epochs - 1) + [1.0 - train_acc],
+                  "train_class_acc": [train_acc] * epochs,
+                  "val_cross_entropy": [1.0] * epochs, "val_class_acc": val_accs},
+        "confusion matrix": {"train confusion": np.eye(5, dtype=np.int64) * 10, "val confusion": val_confusion},
+        "net": name, "best_epoch": int(np.argmax(val_accs)) + 1, "classes": CLASSES, "params": 1000,
+        "grad_norms": {"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
+        "config": {"train_per_class": 10, "val_per_class": 10, "image_size": 64, "batch_size": 4,
+                   "epochs": epochs, "lr": 0.001, "betas": [0.9, 0.99]},
+    }
+
+
+def confusion_with_cat_dog_errors(n: int) -> np.ndarray:
+    m = np.eye(5, dtype=np.int64) * 10
+    m[2, 3], m[3, 2], m[0, 1] = n, n - 1, 1
+    return m
+
+
+def test_report_follows_the_numbers(tmp_path):
+    """Net1 beats Net2 here, Net3's first layer starves: the report must say exactly that."""
+    runs = {
+        "net1": [fake_results("net1", [0.5, 0.70, 0.68], 0.95, 2.0, confusion_with_cat_dog_errors(6))],
+        "net2": [fake_results("net2", [0.5, 0.62, 0.61], 0.90, 2.0, confusion_with_cat_dog_errors(5))],
+        "net3": [fake_results("net3", [0.2, 0.30, 0.31], 0.35, 0.001, confusion_with_cat_dog_errors(4))],
+    }
+    cfg = hw4.Config(ann_file="a", image_dir="b", epochs=3)
+    hw4.write_report(tmp_path, cfg, runs, {n: [1.0] for n in runs})
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Net2 − Net1 = -8.0 points of best val accuracy" in text
+    assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
+    assert "Best performer in this run: Net1." in text
+    assert "Net3's first layer gets 2e+03× less gradient" in text
+    assert "what vanishing gradients look like" in text
+    assert "most confused pair **cat / dog** (11 images" in text
+    assert "- Net1: train accuracy ends 27.0 points above val accuracy and val peaks at epoch 2 of 3: it overfits" in text
+    assert "- Net3: train accuracy is only 35.0%" in text
+    assert "| Net1 | 70.0% | 2 |" in text
+
+
+def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
+    m = confusion_with_cat_dog_errors(3)
+    runs = {"net1": [fake_results("net1", [0.60], 0.7, 1, m), fake_results("net1", [0.64], 0.7, 1, m)],
+            "net2": [fake_results("net2", [0.61], 0.7, 1, m), fake_results("net2", [0.63], 0.7, 1, m)],
+            "net3": [fake_results("net3", [0.40], 0.5, 1, m), fake_results("net3", [0.41], 0.5, 1, m)]}
+    cfg = hw4.Config(ann_file="a", image_dir="b", epochs=1, seeds=2)
+    hw4.write_report(tmp_path, cfg, runs, {n: [1.0, 2.0] for n in runs})
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Net2 − Net1 = +0.0 points" in text and "not larger than the noise" in text
+    assert "| Net1 | 62.0 ± 2.8% |" in text
+    assert "The gap Net2 − Net3 of 21.5 points is larger than the seed-to-seed spread" in text
+
+
+def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(demo_coco, tmp_path):
+    ann, images = demo_paths(demo_coco)
+    out = tmp_path / "r"
+    result = run_cli("--ann-file", ann, "--image-dir", images, "--train-per-class", "30", "--val-per-class", "10",
+                     "--image-size", "32", "--epochs", "2", "--dataset-dir", tmp_path / "ds", "--out", out,
+                     "--seeds", "2", "--nets", "net1", "net2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "metrics.json").read_text())
+    for name in ("net1", "net2"):
+        best = []
+        for seed in (5, 6):
+            with open(out / f"seed_{seed}" / f"results{hw4.net_index(name)}.pkl", "rb") as f:
+                best.append(max(pickle.load(f)["epoch"]["val_class_acc"]))
+        assert summary["nets"][name]["best_val_acc"] == best
+        assert summary["nets"][name]["best_val_acc_mean"] == pytest.approx(np.mean(best))
+        assert summary["nets"][name]["best_val_acc_std"] == pytest.approx(np.std(best, ddof=1))
+    assert "net2-net1" in summary["comparisons"]
+    report = (out / "REPORT.md").read_text()
+    assert "seeds 5..6 (mean ± std)" in report and "seed-to-seed spread" in report
+    for fig in ("curves_epoch.png", "curves_100steps.png", "grad_norms.png", "samples.png"):
+        assert (out / fig).is_file()
+    assert (out / "seed_6" / "REPORT.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained_weights(demo_coco, tmp_path_factory) -> Path:
+    ann, images = demo_paths(demo_coco)
+    tmp = tmp_path_factory.mktemp("weights")
+    result = run_cli("--ann-file", ann, "--image-dir", images, "--train-per-class", "30", "--val-per-class", "10",
+                     "--image-size", "32", "--epochs", "1", "--dataset-dir", tmp / "ds", "--out", tmp / "r",
+                     "--nets", "net2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    return tmp / "r" / "net2.pt"
+
+
+def test_predict_on_fixture_photos(trained_weights):
+    photos = sorted(PHOTOS.iterdir())
+    rows = hw4.predict_images(trained_weights, photos)
+    assert len(rows) == len(photos)
+    for row in rows:
+        probs = np.array(list(row["probs"].values()))
+        assert list(row["probs"]) == CLASSES
+        assert (probs >= 0).all() and probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert row["class"] == CLASSES[int(probs.argmax())]
+    result = run_cli("predict", "--weights", trained_weights, *photos)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == len(photos)
+    assert "chelsea.png: " in result.stdout
+
+
+def test_predict_errors_are_clean(trained_weights, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"weight": torch.zeros(3)}, bogus)
+    cases = [
+        ((str(trained_weights), text), f"cannot read {text} as an image"),
+        ((str(trained_weights), tmp_path / "missing.jpg"), "image not found"),
+        ((str(tmp_path / "none.pt"), PHOTOS / "chelsea.png"), "weights file not found"),
+        ((str(bogus), PHOTOS / "chelsea.png"), "is not hw4 weights"),
+        ((str(text), PHOTOS / "chelsea.png"), "is not hw4 weights"),
+    ]
+    for (weights, image), message in cases:
+        result = run_cli("predict", "--weights", weights, image)
+        assert result.returncode == 2, (weights, image)
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
