@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import http.client
 import io
 import json
 import math
@@ -40,7 +41,10 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
+import urllib.parse
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -122,6 +126,8 @@ class Config:
     download: bool = False
     coco_url_base: str | None = None
     download_workers: int = 8
+    download_timeout: float = 30.0
+    download_retries: int = 5
 
     def build_settings(self) -> dict[str, Any]:
         """The settings that decide the dataset's content (not where it is written or how fast)."""
@@ -558,7 +564,226 @@ def print_counts(manifest: dict) -> None:
     for name in manifest["classes"]:
         print(f"{name:<{width}}  {counts.get('train', {}).get(name, 0):5d}  {counts.get('val', {}).get(name, 0):5d}")
     if manifest["replacements"]:
-        print(f"{len(manifest['replacements'])} unreadable images were replaced (listed in manifest.json)")
+        print(f"{len(manifest['replacements'])} missing or unreadable images were replaced "
+              "(listed in manifest.json)")
+
+
+# =============================================================================
+# COCO subset: download only the chosen images (--download)
+# =============================================================================
+
+DEFAULT_COCO_URL_BASE = "http://images.cocodataset.org"
+ANNOTATIONS_ZIP = "annotations/annotations_trainval2014.zip"
+ANNOTATIONS_MEMBER = "annotations/instances_train2014.json"
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 20.0
+
+
+class RetryableError(Exception):
+    """A timeout, a reset, a cut body, a 5xx or a 429: worth another try after a pause."""
+
+
+class PermanentError(Exception):
+    """A 404 or another 4xx, or a URL we refuse: trying again will not help."""
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 5
+
+
+def checked_url(url: str) -> urllib.parse.SplitResult:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PermanentError(f"refusing URL {url!r}: only http and https are allowed")
+    return parts
+
+
+def http_get(url: str, dest: Path, opts: FetchOptions, redirects: int = 3) -> None:
+    """GET url into dest with separate connect and read timeouts; classifies every failure."""
+    parts = checked_url(url)
+    conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_class(parts.hostname, parts.port, timeout=opts.connect_timeout)
+    try:
+        conn.connect()
+        conn.sock.settimeout(opts.read_timeout)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers={"User-Agent": "hw4"})
+        resp = conn.getresponse()
+        if resp.status in (301, 302, 303, 307, 308) and redirects and resp.getheader("Location"):
+            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, opts, redirects - 1)
+        if resp.status == 429 or resp.status >= 500:
+            raise RetryableError(f"HTTP {resp.status} {resp.reason}")
+        if resp.status != 200:
+            raise PermanentError(f"HTTP {resp.status} {resp.reason}")
+        expected = resp.getheader("Content-Length")
+        size = 0
+        with open(dest, "wb") as f:
+            while chunk := resp.read(1 << 16):
+                f.write(chunk)
+                size += len(chunk)
+        if expected is not None and size != int(expected):
+            raise RetryableError(f"body cut off: {size} of {expected} bytes")
+    except (http.client.HTTPException, OSError) as exc:  # timeouts, resets, cut bodies, DNS
+        raise RetryableError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+    finally:
+        conn.close()
+
+
+def is_valid_image(path: Path) -> bool:
+    """The file decodes completely (a truncated JPEG fails here); draft mode keeps it cheap."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (64, 64))
+            img.load()
+        return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def fetch_with_retries(url: str, dest: Path, opts: FetchOptions, check=is_valid_image) -> tuple[str, int, str]:
+    """Fetch url to dest unless a valid copy is there. Returns (status, retries, reason).
+
+    The body goes to a temporary file that is renamed into place only once it is
+    complete and decodes, so an interrupted run never leaves a file that looks done.
+    """
+    if dest.is_file() and check(dest):
+        return "present", 0, ""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
+    reason, attempt = "", 0
+    for attempt in range(opts.retries + 1):
+        try:
+            http_get(url, tmp, opts)
+            if not check(tmp):
+                raise RetryableError("the body is not a readable image")
+            os.replace(tmp, dest)
+            return "downloaded", attempt, ""
+        except PermanentError as exc:
+            reason = str(exc)
+            break
+        except RetryableError as exc:
+            reason = str(exc)
+            if attempt < opts.retries:  # exponential backoff with jitter, so threads do not retry in step
+                time.sleep(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt) * random.uniform(0.5, 1.5))
+        finally:
+            tmp.unlink(missing_ok=True)
+    return "failed", attempt, reason
+
+
+def image_url(image: dict, base: str | None) -> str:
+    """URL of one COCO image: the mirror's train2014/<file_name>, or the annotation's coco_url."""
+    rel = safe_relative_path(image["file_name"])
+    if base:
+        return f"{base.rstrip('/')}/train2014/{urllib.parse.quote(str(rel))}"
+    if not image.get("coco_url"):
+        raise PermanentError(f"image {image['id']} has no coco_url (pass --coco-url-base)")
+    return image["coco_url"]
+
+
+def destination_inside(image_dir: Path, file_name: str) -> Path:
+    """Where a download goes: under image_dir, even through symlinks."""
+    dest = source_path(image_dir, file_name)
+    if not dest.parent.resolve().is_relative_to(image_dir.resolve()) and dest.parent.exists():
+        raise PermanentError(f"{file_name} would be written outside {image_dir}")
+    return dest
+
+
+def fetch_annotations(cfg: Config) -> None:
+    """Fetch the 2014 annotations zip and extract instances_train2014.json to --ann-file."""
+    base = (cfg.coco_url_base or DEFAULT_COCO_URL_BASE).rstrip("/")
+    ann = Path(cfg.ann_file)
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    archive = ann.with_name(".annotations_trainval2014.zip")
+    url = f"{base}/{ANNOTATIONS_ZIP}"
+    print(f"fetching the annotations from {url} ...")
+    opts = FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
+    status, _, reason = fetch_with_retries(url, archive, opts, check=zipfile.is_zipfile)
+    if status == "failed":
+        raise UserError(f"could not download {url} ({reason}); check the network or --coco-url-base")
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(ANNOTATIONS_MEMBER) as src:
+            tmp = ann.with_name(f".{ann.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+        os.replace(tmp, ann)
+    except KeyError:
+        raise UserError(f"{url} has no {ANNOTATIONS_MEMBER}; check --coco-url-base") from None
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def fetch_images(ids: list[int], coco, cfg: Config, opts: FetchOptions) -> dict[int, tuple[str, int, str]]:
+    """Fetch the images with these ids in parallel threads; returns id -> (status, retries, reason)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm import tqdm
+
+    image_dir = Path(cfg.image_dir)
+
+    def one(img_id: int) -> tuple[str, int, str]:
+        image = coco.imgs[img_id]
+        try:
+            return fetch_with_retries(image_url(image, cfg.coco_url_base),
+                                      destination_inside(image_dir, image["file_name"]), opts)
+        except PermanentError as exc:
+            return "failed", 0, str(exc)
+
+    with ThreadPoolExecutor(max_workers=cfg.download_workers) as pool:
+        results = list(tqdm(pool.map(one, ids), total=len(ids), desc="downloading", unit="img", disable=None))
+    return dict(zip(ids, results))
+
+
+def download_subset_images(cfg: Config):
+    """--download: the annotations if missing, then exactly the chosen images (and replacements).
+
+    Replacements follow the builder's rule (the next unused candidate of the
+    class, in plan order), so the build that follows finds every image it needs.
+    """
+    if cfg.coco_url_base:
+        checked_or_user_error(cfg.coco_url_base)
+    if not Path(cfg.ann_file).is_file():
+        fetch_annotations(cfg)
+    coco = load_coco(cfg.ann_file)
+    picks, queues, used = select_subset(coco, cfg)
+    opts = FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
+    pending = [(name, img_id) for name, ids in picks.items() for img_id in ids]
+    outcome: dict[int, tuple[str, int, str]] = {}
+    while pending:
+        results = fetch_images([img_id for _, img_id in pending], coco, cfg, opts)
+        outcome.update(results)
+        retry = []
+        for name, img_id in pending:
+            if results[img_id][0] == "failed":
+                new_id = queues[name].next_unused(used)
+                if new_id is not None:
+                    used.add(new_id)
+                    retry.append((name, new_id))
+        pending = retry
+    print_download_summary(outcome, coco, cfg)
+    return coco
+
+
+def checked_or_user_error(url: str) -> None:
+    try:
+        checked_url(url)
+    except PermanentError as exc:
+        raise UserError(f"--coco-url-base: {exc}") from None
+
+
+def print_download_summary(outcome: dict[int, tuple[str, int, str]], coco, cfg: Config) -> None:
+    counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
+    retries = sum(o[1] for o in outcome.values())
+    print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
+          f"{retries} retries, {counts['failed']} failed for good")
+    failures = [(i, o[2]) for i, o in outcome.items() if o[0] == "failed"]
+    for img_id, reason in failures[:5]:
+        print(f"  failed: {coco.imgs[img_id]['file_name']}: {reason}")
+    if failures and len(failures) == len(outcome):
+        raise UserError(f"no image could be downloaded (first: {failures[0][1]}); "
+                        "check the network or --coco-url-base")
 
 
 # =============================================================================
@@ -1888,6 +2113,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--coco-url-base", help="mirror laid out like http://images.cocodataset.org "
                                            "(default: each image's coco_url)")
     d.add_argument("--download-workers", type=positive_int, default=8, help="parallel downloads (default: 8)")
+    d.add_argument("--download-timeout", type=positive_float, default=30.0,
+                   help="read timeout per request in seconds; connecting times out after 10 s (default: 30)")
+    d.add_argument("--download-retries", type=int, default=5,
+                   help="retries per file after a timeout, reset, 5xx or 429, with exponential backoff (default: 5)")
     t = p.add_argument_group("training")
     t.add_argument("--nets", nargs="+", choices=NET_NAMES, default=list(NET_NAMES),
                    help="nets to train (default: net1 net2 net3)")
@@ -1946,6 +2175,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         download=args.download,
         coco_url_base=args.coco_url_base,
         download_workers=args.download_workers,
+        download_timeout=args.download_timeout,
+        download_retries=max(0, args.download_retries),
     )
 
 
@@ -1966,9 +2197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
         if args.demo:
             prepare_demo(cfg, args)
-        if cfg.download:
-            download_subset_images(cfg)
-        manifest = build_subset(cfg)
+        coco = download_subset_images(cfg) if cfg.download and reusable_manifest(cfg) is None else None
+        manifest = build_subset(cfg, coco)
         if args.build_only:
             print(f"dataset ready in {cfg.dataset_dir}")
             return 0
