@@ -247,10 +247,10 @@ def test_unknown_class_lists_close_matches(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--ann-file", "/nonexistent/instances.json"], "annotation file not found: /nonexistent/instances.json"),
-    (["--epochs", "0"], "argument --epochs: must be at least 1"),
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
     (["--image-size", "5"], "--image-size 5 is too small"),
     (["--classes", "kite", "kite"], "--classes lists a class twice"),
-    (["--betas", "0.9", "1.5"], "betas must be in [0, 1)"),
+    (["--betas", "0.9", "1.5"], "argument --betas: must be in [0, 1), got 1.5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     base = ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe",

@@ -55,14 +55,15 @@ def test_100_step_means_match_a_per_step_recomputation(tiny_built, tmp_path):
     cfg, manifest, data, state = train_tiny(tiny_built, tmp_path, epochs=1)
     # replay epoch 1 with the original's per-batch loop on a fresh net with the same seed
     hw4.seed_everything(cfg.seed)
-    net = hw4.build_net("net1", cfg.image_size, manifest["classes"])
+    layout = hw4.memory_format(torch.device("cpu"))
+    net = hw4.build_net("net1", cfg.image_size, manifest["classes"]).to(memory_format=layout)
     opt = hw4.make_optimizer(net, cfg, torch.device("cpu"))
     perm = hw4.epoch_permutation(len(data["train_x"]), cfg.seed, 0, torch.device("cpu"))
     running_loss = running_acc = 0.0
     windows = []
     for i in range(100):
         idx = perm[i * 4:(i + 1) * 4]
-        out = net(data["train_x"][idx].float() / 255)
+        out = net((data["train_x"][idx].float() / 255).contiguous(memory_format=layout))
         loss = torch.nn.functional.cross_entropy(out, data["train_y"][idx])
         opt.zero_grad()
         loss.backward()
