@@ -44,9 +44,13 @@ def test_report_follows_the_numbers(tmp_path):
         "net2": [fake_results("net2", [0.5, 0.62, 0.61], 0.90, 2.0, confusion_with_cat_dog_errors(5))],
         "net3": [fake_results("net3", [0.2, 0.30, 0.31], 0.35, 0.001, confusion_with_cat_dog_errors(4))],
     }
+    val = [{"split": "val", "class": c, "also_shows": also} for c, also in
+           [("cat", ["dog"]), ("cat", []), ("dog", ["cat"]), ("dog", ["cat", "pizza"]), ("pizza", ["dog"])]]
+    manifest = {"entries": val + [{"split": "train", "class": "cat", "also_shows": ["dog"]}]}
     cfg = hw4.Config(ann_file="a", image_dir="b", epochs=3)
-    hw4.write_report(tmp_path, cfg, runs, {n: [1.0] for n in runs})
+    hw4.write_report(tmp_path, cfg, runs, {n: [1.0] for n in runs}, manifest)
     text = (tmp_path / "REPORT.md").read_text()
+    assert "3 of the 4 val images of cat and dog show both (1 labelled cat, 2 labelled dog)" in text
     assert "Net2 − Net1 = -8.0 points of best val accuracy" in text
     assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
     assert "Best performer in this run: Net1." in text
@@ -56,6 +60,18 @@ def test_report_follows_the_numbers(tmp_path):
     assert "- Net1: train accuracy ends 27.0 points above val accuracy and val peaks at epoch 2 of 3: it overfits" in text
     assert "- Net3: train accuracy is only 35.0%" in text
     assert "| Net1 | 70.0% | 2 |" in text
+
+
+def test_report_names_chance_level_and_appearance_confusions(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    runs = {"net3": [fake_results("net3", [0.2, 0.21], 0.2, 1.0, m)]}
+    manifest = {"entries": [{"split": "val", "class": "cat", "also_shows": []},
+                            {"split": "val", "class": "dog", "also_shows": []}]}
+    hw4.write_report(tmp_path, hw4.Config(ann_file="a", image_dir="b", epochs=2), runs, {"net3": [1.0]}, manifest)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "- Net3: train accuracy 20.0% is at chance level (20.0%): it does not learn at all" in text
+    assert "No val image of cat or dog shows the other class" in text
+    assert "Not measured: this run did not train both net1 and net2." in text
 
 
 def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
