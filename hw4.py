@@ -1199,7 +1199,8 @@ def new_epoch_buffers(n_steps: int, n_samples: int, device: "torch.device") -> d
     }
 
 
-def train_steps(net, opt, data: dict, state: dict, cfg: Config, stop: StopRequest | None) -> bool:
+def train_steps(net, opt, data: dict, perm: "torch.Tensor", state: dict, cfg: Config,
+                stop: StopRequest | None) -> bool:
     """Run the current epoch's remaining steps. Returns False when a stop was requested.
 
     This is the hot loop: no host sync, no per-item decoding, no DataLoader;
@@ -1211,7 +1212,6 @@ def train_steps(net, opt, data: dict, state: dict, cfg: Config, stop: StopReques
 
     train_x, train_y = data["train_x"], data["train_y"]
     bs, buf = cfg.batch_size, state["buffers"]
-    perm = epoch_permutation(len(train_x), cfg.seed, state["epoch"], train_x.device)
     n_steps = buf["loss"].numel()
     watched = net.watched_weights()
     layout = memory_format(train_x.device)
@@ -1263,12 +1263,12 @@ def evaluate(net, x_all: "torch.Tensor", y_all: "torch.Tensor", cfg: Config) -> 
     return torch.cat(losses), torch.cat(preds), y_all[:n]
 
 
-def record_epoch(state: dict, data: dict, val: tuple, cfg: Config, num_classes: int) -> dict:
+def record_epoch(state: dict, data: dict, perm: "torch.Tensor", val: tuple, cfg: Config,
+                 num_classes: int) -> dict:
     """Turn the epoch's device buffers and the validation output into history entries."""
     bs, buf, hist = cfg.batch_size, state["buffers"], state["history"]
     n_steps = buf["loss"].numel()
     n_train = min(len(data["train_x"]), n_steps * bs)
-    perm = epoch_permutation(len(data["train_x"]), cfg.seed, state["epoch"], data["train_x"].device)
     train_labels = data["train_y"][perm[:n_train]]
     train_preds = buf["preds"][:n_train]
     batch_sizes = [min(bs, n_train - s * bs) for s in range(n_steps)]
@@ -1286,13 +1286,13 @@ def record_epoch(state: dict, data: dict, val: tuple, cfg: Config, num_classes: 
     summary = {
         "train_cross_entropy": loss_sum / n_train,
         "train_class_acc": int(train_correct.sum()) / n_train,
-        "val_cross_entropy": float(val_losses.double().sum()) / len(val_labels),
+        "val_cross_entropy": float(val_losses.cpu().double().sum()) / len(val_labels),
         "val_class_acc": int(val_correct.sum()) / len(val_labels),
     }
     for key, value in summary.items():
         hist["epoch"][key].append(value)
     for k, layer in enumerate(GRAD_LAYERS):
-        hist["grad_norms"][layer].append(float(buf["grad_norms"][:, k].double().mean()))
+        hist["grad_norms"][layer].append(float(buf["grad_norms"][:, k].cpu().double().mean()))
     summary["train_confusion"] = confusion_matrix(train_labels, train_preds, num_classes)
     summary["val_confusion"] = confusion_matrix(val_labels, val_preds, num_classes)
     return summary
@@ -1435,8 +1435,9 @@ def train(name: str, data: dict, manifest: dict, cfg: Config, device: "torch.dev
     while state["epoch"] < cfg.epochs and not state["finished"]:
         if state["buffers"] is None:
             state["buffers"] = new_epoch_buffers(n_steps, min(n_train, n_steps * cfg.batch_size), device)
+        perm = epoch_permutation(n_train, cfg.seed, state["epoch"], device)
         t0 = time.perf_counter()
-        completed = train_steps(net, opt, data, state, cfg, stop)
+        completed = train_steps(net, opt, data, perm, state, cfg, stop)
         state["steps_time_s"] += time.perf_counter() - t0
         if not completed:
             state["train_time_s"] += time.perf_counter() - t0
@@ -1444,7 +1445,7 @@ def train(name: str, data: dict, manifest: dict, cfg: Config, device: "torch.dev
             raise Interrupted(f"{name} stopped at epoch {state['epoch'] + 1}, step {state['step']}; "
                               f"its checkpoint is {ckpt_file}")
         val = evaluate(net, data["val_x"], data["val_y"], cfg)
-        summary = record_epoch(state, data, val, cfg, len(classes))
+        summary = record_epoch(state, data, perm, val, cfg, len(classes))
         improved = update_best(state, net, summary)
         seconds = time.perf_counter() - t0
         state["train_time_s"] += seconds
