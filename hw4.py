@@ -390,7 +390,7 @@ def run_write_jobs(jobs: list[WriteJob], cfg: Config, root: Path, desc: str) -> 
 
     args = [(str(source_path(cfg.image_dir, j.file_name)), str(root / f"{j.split}_data" / j.out_name),
              cfg.image_size) for j in jobs]
-    chunks = max(1, len(args) // (cfg.workers * 8) if cfg.workers > 1 else 1)
+    chunks = max(1, len(args) // (cfg.workers * 8))  # few round trips, yet an even spread
     bar = dict(total=len(args), desc=desc, unit="img", disable=None, leave=False)
     if cfg.workers > 1 and len(args) > 1:
         with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
@@ -539,7 +539,8 @@ def build_subset(cfg: Config, coco=None) -> dict:
         return manifest
     target = Path(cfg.dataset_dir)
     check_dataset_dir_is_ours(target)
-    coco = coco or load_coco(cfg.ann_file)
+    if coco is None:
+        coco = load_coco(cfg.ann_file)
     picks, queues, used = select_subset(coco, cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(target)
