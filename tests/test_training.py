@@ -188,3 +188,11 @@ def test_demo_learns_and_explicit_flags_override_its_defaults(tmp_path):
         assert max(metrics["nets"][name]["epoch"]["val_class_acc"]) >= 0.6
     assert metrics["config"]["train_per_class"] == hw4.DEMO_DEFAULTS["train_per_class"]
     assert f"results are in {tmp_path / 'r'}" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_a_clean_error(demo_coco, tmp_path):
+    result = run_cli(*tiny_cli_args(demo_coco, tmp_path / "r", tmp_path / "ds"), "--device", "cuda")
+    assert result.returncode == 2
+    assert "--device cuda was asked for but torch sees no CUDA device" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
