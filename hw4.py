@@ -2246,6 +2246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return predict_main(argv[1:])
         args = build_parser().parse_args(argv)
         cfg = config_from_args(args)
+        if cfg.device != "auto" and not args.build_only:
+            pick_device(cfg.device)  # fail before a long build, not after it
         if args.demo:
             prepare_demo(cfg, args)
         coco = download_subset_images(cfg) if cfg.download and reusable_manifest(cfg) is None else None
