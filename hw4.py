@@ -605,6 +605,10 @@ class FetchOptions:
     retries: int = 5
 
 
+def fetch_options(cfg: Config) -> FetchOptions:
+    return FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
+
+
 def checked_url(url: str) -> urllib.parse.SplitResult:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -696,9 +700,9 @@ def image_url(image: dict, base: str | None) -> str:
 
 
 def destination_inside(image_dir: Path, file_name: str) -> Path:
-    """Where a download goes: under image_dir, even through symlinks."""
+    """Where a download goes: under image_dir, even through symlinks (resolve follows existing ones)."""
     dest = source_path(image_dir, file_name)
-    if not dest.parent.resolve().is_relative_to(image_dir.resolve()) and dest.parent.exists():
+    if not dest.parent.resolve().is_relative_to(image_dir.resolve()):
         raise PermanentError(f"{file_name} would be written outside {image_dir}")
     return dest
 
@@ -711,8 +715,7 @@ def fetch_annotations(cfg: Config) -> None:
     archive = ann.with_name(".annotations_trainval2014.zip")
     url = f"{base}/{ANNOTATIONS_ZIP}"
     print(f"fetching the annotations from {url} ...")
-    opts = FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
-    status, _, reason = fetch_with_retries(url, archive, opts, check=zipfile.is_zipfile)
+    status, _, reason = fetch_with_retries(url, archive, fetch_options(cfg), check=zipfile.is_zipfile)
     if status == "failed":
         raise UserError(f"could not download {url} ({reason}); check the network or --coco-url-base")
     try:
@@ -747,6 +750,13 @@ def fetch_images(ids: list[int], coco, cfg: Config, opts: FetchOptions) -> dict[
     return dict(zip(ids, results))
 
 
+def checked_or_user_error(url: str) -> None:
+    try:
+        checked_url(url)
+    except PermanentError as exc:
+        raise UserError(f"--coco-url-base: {exc}") from None
+
+
 def download_subset_images(cfg: Config):
     """--download: the annotations if missing, then exactly the chosen images (and replacements).
 
@@ -759,7 +769,7 @@ def download_subset_images(cfg: Config):
         fetch_annotations(cfg)
     coco = load_coco(cfg.ann_file)
     picks, queues, used = select_subset(coco, cfg)
-    opts = FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
+    opts = fetch_options(cfg)
     pending = [(name, img_id) for name, ids in picks.items() for img_id in ids]
     outcome: dict[int, tuple[str, int, str]] = {}
     while pending:
@@ -773,18 +783,11 @@ def download_subset_images(cfg: Config):
                     used.add(new_id)
                     retry.append((name, new_id))
         pending = retry
-    print_download_summary(outcome, coco, cfg)
+    print_download_summary(outcome, coco)
     return coco
 
 
-def checked_or_user_error(url: str) -> None:
-    try:
-        checked_url(url)
-    except PermanentError as exc:
-        raise UserError(f"--coco-url-base: {exc}") from None
-
-
-def print_download_summary(outcome: dict[int, tuple[str, int, str]], coco, cfg: Config) -> None:
+def print_download_summary(outcome: dict[int, tuple[str, int, str]], coco) -> None:
     counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
     retries = sum(o[1] for o in outcome.values())
     print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
