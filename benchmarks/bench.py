@@ -176,21 +176,21 @@ def original_epoch(name: str, ds_dir: Path) -> float:
 # ----------------------------------------------------------------------------- (b) hw4 and the floor
 
 
-def hw4_epoch(name: str, cfg: hw4.Config, manifest: dict, data: dict) -> tuple[float, float]:
+def hw4_epoch(name: str, cfg: hw4.Config, manifest: dict, data: hw4.SubsetTensors) -> tuple[float, float]:
     """(seconds for hw4's train + val epoch, seconds of its training steps alone)."""
     with contextlib.redirect_stdout(io.StringIO()):
         state = hw4.train(name, data, manifest, cfg, torch.device("cpu"))
-    return state["train_time_s"], state["steps_time_s"]
+    return state.train_time_s, state.steps_time_s
 
 
-def floor_steps(name: str, data: dict) -> float:
+def floor_steps(name: str, data: hw4.SubsetTensors) -> float:
     """Seconds for the bare forward/backward/Adam loop over the same training images."""
     torch.manual_seed(0)
     layout = hw4.memory_format(torch.device("cpu"))  # the same layout as hw4: the floor of its math
     net = hw4.build_net(name, 64, CLASSES).to(memory_format=layout)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.99), fused=True)
-    x_all = data["train_x"].float().div_(255).contiguous(memory_format=layout)
-    y_all = data["train_y"]
+    x_all = hw4.to_input(data.train_x)
+    y_all = data.train_y
     start = time.perf_counter()
     for i in range(0, len(x_all), 4):
         opt.zero_grad()
@@ -270,14 +270,14 @@ def main() -> int:
         lines = ["| stage | original img/s | hw4 img/s | hw4 / original |", "|---|---|---|---|",
                  row("build (decode, resize, save)", built, t_orig_build, t_hw4_build)]
         floors = []
-        n_epoch = len(data["train_x"]) + len(data["val_x"])
-        for name in hw4.NET_NAMES:
+        n_epoch = len(data.train_x) + len(data.val_x)
+        for name in hw4.DEFAULT_NETS:
             with contextlib.redirect_stdout(io.StringIO()):
                 t_orig = min(original_epoch(name, scratch / "orig0") for _ in range(REPEATS))
             t_hw4, t_steps = min(hw4_epoch(name, cfg, manifest, data) for _ in range(REPEATS))
             t_floor = min(floor_steps(name, data) for _ in range(REPEATS))
             lines.append(row(f"{name}: train + val epoch", n_epoch, t_orig, t_hw4))
-            n = len(data["train_x"])
+            n = len(data.train_x)
             floors.append(f"| {name} | {n / t_floor:,.0f} | {n / t_steps:,.0f} | {t_steps / t_floor:.2f}x |")
         print()
         print("\n".join(lines))

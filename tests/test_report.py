@@ -16,18 +16,23 @@ CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
 
 
 def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1: float,
-                 val_confusion: np.ndarray) -> dict:
+                 val_confusion: np.ndarray, seed: int = 5, dead: float = 0.25) -> dict:
     epochs = len(val_accs)
+    chain = [f"chain{k}" for k in range(1, 11)] if hw4.NETS[name].extra_convs else []
     return {
         "100steps": {k: [] for k in hw4.METRIC_KEYS},
         "epoch": {"train_cross_entropy": [1.0] * (epochs - 1) + [1.0 - train_acc],
                   "train_class_acc": [train_acc] * epochs,
                   "val_cross_entropy": [1.0] * epochs, "val_class_acc": val_accs},
         "confusion matrix": {"train confusion": np.eye(5, dtype=np.int64) * 10, "val confusion": val_confusion},
-        "net": name, "best_epoch": int(np.argmax(val_accs)) + 1, "classes": CLASSES, "params": 1000,
+        "net": name, "label": hw4.NETS[name].label, "best_epoch": int(np.argmax(val_accs)) + 1,
+        "classes": CLASSES, "params": 1000, "n_train": 50, "n_val": 50,
         "grad_norms": {"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
+        "dead_units": {layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
+        "hardest": [{"class": "cat", "predicted": "dog", "loss": 3.0, "image_id": 7, "path": "val_data/cat_7.jpg",
+                     "also_shows": ["dog"]}],
         "config": {"train_per_class": 10, "val_per_class": 10, "image_size": 64, "batch_size": 4,
-                   "epochs": epochs, "lr": 0.001, "betas": [0.9, 0.99]},
+                   "epochs": epochs, "lr": 0.001, "betas": [0.9, 0.99], "subset_seed": 5, "train_seed": seed},
     }
 
 
@@ -56,6 +61,7 @@ def test_report_follows_the_numbers(tmp_path):
     assert "Best performer in this run: Net1." in text
     assert "Net3's first layer gets 2e+03× less gradient" in text
     assert "what vanishing gradients look like" in text
+    assert "- Net3: no layer dies" in text and "a shrink by 10^3.0 from fc1 to conv1" in text
     assert "most confused pair **cat / dog** (11 images" in text
     assert "- Net1: train accuracy ends 27.0 points above val accuracy and val peaks at epoch 2 of 3: it overfits" in text
     assert "- Net3: train accuracy is only 35.0%" in text
@@ -82,9 +88,11 @@ def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
     cfg = hw4.Config(ann_file="a", image_dir="b", epochs=1, seeds=2)
     hw4.write_report(tmp_path, cfg, runs, {n: [1.0, 2.0] for n in runs})
     text = (tmp_path / "REPORT.md").read_text()
-    assert "Net2 − Net1 = +0.0 points" in text and "not larger than the noise" in text
+    assert "Net2 − Net1 = +0.0 points" in text
+    assert "(mean of 2 paired seeds; 95% t-interval [-12.7, +12.7] points), and the interval includes 0" in text
     assert "| Net1 | 62.0 ± 2.8% |" in text
-    assert "The gap Net2 − Net3 of 21.5 points is larger than the seed-to-seed spread" in text
+    assert "Net3 − Net1 = -21.5 points of best val accuracy (mean of 2 paired seeds; 95% t-interval " \
+           "[-40.6, -2.4] points), and the interval excludes 0" in text
 
 
 def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(demo_coco, tmp_path):
@@ -98,15 +106,18 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(demo_coco, tmp_
     for name in ("net1", "net2"):
         best = []
         for seed in (5, 6):
-            with open(out / f"seed_{seed}" / f"results{hw4.net_index(name)}.pkl", "rb") as f:
+            with open(out / f"seed_{seed}" / hw4.pickle_name(name), "rb") as f:
                 best.append(max(pickle.load(f)["epoch"]["val_class_acc"]))
         assert summary["nets"][name]["best_val_acc"] == best
         assert summary["nets"][name]["best_val_acc_mean"] == pytest.approx(np.mean(best))
         assert summary["nets"][name]["best_val_acc_std"] == pytest.approx(np.std(best, ddof=1))
-    assert "net2-net1" in summary["comparisons"]
+    diffs = np.subtract(summary["nets"]["net2"]["best_val_acc"], summary["nets"]["net1"]["best_val_acc"])
+    half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)
+    assert summary["comparisons"]["net2-net1"]["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half])
     report = (out / "REPORT.md").read_text()
-    assert "seeds 5..6 (mean ± std)" in report and "seed-to-seed spread" in report
-    for fig in ("curves_epoch.png", "curves_100steps.png", "grad_norms.png", "samples.png"):
+    assert "training seeds 5..6, paired across nets" in report and "paired seeds; 95% t-interval" in report
+    assert "seed_5/hardest_net1.png" in report
+    for fig in ("curves_epoch.png", "curves_100steps.png", "grad_norms.png", "dead_units.png", "samples.png"):
         assert (out / fig).is_file()
     assert (out / "seed_6" / "REPORT.md").is_file()
 

@@ -166,7 +166,7 @@ def test_reuse_from_the_cli_is_fast(tmp_path):
     start = time.perf_counter()
     again = run_cli(*args)
     assert again.returncode == 0 and "reusing" in again.stdout
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 3
 
 
 def test_interrupted_build_is_never_reused_and_keeps_the_old_one(demo_coco, tmp_path, monkeypatch):

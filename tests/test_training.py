@@ -28,26 +28,35 @@ def train_tiny(tiny_built, tmp_path, name="net1", **overrides):
 
 def test_training_lowers_the_loss_and_records_everything(tiny_built, tmp_path):
     cfg, manifest, data, state = train_tiny(tiny_built, tmp_path)
-    hist = state["history"]
-    assert hist["epoch"]["train_cross_entropy"][1] < hist["epoch"]["train_cross_entropy"][0]
-    n_train, n_val = len(data["train_x"]), len(data["val_x"])
+    hist = state.history
+    assert hist.epoch["train_cross_entropy"][1] < hist.epoch["train_cross_entropy"][0]
+    n_train, n_val = len(data.train_x), len(data.val_x)
     train_iters, val_iters = -(-n_train // cfg.batch_size), -(-n_val // cfg.batch_size)
     for key in ORIGINAL_KEYS:
-        assert len(hist["epoch"][key]) == cfg.epochs
+        assert len(hist.epoch[key]) == cfg.epochs
         iters = train_iters if key.startswith("train") else val_iters
-        assert len(hist["100steps"][key]) == cfg.epochs * (iters // 100)
-    assert len(hist["100steps"]["train_cross_entropy"]) == 2  # 125 iterations per epoch
+        assert len(hist.steps100[key]) == cfg.epochs * (iters // 100)
+    assert len(hist.steps100["train_cross_entropy"]) == 2  # 125 iterations per epoch
     for layer in hw4.GRAD_LAYERS:
-        assert len(hist["grad_norms"][layer]) == cfg.epochs and min(hist["grad_norms"][layer]) > 0
+        assert len(hist.grad_norms[layer]) == cfg.epochs and min(hist.grad_norms[layer]) > 0
+    assert list(hist.dead_units) == hw4.build_net("net1", 32, manifest["classes"]).relu_layers()
+    assert all(len(v) == cfg.epochs and 0 <= min(v) <= max(v) <= 1 for v in hist.dead_units.values())
 
-    results = hw4.results_dict(state, cfg, manifest)
+    results = hw4.results_dict(state, cfg, manifest, data)
     best = results["best_epoch"]
-    assert best == 1 + int(np.argmax(hist["epoch"]["val_class_acc"]))
+    assert best == 1 + int(np.argmax(hist.epoch["val_class_acc"]))
     for split, n in (("train", n_train), ("val", n_val)):
         matrix = results["confusion matrix"][f"{split} confusion"]
         assert matrix.dtype == np.int64 and matrix.shape == (5, 5)
         assert matrix.sum() == n
-        assert np.trace(matrix) / matrix.sum() == hist["epoch"][f"{split}_class_acc"][best - 1]
+        assert np.trace(matrix) / matrix.sum() == pytest.approx(hist.epoch[f"{split}_class_acc"][best - 1], abs=1e-12)
+    hardest = results["hardest"]
+    assert len(hardest) == 5 * hw4.HARDEST_PER_CLASS
+    for name in manifest["classes"]:
+        losses = [h["loss"] for h in hardest if h["class"] == name]
+        assert losses == sorted(losses, reverse=True)
+    val_ids = {e["image_id"]: e for e in manifest["entries"] if e["split"] == "val"}
+    assert all(val_ids[h["image_id"]]["class"] == h["class"] for h in hardest)
 
 
 def test_100_step_means_match_a_per_step_recomputation(tiny_built, tmp_path):
@@ -57,21 +66,21 @@ def test_100_step_means_match_a_per_step_recomputation(tiny_built, tmp_path):
     hw4.seed_everything(cfg.seed)
     layout = hw4.memory_format(torch.device("cpu"))
     net = hw4.build_net("net1", cfg.image_size, manifest["classes"]).to(memory_format=layout)
-    opt = hw4.make_optimizer(net, cfg, torch.device("cpu"))
-    perm = hw4.epoch_permutation(len(data["train_x"]), cfg.seed, 0, torch.device("cpu"))
+    opt = hw4.make_optimizer(net, cfg)
+    perm = hw4.epoch_permutation(len(data.train_x), cfg.seed, 0, torch.device("cpu"))
     running_loss = running_acc = 0.0
     windows = []
     for i in range(100):
         idx = perm[i * 4:(i + 1) * 4]
-        out = net((data["train_x"][idx].float() / 255).contiguous(memory_format=layout))
-        loss = torch.nn.functional.cross_entropy(out, data["train_y"][idx])
+        out = net((data.train_x[idx].float() / 255).contiguous(memory_format=layout))
+        loss = torch.nn.functional.cross_entropy(out, data.train_y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         running_loss += loss.item()
-        running_acc += (out.argmax(1) == data["train_y"][idx]).float().mean().item()
+        running_acc += (out.argmax(1) == data.train_y[idx]).float().mean().item()
     windows.append((running_loss / 100, running_acc / 100))
-    got = state["history"]["100steps"]
+    got = state.history.steps100
     assert got["train_cross_entropy"][0] == pytest.approx(windows[0][0], rel=1e-5)
     assert got["train_class_acc"][0] == pytest.approx(windows[0][1], rel=1e-6)
 
@@ -80,12 +89,12 @@ def test_same_seed_same_metrics_and_independent_of_order(tiny_built, tmp_path):
     *_, a = train_tiny(tiny_built, tmp_path / "a", name="net2")
     train_tiny(tiny_built, tmp_path / "b", name="net1")  # another net first must not matter
     *_, b = train_tiny(tiny_built, tmp_path / "b", name="net2")
-    assert a["history"] == b["history"]
-    for k, v in a["best"]["state_dict"].items():
+    assert a.history == b.history
+    for k, v in a.best.state_dict.items():
         if isinstance(v, torch.Tensor):
-            assert torch.equal(v, b["best"]["state_dict"][k])
-    *_, c = train_tiny(tiny_built, tmp_path / "c", name="net2", seed=6)
-    assert c["history"]["epoch"] != a["history"]["epoch"]
+            assert torch.equal(v, b.best.state_dict[k])
+    *_, c = train_tiny(tiny_built, tmp_path / "c", name="net2", train_seed=6)
+    assert c.history.epoch != a.history.epoch
 
 
 def test_each_epoch_has_its_own_order():
@@ -116,8 +125,9 @@ def is_png(path: Path) -> bool:
         return img.format == "PNG"
 
 
-FIGURES = ["samples.png", "curves_epoch.png", "curves_100steps.png", "grad_norms.png",
-           *[f"confusion_{n}_{s}.png" for n in hw4.NET_NAMES for s in ("train", "val")]]
+FIGURES = ["samples.png", "curves_epoch.png", "curves_100steps.png", "grad_norms.png", "dead_units.png",
+           *[f"confusion_{n}_{s}.png" for n in hw4.DEFAULT_NETS for s in ("train", "val")],
+           *[f"hardest_{n}.png" for n in hw4.DEFAULT_NETS]]
 
 
 def tiny_cli_args(demo_coco, out, dataset):
@@ -131,7 +141,7 @@ def test_cli_end_to_end(demo_coco, tmp_path):
     result = run_cli(*tiny_cli_args(demo_coco, out, tmp_path / "ds"))
     assert result.returncode == 0, result.stderr
     assert "net1 epoch  2/2" in result.stdout and "fc1 in" in result.stdout
-    for k, name in enumerate(hw4.NET_NAMES, 1):
+    for k, name in enumerate(hw4.DEFAULT_NETS, 1):
         with open(out / f"results{k}.pkl", "rb") as f:
             res = pickle.load(f)
         assert set(res) >= {"100steps", "epoch", "confusion matrix", "net", "best_epoch", "config"}
@@ -141,10 +151,11 @@ def test_cli_end_to_end(demo_coco, tmp_path):
         assert set(res["confusion matrix"]) == {"train confusion", "val confusion"}
         assert isinstance(res["confusion matrix"]["val confusion"], np.ndarray)
         assert res["net"] == name and res["config"]["image_size"] == 32
+        assert res["config"]["subset_seed"] == 5 and res["config"]["train_seed"] == 5
         state = torch.load(out / f"{name}.pt", weights_only=True)
         assert state["_extra_state"]["net"] == name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["nets"]) == set(hw4.NET_NAMES)
+    assert set(metrics["nets"]) == set(hw4.DEFAULT_NETS)
     assert metrics["nets"]["net1"]["epoch"] == res_epoch(out, 1)
     for fig in FIGURES:
         assert is_png(out / fig), fig
