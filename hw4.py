@@ -1512,9 +1512,9 @@ def train_steps(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, pe
     for step in range(state.step, n_steps):
         start = step * bs
         idx = perm[start:start + bs]
-        x = train_x = data.train_x[idx]
+        x = data.train_x[idx]
         if aug is not None:
-            x = aug.apply(train_x, start)
+            x = aug.apply(x, start)
         logits = net(to_input(x))
         losses = F.cross_entropy(logits, data.train_y[idx], reduction="none")
         loss = losses.mean()

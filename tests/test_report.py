@@ -153,7 +153,10 @@ def test_predict_errors_are_clean(trained_weights, tmp_path):
     text.write_text("not an image")
     bogus = tmp_path / "bogus.pt"
     torch.save({"weight": torch.zeros(3)}, bogus)
+    results_pickle = tmp_path / "results2.pkl"  # a likely mix-up; torch warns about its protocol
+    results_pickle.write_bytes(pickle.dumps({"epoch": {}}, protocol=4))
     cases = [
+        ((str(results_pickle), PHOTOS / "chelsea.png"), "is not hw4 weights"),
         ((str(trained_weights), text), f"cannot read {text} as an image"),
         ((str(trained_weights), tmp_path / "missing.jpg"), "image not found"),
         ((str(tmp_path / "none.pt"), PHOTOS / "chelsea.png"), "weights file not found"),
@@ -164,4 +167,95 @@ def test_predict_errors_are_clean(trained_weights, tmp_path):
         result = run_cli("predict", "--weights", weights, image)
         assert result.returncode == 2, (weights, image)
         assert message in result.stderr and "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_paired_interval_matches_a_hand_calculation():
+    # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.303
+    cmp = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
+    half = 4.303 * 0.01 / np.sqrt(3)
+    assert cmp["diff"] == pytest.approx(0.03)
+    assert cmp["ci95"] == pytest.approx([0.03 - half, 0.03 + half])
+    assert cmp["excludes_zero"] is True
+    wide = hw4.paired_difference([0.5, 0.5], [0.6, 0.4])
+    assert wide["ci95"] == pytest.approx([-0.1 * 12.706, 0.1 * 12.706]) and wide["excludes_zero"] is False
+    one = hw4.paired_difference([0.5], [0.6])
+    assert one["ci95"] is None and one["seeds"] == 1
+    assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+
+
+def test_most_confused_pair_without_errors_and_single_class_nets():
+    assert hw4.most_confused_pair(np.eye(3, dtype=np.int64) * 4, ["a", "b", "c"]) is None
+    collapsed = np.zeros((5, 5), dtype=np.int64)
+    collapsed[:, 4] = 10
+    assert hw4.single_predicted_class(collapsed) == 4
+    runs = {"net3": [fake_results("net3", [0.2], 0.2, 1.0, collapsed)],
+            "net1": [fake_results("net1", [0.9], 0.9, 1.0, np.eye(5, dtype=np.int64) * 10)]}
+    text = "\n".join(hw4.answer_hardest(runs, None))
+    assert "Net3 predicts one class (pizza) for every val image, so it has no confused pair" in text
+    assert "most confused pair" not in text and "- Net1: no val errors." in text
+
+
+def test_dead_net3_is_reported_dead_with_an_exactly_zero_gradient(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    net3 = fake_results("net3", [0.2, 0.2, 0.2], 0.2, 0.0, m, dead=0.5)
+    net3["grad_norms"]["conv1"] = [0.01, 0.0, 0.0]
+    for layer in (*(f"chain{k}" for k in range(4, 11)), "fc1"):
+        net3["dead_units"][layer] = [0.9, 1.0, 1.0]
+    runs = {"net1": [fake_results("net1", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3": [net3],
+            "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)]}
+    hw4.write_report(tmp_path, hw4.Config(epochs=3), runs, {n: [1.0] for n in runs})
+    text = (tmp_path / "REPORT.md").read_text()
+    assert ("- Net3: from epoch 2, 7 of its 10 chain layers and fc1 are dead (every unit outputs 0 on the first "
+            "256 val images); the gradient reaching conv1 is exactly 0 from epoch 2") in text
+    assert "Net3's failure is dead units, not merely vanishing gradients" in text
+    assert "Net3-BN keeps its units alive: 0 of 1 seed end with a dead layer." in text
+    assert "- Measured: Net3-BN (Net3 with BatchNorm in the chain) reaches 70.0% best val accuracy (Net3: 20.0%)" in text
+    assert "batch normalisation or residual connections" not in text, "advice only for what was not run"
+
+
+def test_gradient_ratio_direction_and_grammar(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    runs = {"net1": [fake_results("net1", [0.6], 0.7, 0.5, m)], "net3": [fake_results("net3", [0.5], 0.6, 2.0, m)]}
+    manifest = {"entries": [{"split": "val", "class": "cat", "also_shows": ["dog"]},
+                            *[{"split": "val", "class": c, "also_shows": []} for c in ("cat", "dog", "dog")]]}
+    hw4.write_report(tmp_path, hw4.Config(epochs=1), runs, {n: [1.0] for n in runs}, manifest)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Net3's first layer gets 4× more gradient, relative to its classifier, than Net1's (no vanishing)" in text
+    assert "1 of the 4 val images of cat and dog shows both" in text
+
+
+def test_seeds_that_stay_at_chance_are_counted_apart(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    net1 = [fake_results("net1", [0.60 + k / 100], 0.9, 1.0, m, seed=5 + k) for k in range(3)]
+    net3 = [fake_results("net3", [0.21], 0.2, 0.0, m, seed=5), fake_results("net3", [0.20], 0.2, 0.0, m, seed=6),
+            fake_results("net3", [0.55], 0.7, 1.0, m, seed=7)]
+    hw4.write_report(tmp_path, hw4.Config(epochs=1, seeds=3), {"net1": net1, "net3": net3}, {"net1": [1.0] * 3,
+                                                                                        "net3": [1.0] * 3})
+    text = (tmp_path / "REPORT.md").read_text()
+    assert ("- Net3: 2 of 3 seeds stayed at chance (best val 20.5 ± 0.7%, seeds 5, 6); the 1 that learned "
+            "reached 55.0%") in text
+    assert "Net1: " not in text.split("## Q3")[1].split("## Q4")[0].replace("Net1 (", "")
+
+
+def test_grad_norm_figure_draws_exact_zeros(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    runs = {"net1": [fake_results("net1", [0.5, 0.6], 0.7, 1.0, m)],
+            "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m)]}
+    fig_calls = []
+    original = hw4.savefig_atomic
+
+    def capture(fig, path):
+        fig_calls.append(fig)
+        original(fig, path)
+    hw4.savefig_atomic, saved = capture, hw4.savefig_atomic
+    try:
+        hw4.plot_grad_norms(runs, tmp_path / "g.png")
+    finally:
+        hw4.savefig_atomic = saved
+    labels = [ln.get_label() for ln in fig_calls[0].axes[0].get_lines()]
+    assert "Net3: exactly 0 (drawn at the floor)" in labels
+    zero_line = fig_calls[0].axes[0].get_lines()[labels.index("Net3: exactly 0 (drawn at the floor)")]
+    assert list(zero_line.get_xdata()) == [1, 2] and all(y > 0 for y in zero_line.get_ydata())
+    assert (tmp_path / "g.png").stat().st_size > 1000

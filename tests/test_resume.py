@@ -36,8 +36,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.005)
 
 
-def assert_same_outputs(a: Path, b: Path) -> None:
-    for name in OUTPUTS:
+def assert_same_outputs(a: Path, b: Path, outputs: list[str] = OUTPUTS) -> None:
+    for name in outputs:
         if name.endswith(".pkl"):
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
         else:
@@ -109,3 +109,21 @@ def test_checkpoints_load_without_arbitrary_pickles(tmp_path):
         assert "damaged or not an hw4 checkpoint" in str(exc)
     else:
         raise AssertionError("an unsafe checkpoint was loaded")
+
+
+def test_two_sigterms_then_resume_is_exact_for_augmentation_and_batchnorm(demo_coco, tmp_path):
+    """Augmentation draws and BatchNorm statistics survive a mid-run stop in each net."""
+    nets = ["--nets", "net1aug", "net3bn"]
+    outputs = ["results_net1aug.pkl", "results_net3bn.pkl", "net1aug.pt", "net3bn.pt"]
+    reference = run_cli(*args_for(demo_coco, tmp_path, tmp_path / "ref"), *nets)
+    assert reference.returncode == 0, reference.stderr
+    cut = tmp_path / "cut"
+    for k, name in enumerate(("net1aug", "net3bn")):
+        proc = start([*args_for(demo_coco, tmp_path, cut), *nets, *(["--resume"] if k else [])])
+        wait_for(cut / "checkpoints" / f"{name}_last.pt", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+    resumed = run_cli(*args_for(demo_coco, tmp_path, cut), *nets, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_outputs(tmp_path / "ref", cut, outputs)

@@ -293,8 +293,10 @@ def test_class_names_with_spaces_and_underscores(demo_coco, tmp_path):
     check_build(tmp_path / "ds", manifest, cfg)
     data = hw4.load_dataset_tensors(cfg.dataset_dir, manifest)
     train = [e for e in manifest["entries"] if e["split"] == "train"]
-    assert data["train_y"].tolist() == [e["label"] for e in train]
-    assert sorted(set(data["train_y"].tolist())) == [0, 1, 2]
+    assert data.train_y.tolist() == [e["label"] for e in train]
+    assert sorted(set(data.train_y.tolist())) == [0, 1, 2]
+    val = [e for e in manifest["entries"] if e["split"] == "val"]
+    assert data.val_y.tolist() == [val[k]["label"] for k in data.val_entry.tolist()]
 
 
 def cmyk_jpeg(path: Path) -> Path:
@@ -330,3 +332,24 @@ def test_draft_decoding_stays_close_to_a_full_decode(tmp_path):
         full = np.asarray(Image.open(jpg).convert("RGB").resize((64, 64), Image.Resampling.BICUBIC), dtype=np.int16)
         diffs.append(np.abs(fast - full).mean())
     assert max(diffs) < 3, diffs
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("categories"), "has no 'categories' list"),
+    (lambda d: d.pop("images"), "has no 'images' list"),
+    (lambda d: d.pop("annotations"), "has no 'annotations' list"),
+    (lambda d: d["images"][3].pop("file_name"), "images entry #3 has no 'file_name'"),
+    (lambda d: d["images"][0].pop("id"), "images entry #0 has no 'id'"),
+    (lambda d: d["images"][2].update(file_name=17), "images entry #2 (id 2) has a file_name that is not a string"),
+    (lambda d: d["annotations"][1].pop("category_id"), "annotations entry #1 has no 'category_id'"),
+])
+def test_malformed_annotation_json_is_one_line(tmp_path, edit, message):
+    data = json.loads(VS_ANN.read_text())
+    edit(data)
+    bad = tmp_path / "instances.json"
+    bad.write_text(json.dumps(data))
+    result = run_cli(*VS_ARGS, "--train-per-class", "4", "--ann-file", bad, "--dataset-dir", tmp_path / "x")
+    assert result.returncode == 2, result.stderr
+    assert f"annotation file {bad}" in result.stderr and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()

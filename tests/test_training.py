@@ -207,3 +207,118 @@ def test_cuda_requested_without_cuda_is_a_clean_error(demo_coco, tmp_path):
     assert result.returncode == 2
     assert "--device cuda was asked for but torch sees no CUDA device" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def class_sorted_subset(per_class_val: int = 1200, size: int = 16, classes: int = 5) -> hw4.SubsetTensors:
+    """Random images whose val split is stored class by class, as the manifest stores real COCO."""
+    gen = torch.Generator().manual_seed(0)
+    n_val = per_class_val * classes
+    data = {"train_x": torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8, generator=gen),
+            "train_y": torch.arange(8) % classes,
+            "val_x": torch.randint(0, 256, (n_val, 3, size, size), dtype=torch.uint8, generator=gen),
+            "val_y": torch.arange(classes).repeat_interleave(per_class_val)}
+    return hw4.SubsetTensors.from_splits(data, subset_seed=5)
+
+
+def test_val_windows_of_a_constant_net_sit_at_chance():
+    """Class-sorted val with 3 windows per class: a net that always says class 0 must score ~1/C in
+    every 400-image window, not 1.0 in the first three and 0.0 in the others."""
+    data = class_sorted_subset()
+    classes = [f"c{k}" for k in range(5)]
+    net = hw4.build_net("net1", 16, classes)
+    with torch.no_grad():
+        net.fc2.weight.zero_()
+        net.fc2.bias.copy_(torch.tensor([5.0, 0, 0, 0, 0]))
+    cfg = hw4.Config(threads=1, batch_size=4)
+    state = hw4.TrainState("net1", "fp", buffers=hw4.EpochBuffers.new(2, 8, torch.device("cpu")))
+    val = hw4.evaluate(net, data, cfg)
+    hw4.record_epoch(state, data, torch.arange(8), val, cfg, 5)
+    windows = state.history.steps100["val_class_acc"]
+    assert len(windows) == 15
+    assert all(0.1 < w < 0.3 for w in windows), windows
+    assert state.history.epoch["val_class_acc"] == [0.2]
+    # the order is a property of the subset: the same every time, and it maps back to the entries
+    again = class_sorted_subset()
+    assert torch.equal(again.val_entry, data.val_entry)
+    assert sorted(data.val_entry.tolist()) == list(range(6000))
+
+
+def test_dead_units_of_a_frozen_net_with_negative_biases():
+    """At initialisation with every bias at -100, no ReLU of Net3 ever fires: every layer is dead."""
+    data = class_sorted_subset(per_class_val=60)
+    net = hw4.build_net("net3", 16, [f"c{k}" for k in range(5)])
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("bias"):
+                p.fill_(-100.0)
+    val = hw4.evaluate(net, data, hw4.Config(threads=1))
+    assert list(val.dead_units) == net.relu_layers()
+    assert all(v == 1.0 for v in val.dead_units.values())
+    assert hw4.dead_fraction(torch.tensor([[0.0, 1.0], [0.0, 0.0]])) == 0.5
+
+
+def test_augmentation_is_a_seeded_flip_and_padded_crop():
+    cpu = torch.device("cpu")
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.int64).view(2, 3, 6, 6).to(torch.uint8)
+    aug = hw4.Augmentation(flip=torch.tensor([0, 1]), corner=torch.tensor([[4, 4], [4, 4]]))
+    out = aug.apply(x, 0)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(out[0], x[0]) and torch.equal(out[1], x[1].flip(-1))
+    shifted = hw4.Augmentation(flip=torch.tensor([0]), corner=torch.tensor([[0, 8]])).apply(x[:1], 0)
+    # a corner of (0, 8) in the 4-padded image: 4 rows of zero padding on top, shifted 4 columns left
+    assert (shifted[0, :, :4] == 0).all() and torch.equal(shifted[0, :, 4:, :2], x[0, :, :2, 4:])
+    a, b = (hw4.Augmentation.for_epoch(50, 5, 0, cpu) for _ in range(2))
+    assert torch.equal(a.flip, b.flip) and torch.equal(a.corner, b.corner)
+    assert not torch.equal(a.corner, hw4.Augmentation.for_epoch(50, 5, 1, cpu).corner)
+    assert int(a.corner.min()) >= 0 and int(a.corner.max()) <= 8
+
+
+def test_augmented_training_differs_and_is_deterministic(tiny_built, tmp_path):
+    *_, plain = train_tiny(tiny_built, tmp_path / "a", name="net1", epochs=1)
+    *_, aug1 = train_tiny(tiny_built, tmp_path / "b", name="net1aug", epochs=1)
+    *_, aug2 = train_tiny(tiny_built, tmp_path / "c", name="net1aug", epochs=1)
+    assert aug1.history == aug2.history
+    assert aug1.history.epoch["train_cross_entropy"] != plain.history.epoch["train_cross_entropy"]
+
+
+def test_every_setting_has_a_fingerprint_role_and_train_settings_reach_the_resume_check(tiny_built):
+    cfg, manifest = tiny_built
+    cpu = torch.device("cpu")
+    base = hw4.run_fingerprint(cfg, manifest, "net1", cpu)
+    changed = {"batch_size": 8, "epochs": 3, "lr": 0.01, "betas": (0.8, 0.9), "threads": 2, "dry_run": True,
+               "train_seed": 11}
+    roles = {f.name: f.metadata["role"] for f in dataclasses.fields(hw4.Config)}
+    assert set(roles.values()) <= set(hw4.ROLES)
+    assert {n for n, r in roles.items() if r == "train"} == set(changed)
+    for name, value in changed.items():
+        assert hw4.run_fingerprint(dataclasses.replace(cfg, **{name: value}), manifest, "net1", cpu) != base, name
+    assert hw4.run_fingerprint(dataclasses.replace(cfg, out="elsewhere", jobs=2), manifest, "net1", cpu) == base
+    assert hw4.run_fingerprint(cfg, manifest, "net1aug", cpu) != base, "augmentation must be in the fingerprint"
+
+
+def test_a_new_variant_is_one_table_entry(demo_coco, tmp_path, monkeypatch):
+    """One line adds a net; it is trained and found in every output, and predict reads its weights."""
+    monkeypatch.setitem(hw4.NETS, "net1slim", hw4.NetSpec("Net1-slim", channels=(8, 16), base="net1"))
+    out = tmp_path / "r"
+    args = tiny_cli_args(demo_coco, out, tmp_path / "ds") + ["--nets", "net1", "net1slim", "--dry-run"]
+    assert hw4.main([str(a) for a in args]) == 0
+    with open(out / "results_net1slim.pkl", "rb") as f:
+        res = pickle.load(f)
+    assert res["net"] == "net1slim" and res["fc1_in_features"] == 16 * 6 * 6
+    assert set(res["epoch"]) == set(ORIGINAL_KEYS) and "conv2" in res["dead_units"]
+    for fig in ("confusion_net1slim_train.png", "confusion_net1slim_val.png", "hardest_net1slim.png"):
+        assert is_png(out / fig), fig
+    assert "net1slim" in json.loads((out / "metrics.json").read_text())["nets"]
+    report = (out / "REPORT.md").read_text()
+    assert "| Net1-slim |" in report and "Measured: Net1-slim" in report
+    assert (out / "results1.pkl").is_file() and not (out / "results_net1.pkl").exists()
+    monkeypatch.delitem(hw4.NETS, "net1slim")  # the weights alone must be enough
+    rows = hw4.predict_images(out / "net1slim.pt", [Path(__file__).parent / "fixtures" / "photos" / "chelsea.png"])
+    assert rows[0]["class"] in hw4.DEFAULT_CLASSES
+
+
+def test_short_run_prints_no_warnings(demo_coco, tmp_path):
+    result = run_cli(*tiny_cli_args(demo_coco, tmp_path / "r", tmp_path / "ds"), "--epochs", "1",
+                     "--nets", "net1")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "No artists" not in result.stderr, result.stderr
