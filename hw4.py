@@ -1888,7 +1888,7 @@ def plot_hardest(results: dict, dataset_dir: str | Path, path: Path) -> None:
     classes = results["classes"]
     rows = {c: [h for h in results["hardest"] if h["class"] == c] for c in classes}
     cols = max(1, max(len(r) for r in rows.values()))
-    fig = new_figure(figsize=(cols * 1.9, len(classes) * 2.0))
+    fig = new_figure(figsize=(cols * 1.9, len(classes) * 2.4), layout="constrained")
     axes = fig.subplots(len(classes), cols, squeeze=False)
     for r, name in enumerate(classes):
         for c in range(cols):
@@ -1949,9 +1949,9 @@ def mean_and_spread(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1]))
 
 
-def seeds_note(runs_by_net: dict[str, list[dict]]) -> str:
+def seeds_note(runs_by_net: dict[str, list[dict]], what: str = "mean ± std") -> str:
     seeds = len(next(iter(runs_by_net.values())))
-    return f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""
+    return f" ({what} over {seeds} seeds)" if seeds > 1 else ""
 
 
 def plot_line(ax, x: np.ndarray, runs: list[list[float]], **style) -> None:
@@ -2031,6 +2031,10 @@ def plot_curves_100steps(runs_by_net: dict[str, list[dict]], path: Path) -> None
         for row in (0, 1):
             axes[row][col].set_ylabel(m.axis)
     finish_axes(axes[0], "epochs of training (images seen / train size)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes[1]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     finish_axes(axes[1], "val pass after epoch (its windows spread ±0.3)")
     savefig_atomic(fig, path)
 
@@ -2061,7 +2065,7 @@ def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
     for ax, layer in zip(axes, GRAD_LAYERS):
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"grad norm: {layer.replace('_', ' ')}{seeds_note(runs_by_net)}", fontsize=9)
+        ax.set_title(f"grad norm: {layer.replace('_', ' ')}{seeds_note(runs_by_net, 'mean')}", fontsize=9)
     finish_axes(axes, "epoch")
     savefig_atomic(fig, path)
 
@@ -2083,7 +2087,7 @@ def plot_dead_units(runs_by_net: dict[str, list[dict]], path: Path) -> None:
         sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, cmap="Reds", annot=matrix.shape[1] <= 15, fmt=".2f",
                     annot_kws={"fontsize": 6}, xticklabels=list(range(1, matrix.shape[1] + 1)),
                     yticklabels=layers, cbar=False)
-        ax.set(xlabel="epoch", title=f"{label(name)}: dead share{seeds_note(runs_by_net)}")
+        ax.set(xlabel="epoch", title=f"{label(name)}: dead share{seeds_note(runs_by_net, 'mean')}")
     for ax in axes[len(names):]:
         ax.axis("off")
     savefig_atomic(fig, path)
@@ -2371,10 +2375,12 @@ def answer_vanishing(runs_by_net: dict[str, list[dict]], summaries: dict) -> lis
                      f"Net3's first layer gets {ratio}.")
         loss1, loss3 = (stat(summaries[n]["final_train_cross_entropy"])[0] for n in ("net1", "net3"))
         lines.append(f"Final training loss: Net1 {loss1:.3f}, Net3 {loss3:.3f}.")
-        dead3 = any(dead_layers(r, len(r["epoch"]["val_class_acc"])) for r in runs_by_net["net3"])
+        runs3 = runs_by_net["net3"]
+        dead3 = sum(bool(dead_layers(r, len(r["epoch"]["val_class_acc"]))) for r in runs3)
         if dead3:
-            lines.append("So Net3's failure is dead units, not merely vanishing gradients: a dead layer blocks "
-                         "all gradient to the layers before it, and no learning rate can revive it.")
+            where = "" if len(runs3) == 1 else f" in {dead3} of its {len(runs3)} seeds"
+            lines.append(f"So Net3's failure{where} is dead units, not merely vanishing gradients: a dead layer "
+                         "blocks all gradient to the layers before it, and no learning rate can revive it.")
         elif r3 < r1 / 3 and loss3 > loss1:
             lines.append("Both point the same way: the deep chain shrinks the gradient reaching the early "
                          "layers and Net3 fits the training set worse, which is what vanishing gradients look like.")
@@ -2542,6 +2548,10 @@ def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[s
     for name, s in summaries.items():
         gap, train_acc = train_val_gap(s), stat(s["final_train_class_acc"])[0]
         peak = stat(s["best_epoch"])[0]
+        stuck = sum(a < CHANCE_FACTOR / num_classes for a in s["final_train_class_acc"])
+        if 0 < stuck < len(s["final_train_class_acc"]):
+            lines.append(f"- {label(name)}: {stuck} of its {len(s['final_train_class_acc'])} seeds end at chance "
+                         "and the others learn (see Q3), so its means below mix two regimes.")
         if gap > 0.1:
             measured = any(v in summaries for v in variant_of(name, augment=True))
             advice = ("" if measured else " Data augmentation (flips, crops; measure it with "
