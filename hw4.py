@@ -1632,9 +1632,12 @@ def checkpoint_path(cfg: Config, name: str) -> Path:
     return Path(cfg.out) / "checkpoints" / f"{name}_last.pt"
 
 
+CHECKPOINT_FORMAT = 2  # bump when TrainState's fields change
+
+
 def save_checkpoint(path: Path, state: TrainState, net: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Everything needed to continue exactly: weights, Adam moments, position, histories, RNGs."""
-    save_torch_atomic({"format": 2, **state.to_checkpoint(), "model": net.state_dict(),
+    save_torch_atomic({"format": CHECKPOINT_FORMAT, **state.to_checkpoint(), "model": net.state_dict(),
                        "optimizer": opt.state_dict(), "rng": rng_states()}, path)
 
 
@@ -1657,6 +1660,9 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
     except Exception as exc:
         raise UserError(f"checkpoint {path} is damaged or not an hw4 checkpoint "
                         f"({type(exc).__name__}); delete it to start that net again") from None
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {path} was written by another version of hw4; delete it (or drop "
+                        "--resume) to start that net again")
     if ckpt["fingerprint"] != expected_fingerprint:
         raise UserError(f"checkpoint {path} was made with different settings (dataset, seed, "
                         "epochs, batch size, lr, betas, threads, net or device); rerun with the original "
@@ -1789,11 +1795,11 @@ def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[dict
     labels = data.val_y[:len(losses)].cpu().numpy()
     entry_of = data.val_entry[:len(losses)].cpu().numpy()
     rows = []
-    for label in range(len(classes)):
-        positions = np.flatnonzero(labels == label)
+    for k in range(len(classes)):
+        positions = np.flatnonzero(labels == k)
         for pos in positions[np.argsort(-losses[positions], kind="stable")][:HARDEST_PER_CLASS]:
             entry = val_entries[int(entry_of[pos])]
-            rows.append({"class": classes[label], "predicted": classes[best.val_preds[pos]],
+            rows.append({"class": classes[k], "predicted": classes[best.val_preds[pos]],
                          "loss": float(losses[pos]), "image_id": entry["image_id"], "path": entry["path"],
                          "also_shows": list(entry.get("also_shows") or [])})
     return rows
@@ -1864,7 +1870,8 @@ def legend_if_labelled(ax, **kwargs) -> None:
         ax.legend(**kwargs)
 
 
-def label(name: str) -> str:
+def net_label(name: str) -> str:
+    """How figures and the report name a net: its table label."""
     return NETS[name].label if name in NETS else name
 
 
@@ -1980,7 +1987,7 @@ def plot_curves_epoch(runs_by_net: dict[str, list[dict]], path: Path) -> None:
             for split, style in (("train", "-"), ("val", "--")):
                 series = [r["epoch"][f"{split}_{m.key}"] for r in runs]
                 plot_line(ax, np.arange(1, len(series[0]) + 1), series, linestyle=style, color=f"C{k}",
-                          label=f"{label(name)} {split}")
+                          label=f"{net_label(name)} {split}")
     for ax, m in zip(axes, METRICS):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(m.axis)
@@ -2015,13 +2022,13 @@ def plot_curves_100steps(runs_by_net: dict[str, list[dict]], path: Path) -> None
                 per_epoch = len(train[0]) // epochs
                 window = WINDOW_STEPS * first["config"]["batch_size"] / first["n_train"]
                 x = (np.arange(epochs)[:, None] + window * np.arange(1, per_epoch + 1)[None, :]).ravel()
-                plot_line(axes[0][col], x, train, color=colour, marker=".", label=label(name))
+                plot_line(axes[0][col], x, train, color=colour, marker=".", label=net_label(name))
             val = [r["100steps"][f"val_{m.key}"] for r in runs]
             if val[0]:
                 x = val_window_positions(epochs, len(val[0]) // epochs)
                 axes[1][col].plot(x, mean_and_spread(val)[0], ".", color=colour)
             plot_line(axes[1][col], np.arange(1, epochs + 1), [r["epoch"][f"val_{m.key}"] for r in runs],
-                      color=colour, linestyle="--", linewidth=1, label=label(name))
+                      color=colour, linestyle="--", linewidth=1, label=net_label(name))
     window_images = WINDOW_STEPS * next(iter(runs_by_net.values()))[0]["config"]["batch_size"]
     for col, m in enumerate(METRICS):
         axes[0][col].set_title(f"train {m.axis} per 100 iterations ({window_images} images)"
@@ -2057,11 +2064,11 @@ def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
         for ax, layer in zip(axes, GRAD_LAYERS):
             values = layers[layer]
             x = np.arange(1, len(values) + 1)
-            ax.plot(x, np.where(values > 0, values, np.nan), color=f"C{k}", marker=".", label=label(name))
+            ax.plot(x, np.where(values > 0, values, np.nan), color=f"C{k}", marker=".", label=net_label(name))
             zero = values <= 0
             if zero.any():
                 ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=f"C{k}", markersize=8,
-                        label=f"{label(name)}: exactly 0 (drawn at the floor)")
+                        label=f"{net_label(name)}: exactly 0 (drawn at the floor)")
     for ax, layer in zip(axes, GRAD_LAYERS):
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -2087,7 +2094,7 @@ def plot_dead_units(runs_by_net: dict[str, list[dict]], path: Path) -> None:
         sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, cmap="Reds", annot=matrix.shape[1] <= 15, fmt=".2f",
                     annot_kws={"fontsize": 6}, xticklabels=list(range(1, matrix.shape[1] + 1)),
                     yticklabels=layers, cbar=False)
-        ax.set(xlabel="epoch", title=f"{label(name)}: dead share{seeds_note(runs_by_net, 'mean')}")
+        ax.set(xlabel="epoch", title=f"{net_label(name)}: dead share{seeds_note(runs_by_net, 'mean')}")
     for ax in axes[len(names):]:
         ax.axis("off")
     savefig_atomic(fig, path)
@@ -2293,7 +2300,7 @@ def comparisons(nets: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def describe_difference(a: str, b: str, cmp: dict) -> str:
-    text = f"{label(b)} − {label(a)} = {100 * cmp['diff']:+.1f} points of best val accuracy"
+    text = f"{net_label(b)} − {net_label(a)} = {100 * cmp['diff']:+.1f} points of best val accuracy"
     if cmp["seeds"] == 1:
         return (text + ". This is one seed, so the run-to-run noise is unknown; rerun with "
                 "`--seeds 3` or more before reading anything into a difference of this size.")
@@ -2336,11 +2343,11 @@ def describe_units(name: str, run: dict) -> str:
         parts.append(f"the gradient reaching conv1 is exactly 0 from epoch {zero_from}: not a small gradient "
                      "but none at all, because dead ReLUs pass nothing back")
     if parts:
-        return f"{label(name)}: " + "; ".join(parts) + "."
+        return f"{net_label(name)}: " + "; ".join(parts) + "."
     g_fc1, g_conv1 = (float(np.mean(run["grad_norms"][k])) for k in ("fc1", "conv1"))
     shrink = math.log10(g_fc1 / g_conv1) if g_conv1 > 0 and g_fc1 > 0 else 0.0
     alive = max((max(v) for v in run["dead_units"].values()), default=0.0)
-    return (f"{label(name)}: no layer dies (at most {pct(alive)} of a layer's units are dead in any epoch); the "
+    return (f"{net_label(name)}: no layer dies (at most {pct(alive)} of a layer's units are dead in any epoch); the "
             f"mean gradient norm is {g_fc1:.3g} at fc1 and {g_conv1:.3g} at conv1, "
             f"{'a shrink by 10^' + format(shrink, '.1f') if shrink > 0 else 'no shrink'} from fc1 to conv1.")
 
@@ -2394,7 +2401,7 @@ def answer_vanishing(runs_by_net: dict[str, list[dict]], summaries: dict) -> lis
         if NETS[name].block in ("bn", "res"):
             runs = runs_by_net[name]
             dead = sum(bool(dead_layers(r, len(r["epoch"]["val_class_acc"]))) for r in runs)
-            lines.append(f"{label(name)} {'keeps its units alive' if dead == 0 else 'still loses whole layers'}: "
+            lines.append(f"{net_label(name)} {'keeps its units alive' if dead == 0 else 'still loses whole layers'}: "
                          f"{dead} of {len(runs)} seed{'s' if len(runs) > 1 else ''} end with a dead layer.")
     return lines
 
@@ -2408,7 +2415,7 @@ def report_table(runs_by_net: dict[str, list[dict]], times: dict[str, list[float
         s = net_summary(runs)
         cells = [pm(s[f"final_{split}_{m.key}"]) if m.percent else pm(s[f"final_{split}_{m.key}"], 1, 3, "")
                  for split, m in finals]
-        lines.append(f"| {label(name)} | {pm(s['best_val_acc'])} | {pm(s['best_epoch'], 1, int(len(runs) > 1), '')} "
+        lines.append(f"| {net_label(name)} | {pm(s['best_val_acc'])} | {pm(s['best_epoch'], 1, int(len(runs) > 1), '')} "
                      f"| {' | '.join(cells)} | {runs[0]['params']:,} | {pm(times[name], 1, 0, ' s')} |")
     return lines
 
@@ -2427,7 +2434,7 @@ def answer_padding(runs_by_net: dict, summaries: dict) -> list[str]:
 
 def answer_ranking(runs_by_net: dict, summaries: dict) -> list[str]:
     order = sorted(summaries, key=lambda n: -stat(summaries[n]["best_val_acc"])[0])
-    ranked = " > ".join(f"{label(n)} ({pm(summaries[n]['best_val_acc'])})" for n in order)
+    ranked = " > ".join(f"{net_label(n)} ({pm(summaries[n]['best_val_acc'])})" for n in order)
     lines = [f"By best val accuracy: {ranked}."]
     seeds = len(summaries[order[0]]["best_val_acc"])
     if seeds == 1 and len(order) > 1:
@@ -2436,7 +2443,7 @@ def answer_ranking(runs_by_net: dict, summaries: dict) -> list[str]:
         lines.append(f"- {describe_difference(a, b, paired_difference(summaries[a]['best_val_acc'], summaries[b]['best_val_acc']))}")
     if seeds > 1:
         lines += [line for name, runs in runs_by_net.items() if (line := collapse_line(name, runs))]
-    lines.append(f"Best performer in this run: {label(order[0])}.")
+    lines.append(f"Best performer in this run: {net_label(order[0])}.")
     return lines
 
 
@@ -2445,12 +2452,13 @@ def collapse_line(name: str, runs: list[dict]) -> str | None:
     stuck = [r for r in runs if at_chance(r)]
     if not stuck:
         return None
-    best = lambda rs: pm([max(r["epoch"]["val_class_acc"]) for r in rs])  # noqa: E731
-    text = (f"- {label(name)}: {len(stuck)} of {len(runs)} seeds stayed at chance "
-            f"(best val {best(stuck)}, seeds {', '.join(str(r['config']['train_seed']) for r in stuck)})")
+    text = (f"- {net_label(name)}: {len(stuck)} of {len(runs)} seeds stayed at chance "
+            f"(best val {pm(net_summary(stuck)['best_val_acc'])}, seeds "
+            f"{', '.join(str(r['config']['train_seed']) for r in stuck)})")
     learned = [r for r in runs if not at_chance(r)]
     if learned:
-        text += f"; the {len(learned)} that learned reached {best(learned)}, so its mean hides two regimes"
+        text += (f"; the {len(learned)} that learned reached {pm(net_summary(learned)['best_val_acc'])}, so its "
+                 "mean hides two regimes")
     return text + "."
 
 
@@ -2482,17 +2490,17 @@ def answer_hardest(runs_by_net: dict, manifest: dict | None, figure_dir: str = "
         recall = np.diag(matrix) / np.maximum(1, matrix.sum(1))
         worst = classes[int(np.argmin(recall))]
         if only is not None:
-            lines.append(f"- {label(name)} predicts one class ({classes[only]}) for every val image, so it has no "
+            lines.append(f"- {net_label(name)} predicts one class ({classes[only]}) for every val image, so it has no "
                          "confused pair: it has not learned to tell the classes apart.")
             continue
         if pair is None:
-            lines.append(f"- {label(name)}: no val errors.")
+            lines.append(f"- {net_label(name)}: no val errors.")
             continue
         a, b, n, errors = pair
         pairs.append((a, b))
         hard = runs[0]["hardest"]
         noisy = sum(bool(h["also_shows"]) for h in hard)
-        lines.append(f"- {label(name)}: most confused pair **{a} / {b}** ({n} images, {100 * n / errors:.0f}% of "
+        lines.append(f"- {net_label(name)}: most confused pair **{a} / {b}** ({n} images, {100 * n / errors:.0f}% of "
                      f"its {errors} val errors); lowest recall: {worst} ({pct(float(recall.min()))}). Its hardest "
                      f"val images ([`hardest_{name}.png`]({figure_dir}hardest_{name}.png)): {noisy} of the "
                      f"{len(hard)} shown also show another class.")
@@ -2536,11 +2544,11 @@ def measured_variant_line(name: str, summaries: dict) -> str:
     if spec.augment:
         before, after = train_val_gap(b), train_val_gap(s)
         verb = "cut" if abs(after) < abs(before) else "did not cut"
-        return (f"- Measured: augmentation {verb} {label(spec.base)}'s train − val accuracy gap (from "
+        return (f"- Measured: augmentation {verb} {net_label(spec.base)}'s train − val accuracy gap (from "
                 f"{100 * before:.1f} to {100 * after:.1f} points) and moved its best val accuracy from "
                 f"{pm(b['best_val_acc'])} to {pm(s['best_val_acc'])}{interval}.")
-    return (f"- Measured: {label(name)} ({spec.about}) reaches {pm(s['best_val_acc'])} best val accuracy "
-            f"({label(spec.base)}: {pm(b['best_val_acc'])}){interval}.")
+    return (f"- Measured: {net_label(name)} ({spec.about}) reaches {pm(s['best_val_acc'])} best val accuracy "
+            f"({net_label(spec.base)}: {pm(b['best_val_acc'])}){interval}.")
 
 
 def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[str]:
@@ -2550,24 +2558,24 @@ def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[s
         peak = stat(s["best_epoch"])[0]
         stuck = sum(a < CHANCE_FACTOR / num_classes for a in s["final_train_class_acc"])
         if 0 < stuck < len(s["final_train_class_acc"]):
-            lines.append(f"- {label(name)}: {stuck} of its {len(s['final_train_class_acc'])} seeds end at chance "
+            lines.append(f"- {net_label(name)}: {stuck} of its {len(s['final_train_class_acc'])} seeds end at chance "
                          "and the others learn (see Q3), so its means below mix two regimes.")
         if gap > 0.1:
             measured = any(v in summaries for v in variant_of(name, augment=True))
             advice = ("" if measured else " Data augmentation (flips, crops; measure it with "
                       f"`--nets {name} {(variant_of(name, augment=True) or [name + 'aug'])[0]}`), dropout or "
                       "weight decay, and stopping at the best epoch would help.")
-            lines.append(f"- {label(name)}: train accuracy ends {100 * gap:.1f} points above val accuracy and val "
+            lines.append(f"- {net_label(name)}: train accuracy ends {100 * gap:.1f} points above val accuracy and val "
                          f"peaks at epoch {peak:.0f} of {epochs}: it overfits.{advice}")
         elif train_acc < CHANCE_FACTOR / num_classes:
-            lines.append(f"- {label(name)}: train accuracy {pm(s['final_train_class_acc'])} is at chance level "
+            lines.append(f"- {net_label(name)}: train accuracy {pm(s['final_train_class_acc'])} is at chance level "
                          f"({pct(1 / num_classes)}): it does not learn at all (see Q2).")
         elif train_acc < 0.8:
-            lines.append(f"- {label(name)}: train accuracy is only {pm(s['final_train_class_acc'])} with a gap of "
+            lines.append(f"- {net_label(name)}: train accuracy is only {pm(s['final_train_class_acc'])} with a gap of "
                          f"{100 * gap:.1f} points: it underfits. More epochs, a higher resolution than "
                          "64×64 or more capacity would help.")
         else:
-            lines.append(f"- {label(name)}: train/val gap {100 * gap:.1f} points, train accuracy "
+            lines.append(f"- {net_label(name)}: train/val gap {100 * gap:.1f} points, train accuracy "
                          f"{pm(s['final_train_class_acc'])}: neither strong over- nor underfitting.")
     lines += [measured_variant_line(n, summaries) for n in summaries if NETS[n].base in summaries]
     deep_fixes = variant_of("net3", augment=False)

@@ -127,3 +127,14 @@ def test_two_sigterms_then_resume_is_exact_for_augmentation_and_batchnorm(demo_c
     resumed = run_cli(*args_for(demo_coco, tmp_path, cut), *nets, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_outputs(tmp_path / "ref", cut, outputs)
+
+
+def test_checkpoint_of_another_hw4_version_is_refused(tmp_path):
+    old = tmp_path / "net1_last.pt"
+    torch.save({"format": 1, "fingerprint": "x", "model": {}, "epoch": 0, "history": {"100steps": {}}}, old)
+    try:
+        hw4.load_checkpoint(old, "x")
+    except hw4.UserError as exc:
+        assert "written by another version of hw4; delete it" in str(exc)
+    else:
+        raise AssertionError("a checkpoint of another format was loaded")
