@@ -266,7 +266,7 @@ def save_torch_atomic(obj: Any, path: Path) -> None:
 def check_writable_dir(path: str | Path, flag: str) -> None:
     """Fail before any work when `flag`'s folder is a file or cannot be written."""
     path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" ends the walk
     if not existing.is_dir():
         what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
         raise UserError(f"{flag} {path} {what}; pass a folder path")

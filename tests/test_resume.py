@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import hw4
@@ -132,9 +133,5 @@ def test_two_sigterms_then_resume_is_exact_for_augmentation_and_batchnorm(demo_c
 def test_checkpoint_of_another_hw4_version_is_refused(tmp_path):
     old = tmp_path / "net1_last.pt"
     torch.save({"format": 1, "fingerprint": "x", "model": {}, "epoch": 0, "history": {"100steps": {}}}, old)
-    try:
+    with pytest.raises(hw4.UserError, match="written by another version of hw4; delete it"):
         hw4.load_checkpoint(old, "x")
-    except hw4.UserError as exc:
-        assert "written by another version of hw4; delete it" in str(exc)
-    else:
-        raise AssertionError("a checkpoint of another format was loaded")
