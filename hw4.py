@@ -1271,6 +1271,13 @@ def build_net(name: str, image_size: int, classes: Sequence[str], spec: NetSpec 
     return HW4Net(name, spec or NETS[name], image_size, classes)
 
 
+def net_outline(name: str, image_size: int, classes: Sequence[str]) -> HW4Net:
+    """A net built on the meta device, for its sizes and parameter count: no memory, no weights
+    initialised and no draw from the RNG."""
+    with torch.device("meta"):
+        return build_net(name, image_size, classes)
+
+
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
@@ -1280,7 +1287,7 @@ def print_net_table(nets: Sequence[str], image_size: int, classes: Sequence[str]
     width = max(len(n) for n in nets)
     print(f"{'net':<{width}} {'fc1 in':>7} {'params':>9}   (image size {image_size})")
     for name in nets:
-        net = build_net(name, image_size, classes)
+        net = net_outline(name, image_size, classes)
         print(f"{name:<{width}} {net.fc1.in_features:>7} {count_parameters(net):>9,}   {NETS[name].about}")
 
 
@@ -1310,7 +1317,8 @@ METRICS = (
 SPLITS = ("train", "val")
 METRIC_KEYS = tuple(f"{split}_{m.key}" for split in SPLITS for m in METRICS)
 WINDOW_STEPS = 100  # the original logged every 100 iterations of batch 4
-DEAD_UNIT_IMAGES = 256  # the first val chunk (class-mixed) on which dead units are counted
+VAL_CHUNK = 256  # validation has no optimizer step, so it runs in large chunks
+DEAD_UNIT_IMAGES = VAL_CHUNK  # dead units are counted on the first (class-mixed) val chunk
 
 
 class StopRequest:
@@ -1556,8 +1564,8 @@ def evaluate(net: HW4Net, data: SubsetTensors, cfg: Config) -> ValResult:
     losses, preds, dead = [], [], {}
     net.eval()
     with torch.no_grad():
-        for start in range(0, n, DEAD_UNIT_IMAGES):
-            stop = min(n, start + DEAD_UNIT_IMAGES)
+        for start in range(0, n, VAL_CHUNK):
+            stop = min(n, start + VAL_CHUNK)
             taps: dict[str, torch.Tensor] | None = {} if start == 0 else None
             logits = net(to_input(data.val_x[start:stop]), taps)
             losses.append(F.cross_entropy(logits, data.val_y[start:stop], reduction="none"))
@@ -1764,7 +1772,7 @@ def results_dict(state: TrainState, cfg: Config, manifest: dict, data: SubsetTen
     byte-identical to an uninterrupted one's; timings live in metrics.json.
     """
     hist, best = state.history, state.best
-    net = build_net(state.net, cfg.image_size, manifest["classes"])
+    net = net_outline(state.net, cfg.image_size, manifest["classes"])
     return {
         "100steps": {k: list(v) for k, v in hist.steps100.items()},
         "epoch": {k: list(v) for k, v in hist.epoch.items()},
@@ -2282,10 +2290,12 @@ def at_chance(run: dict) -> bool:
     return max(run["epoch"]["train_class_acc"]) < CHANCE_FACTOR / len(run["classes"])
 
 
-def net_summary(runs: list[dict]) -> dict[str, list[float]]:
-    """Per-seed headline numbers of one net: best val accuracy, its epoch, every final metric."""
+def net_summary(runs: list[dict]) -> dict[str, list]:
+    """Per-seed headline numbers of one net: best val accuracy, its epoch, whether it stayed at
+    chance, every final metric."""
     s = {"best_val_acc": [max(r["epoch"]["val_class_acc"]) for r in runs],
-         "best_epoch": [r["best_epoch"] for r in runs]}
+         "best_epoch": [r["best_epoch"] for r in runs],
+         "at_chance": [at_chance(r) for r in runs]}
     for split in SPLITS:
         for m in METRICS:
             s[f"final_{split}_{m.key}"] = [r["epoch"][f"{split}_{m.key}"][-1] for r in runs]
@@ -2322,6 +2332,10 @@ def first_epoch_from(flags: Sequence[bool]) -> int | None:
 def dead_layers(run: dict, epoch: int) -> list[str]:
     """ReLU layers all of whose units output 0 on the dead-unit images after `epoch` (1-based)."""
     return [layer for layer, v in run["dead_units"].items() if v[epoch - 1] >= 1.0]
+
+
+def ends_with_dead_layer(run: dict) -> bool:
+    return bool(dead_layers(run, len(run["epoch"]["val_class_acc"])))
 
 
 def describe_units(name: str, run: dict) -> str:
@@ -2383,7 +2397,7 @@ def answer_vanishing(runs_by_net: dict[str, list[dict]], summaries: dict) -> lis
         loss1, loss3 = (stat(summaries[n]["final_train_cross_entropy"])[0] for n in ("net1", "net3"))
         lines.append(f"Final training loss: Net1 {loss1:.3f}, Net3 {loss3:.3f}.")
         runs3 = runs_by_net["net3"]
-        dead3 = sum(bool(dead_layers(r, len(r["epoch"]["val_class_acc"]))) for r in runs3)
+        dead3 = sum(map(ends_with_dead_layer, runs3))
         if dead3:
             where = "" if len(runs3) == 1 else f" in {dead3} of its {len(runs3)} seeds"
             lines.append(f"So Net3's failure{where} is dead units, not merely vanishing gradients: a dead layer "
@@ -2400,7 +2414,7 @@ def answer_vanishing(runs_by_net: dict[str, list[dict]], summaries: dict) -> lis
     for name in runs_by_net:
         if NETS[name].block in ("bn", "res"):
             runs = runs_by_net[name]
-            dead = sum(bool(dead_layers(r, len(r["epoch"]["val_class_acc"]))) for r in runs)
+            dead = sum(map(ends_with_dead_layer, runs))
             lines.append(f"{net_label(name)} {'keeps its units alive' if dead == 0 else 'still loses whole layers'}: "
                          f"{dead} of {len(runs)} seed{'s' if len(runs) > 1 else ''} end with a dead layer.")
     return lines
@@ -2556,9 +2570,9 @@ def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[s
     for name, s in summaries.items():
         gap, train_acc = train_val_gap(s), stat(s["final_train_class_acc"])[0]
         peak = stat(s["best_epoch"])[0]
-        stuck = sum(a < CHANCE_FACTOR / num_classes for a in s["final_train_class_acc"])
-        if 0 < stuck < len(s["final_train_class_acc"]):
-            lines.append(f"- {net_label(name)}: {stuck} of its {len(s['final_train_class_acc'])} seeds end at chance "
+        stuck = sum(s["at_chance"])
+        if 0 < stuck < len(s["at_chance"]):
+            lines.append(f"- {net_label(name)}: {stuck} of its {len(s['at_chance'])} seeds stay at chance "
                          "and the others learn (see Q3), so its means below mix two regimes.")
         if gap > 0.1:
             measured = any(v in summaries for v in variant_of(name, augment=True))
@@ -2567,7 +2581,7 @@ def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[s
                       "weight decay, and stopping at the best epoch would help.")
             lines.append(f"- {net_label(name)}: train accuracy ends {100 * gap:.1f} points above val accuracy and val "
                          f"peaks at epoch {peak:.0f} of {epochs}: it overfits.{advice}")
-        elif train_acc < CHANCE_FACTOR / num_classes:
+        elif all(s["at_chance"]):
             lines.append(f"- {net_label(name)}: train accuracy {pm(s['final_train_class_acc'])} is at chance level "
                          f"({pct(1 / num_classes)}): it does not learn at all (see Q2).")
         elif train_acc < 0.8:
@@ -2637,7 +2651,7 @@ def write_seeds_summary(out: Path, cfg: Config, runs_by_net: dict[str, list[dict
     for name, s in summaries.items():
         runs = runs_by_net[name]
         nets[name] = {"seeds": [r["config"]["train_seed"] for r in runs], **s, "train_time_s": times[name],
-                      "seeds_at_chance": [r["config"]["train_seed"] for r in runs if at_chance(r)],
+                      "seeds_at_chance": [r["config"]["train_seed"] for r, c in zip(runs, s["at_chance"]) if c],
                       "dead_units": {k: mean_and_spread([r["dead_units"][k] for r in runs])[0].tolist()
                                      for k in runs[0]["dead_units"]}}
         for key in ("best_val_acc", "final_val_class_acc"):
@@ -2789,7 +2803,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise UserError("--classes needs at least two classes")
     cfg = Config(**values)
     for name in cfg.nets:
-        build_net(name, cfg.image_size, cfg.classes)  # rejects sizes too small for the nets
+        net_outline(name, cfg.image_size, cfg.classes)  # rejects sizes too small for the nets
     return cfg
 
 
