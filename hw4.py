@@ -65,6 +65,7 @@ from torch import nn
 
 DEFAULT_CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
 DEFAULT_NETS = ("net1", "net2", "net3")
+MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to keep one pixel
 MANIFEST_VERSION = 2  # bump whenever the build writes different files (selection, decoding, naming)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -1237,7 +1238,8 @@ class HW4Net(nn.Module):
             with torch.no_grad():
                 return self.features(torch.zeros(1, 3, image_size, image_size)).shape[1]
         except RuntimeError:
-            raise UserError(f"--image-size {image_size} is too small for these nets; use at least 10") from None
+            raise UserError(f"--image-size {image_size} is too small for net {self.meta['net']}; use a larger "
+                            "one") from None
         finally:
             self.train()
 
@@ -2801,10 +2803,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise UserError(f"--classes lists a class twice: {' '.join(args.classes)}")
     if len(args.classes) < 2:
         raise UserError("--classes needs at least two classes")
-    cfg = Config(**values)
-    for name in cfg.nets:
-        net_outline(name, cfg.image_size, cfg.classes)  # rejects sizes too small for the nets
-    return cfg
+    if values["image_size"] < MIN_IMAGE_SIZE:  # the cheap check; check_before_work builds the nets
+        raise UserError(f"--image-size {values['image_size']} is too small for these nets; use at least "
+                        f"{MIN_IMAGE_SIZE}")
+    return Config(**values)
 
 
 def prepare_demo(cfg: Config, args: argparse.Namespace) -> None:
@@ -2822,6 +2824,8 @@ def check_before_work(cfg: Config, args: argparse.Namespace) -> None:
         check_writable_dir(cfg.out, "--out")
         if cfg.device != "auto":
             pick_device(cfg.device)
+        for name in cfg.nets:  # a net that does not fit the image size fails here, not after the build
+            net_outline(name, cfg.image_size, cfg.classes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
