@@ -2,41 +2,40 @@
 """hw4: Purdue ECE 60146 homework 4 (spring 2023), reproducible and fast.
 
 What it does, in data-flow order:
-  1. cuts a 5-class image-classification subset (airplane, bus, cat, dog, pizza;
-     1500 train + 500 val per class, 64x64 RGB, no image used twice) out of
-     MS-COCO 2014 train with pycocotools;
-  2. trains HW4Net (Net1), Net2 (padding=1) and Net3 (Net1 + 10 extra convs)
-     with Adam at batch size 4, 15 epochs; opt-in variants answer Q5 with
-     measurements (Net3 with BatchNorm or residuals, Net1/Net2 with augmentation);
-  3. writes results{1,2,3}.pkl (the original report's keys), metrics.json,
-     the best-epoch weights, the learning-curve, confusion-matrix, gradient,
-     dead-unit and hardest-image figures, and REPORT.md, which answers the
-     exercise's questions from the numbers.
+  1. cuts a 5-class image-classification subset (airplane, bus, cat, dog, pizza; 1500 train +
+     500 val per class, 64x64 RGB, no image used twice) out of MS-COCO 2014 train with pycocotools;
+  2. trains HW4Net (Net1), Net2 (padding=1) and Net3 (Net1 + 10 extra convs) with Adam at batch
+     size 4 for 15 epochs; opt-in variants measure each remedy the original report proposes;
+  3. writes results{1,2,3}.pkl (the original report's keys), metrics.json, the best-epoch weights,
+     the figures of FIGURES and REPORT.md, which answers the exercise's questions from the numbers
+     and checks the original report's claims.
 
-What it needs: Python 3.11, torch, torchvision, pycocotools, numpy, pillow,
-matplotlib, seaborn and tqdm (see requirements.txt), and either COCO 2014
-(annotations + train2014 images, or --download) or nothing at all (--demo).
+What it needs: Python 3.11, torch, torchvision, pycocotools, numpy, pillow, matplotlib, seaborn and
+tqdm (requirements.txt), and COCO 2014 (annotations + train2014 images, or --download) or nothing (--demo).
 
     python hw4.py --demo                                  # offline demo, ~1 min on a laptop CPU
     python hw4.py --data_dir DIR                          # DIR/coco/{annotations,images}
     python hw4.py --data_dir DIR --download               # fetch only the images the subset needs
-    python hw4.py --demo --nets net1 net1aug net3 net3bn net3res   # Q5 as experiments
+    python hw4.py --demo --nets all                       # every net of NETS, Q5's remedies included
     python hw4.py predict --weights results/net2.pt a.jpg # classify images with trained weights
 
-To add a net, add a NetSpec to NETS (a variant) or a block type to ChainBlock
-(a new structure); every output, the report and predict read that table.
+A net is one NetSpec in NETS, a metric one Metric in METRICS, a figure one Plot in FIGURES, a report
+answer one Question in QUESTIONS; everything else reads those tables.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import difflib
+import functools
 import hashlib
 import http.client
 import io
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import random
@@ -48,7 +47,8 @@ import time
 import urllib.parse
 import warnings
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -60,75 +60,59 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 
 # =============================================================================
-# Config: every setting of a run, its CLI flag, default, help and fingerprint role
+# Config: every setting of a run with its CLI flag, default, valid range and fingerprint role.
+# Hands a frozen Config to every later section.
 # =============================================================================
 
 DEFAULT_CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
 DEFAULT_NETS = ("net1", "net2", "net3")
 MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to keep one pixel
-MANIFEST_VERSION = 2  # bump whenever the build writes different files (selection, decoding, naming)
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
+MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
+MANIFEST_VERSION = 3  # bump whenever the build writes different files (selection, decoding, naming)
+NAME_MAX = 255  # bytes in one path component on common file systems
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 DEMO_DATA_DIR = "demo_data"
-
+DEMO_MAX_PER_CLASS = 5_000  # demo images are drawn one by one; more would take long to generate
 # Settings that --demo changes unless the user passes them explicitly.
-DEMO_DEFAULTS = {
-    "train_per_class": 200,
-    "val_per_class": 60,
-    "epochs": 5,
-    "out": "results/demo",
-    "dataset_dir": "demo_data/hw4_dataset",
-}
+DEMO_DEFAULTS = {"train_per_class": 200, "val_per_class": 60, "epochs": 5, "out": "results/demo",
+                 "dataset_dir": "demo_data/hw4_dataset"}
 
 
 class UserError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, never a traceback."""
 
 
-class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the current net's checkpoint has been saved."""
+def in_range(kind: type, low: float, high: float, low_open: bool = False,
+             high_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: int or float in [low, high], ends excluded on request; NaN never passes."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}"
+                                             f"{')' if high_open else ']'}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
-def parse_number(text: str, kind: type, low: float, high: float = math.inf, low_ok: bool = True):
-    """int(text) or float(text) within [low, high) (or (low, high)), else an argparse error."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not ((value >= low if low_ok else value > low) and value < high):
-        if high == math.inf:
-            bounds = f"at least {low:g}" if low_ok else f"greater than {low:g}"
-        else:
-            bounds = f"in [{low:g}, {high:g})"
-        raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return parse_number(text, int, 1)
-
-
-def non_negative_int(text: str) -> int:
-    return parse_number(text, int, 0)
-
-
-def positive_float(text: str) -> float:
-    return parse_number(text, float, 0, low_ok=False)
-
-
-def beta(text: str) -> float:
-    return parse_number(text, float, 0, 1)
+def path_argument(text: str) -> str:
+    """An argparse type for paths: every component must fit the file system's 255-byte limit."""
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise argparse.ArgumentTypeError(f"path component {part[:40]!r}... is {len(os.fsencode(part))} "
+                                             f"bytes long; file systems allow {NAME_MAX}")
+    return text
 
 
 def default_threads() -> int:
-    """Intra-op threads per net.
-
-    Measured on a 2-core x86 CPU at batch 4 with fused Adam (a loop of forward,
-    backward and step): 1 thread gave 820 img/s (Net1) and 334 (Net3), 2 threads
-    gave 1113 and 418. So: all cores, capped at 2 because larger counts were not
-    measured. This is a fixed number, never timed at run time, because the thread
-    count changes float summation order and so the metrics.
-    """
+    """Intra-op threads per net: all cores, capped at 2 (on a 2-core x86 CPU at batch 4, 1 thread gave
+    820 img/s for Net1 and 334 for Net3, 2 threads 1113 and 418; more were not measured). Fixed, never
+    timed at run time, because the thread count changes float summation order and so the metrics."""
     return max(1, min(2, os.cpu_count() or 1))
 
 
@@ -137,13 +121,9 @@ ROLES = ("build", "train", "run")
 
 def setting(default: Any, help: str, role: str, group: str, flag: str | None = None,
             default_text: str | None = None, **argparse_kwargs) -> Any:
-    """A Config field that carries its own CLI flag, help and fingerprint role.
-
-    role "build": decides the dataset's content (the build fingerprint hashes it);
-    "train": decides the training metrics (the resume fingerprint hashes it);
-    "run": where things go or how fast, never what they are.
-    flag "" means no CLI flag.
-    """
+    """A Config field with its own CLI flag ("" for none), help, valid range (its argparse type) and role:
+    "build" decides the dataset (the build fingerprint hashes it), "train" the metrics (the resume
+    fingerprint hashes it), "run" only where things go or how fast."""
     assert role in ROLES, role
     return field(default=default, metadata={"help": help, "role": role, "group": group, "flag": flag,
                                             "default_text": default_text, "argparse": argparse_kwargs})
@@ -151,51 +131,53 @@ def setting(default: Any, help: str, role: str, group: str, flag: str | None = N
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run, collected in one place and saved with the results.
+    """Every setting of a run, saved with the results. The defaults are the full reproduction's;
+    DEMO_DEFAULTS replaces some with --demo."""
 
-    The defaults are the full reproduction's; DEMO_DEFAULTS replaces some with --demo.
-    """
-
-    ann_file: str = setting("", "instances JSON", "build", "data",
+    ann_file: str = setting("", "instances JSON", "build", "data", type=path_argument,
                             default_text="DATA_DIR/coco/annotations/instances_train2014.json")
-    image_dir: str = setting("", "folder of the train2014 images", "build", "data",
+    image_dir: str = setting("", "folder of the train2014 images", "build", "data", type=path_argument,
                              default_text="DATA_DIR/coco/images")
     classes: tuple[str, ...] = setting(DEFAULT_CLASSES, "COCO category names", "build", "data", nargs="+")
-    train_per_class: int = setting(1500, "train images per class", "build", "data", type=positive_int)
-    val_per_class: int = setting(500, "val images per class", "build", "data", type=positive_int)
-    image_size: int = setting(64, "square side in pixels", "build", "data", type=positive_int)
-    seed: int = setting(5, "seed for the subset and the training", "build", "data", type=int)
+    train_per_class: int = setting(1500, "train images per class", "build", "data",
+                                   type=in_range(int, 1, MAX_PER_CLASS))
+    val_per_class: int = setting(500, "val images per class", "build", "data", type=in_range(int, 1, MAX_PER_CLASS))
+    image_size: int = setting(64, "square side in pixels", "build", "data", type=in_range(int, MIN_IMAGE_SIZE, 1024))
+    seed: int = setting(5, "seed for the subset and the training", "build", "data", type=in_range(int, 0, MAX_SEED))
     exclusive: bool = setting(False, "skip images that contain two or more of the classes", "build", "data")
-    dataset_dir: str = setting("hw4_dataset", "where train_data/, val_data/ and manifest.json go", "run", "data")
+    dataset_dir: str = setting("hw4_dataset", "where train_data/, val_data/ and manifest.json go", "run", "data",
+                               type=path_argument)
     workers: int = setting(max(1, os.cpu_count() or 1), "processes that decode images during the build",
-                           "run", "data", default_text=f"CPU count, here {os.cpu_count()}", type=positive_int)
+                           "run", "data", default_text=f"CPU count, here {os.cpu_count()}", type=in_range(int, 1, 512))
     download: bool = setting(False, "fetch the annotations if missing and only the images the subset needs",
                              "run", "download")
     coco_url_base: str | None = setting(None, "mirror laid out like http://images.cocodataset.org", "run",
                                         "download", default_text="each image's coco_url")
-    download_workers: int = setting(8, "parallel downloads", "run", "download", type=positive_int)
+    download_workers: int = setting(8, "parallel downloads", "run", "download", type=in_range(int, 1, 256))
     download_timeout: float = setting(30.0, "read timeout per request in seconds; connecting times out after "
-                                      "10 s", "run", "download", type=positive_float)
+                                      "10 s", "run", "download", type=in_range(float, 0, 86400, low_open=True))
     download_retries: int = setting(5, "retries per file after a timeout, reset, 5xx or 429, with "
-                                    "exponential backoff", "run", "download", type=non_negative_int)
+                                    "exponential backoff", "run", "download", type=in_range(int, 0, 100))
     nets: tuple[str, ...] = setting(DEFAULT_NETS, "nets to train; 'all' trains every net of the table "
                                     "(NETS; the table is printed at start)", "run", "training", nargs="+")
-    batch_size: int = setting(4, "training batch size", "train", "training", type=positive_int)
-    epochs: int = setting(15, "training epochs", "train", "training", type=positive_int)
-    lr: float = setting(1e-3, "Adam learning rate", "train", "training", type=positive_float)
-    betas: tuple[float, float] = setting((0.9, 0.99), "Adam betas", "train", "training", type=beta, nargs=2)
+    batch_size: int = setting(4, "training batch size", "train", "training", type=in_range(int, 1, 65536))
+    epochs: int = setting(15, "training epochs", "train", "training", type=in_range(int, 1, 10000))
+    lr: float = setting(1e-3, "Adam learning rate", "train", "training",
+                        type=in_range(float, 0, sys.float_info.max, low_open=True))
+    betas: tuple[float, float] = setting((0.9, 0.99), "Adam betas", "train", "training",
+                                         type=in_range(float, 0, 1, high_open=True), nargs=2)
     device: str = setting("auto", "auto picks the accelerator torch reports, else the CPU", "run", "training",
                           choices=("auto", "cpu", "cuda"))
     threads: int = setting(default_threads(), "torch threads per net; metrics depend on it", "train",
                            "training", default_text=f"min(2, CPUs), here {default_threads()}",
-                           type=positive_int)
+                           type=in_range(int, 1, 1024))
     jobs: int = setting(1, "nets trained in parallel processes, if the cores allow jobs x threads", "run",
-                        "training", type=positive_int)
+                        "training", type=in_range(int, 1, 256))
     seeds: int = setting(1, "train every net for seeds SEED..SEED+N-1 on the same subset and report paired "
-                         "differences with 95%% t-intervals", "run", "training", type=positive_int)
-    out: str = setting("results", "output folder", "run", "training")
-    resume: bool = setting(False, "continue unfinished nets from OUT/checkpoints and skip finished ones",
-                           "run", "training")
+                         "differences with 95%% t-intervals", "run", "training", type=in_range(int, 1, 1000))
+    out: str = setting("results", "output folder", "run", "training", type=path_argument)
+    resume: bool = setting(False, "continue unfinished nets from OUT/checkpoints (at their last finished "
+                           "epoch) and skip finished ones", "run", "training")
     dry_run: bool = setting(False, "one batch per epoch, for smoke tests", "train", "training")
     train_seed: int | None = setting(None, "training seed; None means --seed", "train", "training", flag="")
 
@@ -209,13 +191,18 @@ class Config:
                 for f in dataclasses.fields(self) if f.metadata["role"] == role}
 
     def build_settings(self) -> dict[str, Any]:
-        """What decides the dataset's content; the annotation file also by its size and mtime."""
-        s = self.settings("build")
+        """What decides the dataset's content, paths as given: they end up in committed results, which
+        must not name this machine's folders."""
+        return {**self.settings("build"), "version": MANIFEST_VERSION}
+
+    def build_fingerprint(self) -> str:
+        """The build settings, where the paths really point and the annotation file's size and mtime:
+        the same relative path from another folder, or an edited file, is another build."""
         ann = Path(self.ann_file)
-        stat = ann.stat() if ann.exists() else None
-        s.update(version=MANIFEST_VERSION, ann_file=str(ann.resolve()), image_dir=str(Path(self.image_dir).resolve()),
-                 ann_file_size=stat.st_size if stat else None, ann_file_mtime_ns=stat.st_mtime_ns if stat else None)
-        return s
+        stat = ann.stat() if ann.is_file() else None
+        return fingerprint({**self.build_settings(), "ann_file": str(ann.resolve()),
+                            "image_dir": str(Path(self.image_dir).resolve()),
+                            "ann_file_size": stat and stat.st_size, "ann_file_mtime_ns": stat and stat.st_mtime_ns})
 
     def train_settings(self) -> dict[str, Any]:
         """What decides the training metrics (the resume fingerprint hashes these)."""
@@ -223,23 +210,20 @@ class Config:
 
 
 # =============================================================================
-# Helpers: fingerprints and atomic writes, used by every section below
+# Helpers: fingerprints, atomic writes, folder checks, one walk over nested data, worker pools.
+# Used by every section below.
 # =============================================================================
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
     """A short stable hash of a settings dict."""
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
-
-    A kill or an error never leaves a half-written file under the real name; a
-    leftover '.NAME.tmp-*' is cleaned by remove_partial_writes.
-    """
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds, so a kill
+    never leaves a half-written file under the real name (remove_partial_writes cleans '.NAME.tmp-*')."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
@@ -255,37 +239,120 @@ def write_bytes_atomic(path: Path, blob: bytes) -> None:
         tmp.write_bytes(blob)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_bytes_atomic(path, json.dumps(data, indent=1).encode())
-
-
 def save_torch_atomic(obj: Any, path: Path) -> None:
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
 
 
-def check_writable_dir(path: str | Path, flag: str) -> None:
-    """Fail before any work when `flag`'s folder is a file or cannot be written."""
-    path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" ends the walk
+def map_leaves(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+    """A copy of nested dicts, lists and tuples with `leaf` applied to everything else (keys too)."""
+    if isinstance(obj, dict):
+        return {map_leaves(k, leaf): map_leaves(v, leaf) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_leaves(v, leaf) for v in obj)
+    return leaf(obj)
+
+
+def json_leaf(value: Any) -> Any:
+    """numpy values become Python ones; NaN and infinities become null (JSON has no token for them)."""
+    if isinstance(value, np.ndarray):
+        return map_leaves(value.tolist(), json_leaf)
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Strictly valid JSON: a diverged run's NaN is written as null."""
+    write_bytes_atomic(path, json.dumps(map_leaves(data, json_leaf), indent=1, allow_nan=False).encode())
+
+
+def check_folder_creatable(path: str | Path, flag: str) -> None:
+    """Fail before any work unless `flag`'s folder is writable or can be created, proven by making (and
+    removing) a probe folder in its deepest existing ancestor: /proc, read-only mounts and permissions
+    answer for themselves."""
+    path = existing = Path(path)
+    while not existing.exists():
+        if existing.is_symlink():  # it is there but leads nowhere: dangling, or a loop
+            raise UserError(f"{flag} {path} cannot be created: {existing} is a broken symlink or a symlink loop; "
+                            "pass another folder")
+        existing = existing.parent
     if not existing.is_dir():
         what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
         raise UserError(f"{flag} {path} {what}; pass a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path} cannot be written (no write permission on {existing}); "
-                        "pass a folder you can write to")
+    probe = existing / f".hw4-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise UserError(f"{flag} {path} cannot be created or written ({exc.strerror or exc}); pass a folder you "
+                        "can write to") from None
 
 
+def worker_init(parent_pid: int) -> None:
+    """Start-up of every pool worker: ignore Ctrl-C (the parent decides and stops the workers), and die
+    with the parent, even a SIGKILLed one, instead of running on as an orphan (Linux's PR_SET_PDEATHSIG)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 is /dev/null inside the block. Processes started here keep that stderr for life,
+    so a Ctrl-C that reaches a worker while it still imports torch prints no traceback; workers report
+    through their results (exceptions included), and the parent prints."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def run_in_processes(fn: Callable, tasks: list[tuple], workers: int, start_method: str,
+                     on_result: Callable[[int, Any], None]) -> None:
+    """fn(*task) for every task in `workers` processes; on_result(index, result) as each finishes.
+
+    Stopping is safe at any moment: on any exception here (Ctrl-C, SIGTERM, a failed task) every
+    worker is SIGKILLed, which loses at most each one's unfinished task, and the exception goes on.
+    """
+    pool = None
+    try:
+        with stderr_silenced():  # the workers start in submit(), multiprocessing's resource tracker before them
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method),
+                                       initializer=worker_init, initargs=(os.getpid(),))
+            futures = {pool.submit(fn, *task): k for k, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            on_result(futures[future], future.result())
+    except BaseException:
+        for child in multiprocessing.active_children():
+            child.kill()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 # =============================================================================
-# COCO subset: choose the images
+# COCO subset: choose the images. Reads the annotation file (checked as untrusted input) and hands
+# a Selection (picked ids per class, and where replacements come from) to the writer.
 # =============================================================================
-
 
 COCO_LISTS = {"categories": ("id", "name"), "images": ("id", "file_name"), "annotations": ("image_id", "category_id")}
 
 
 def check_coco_json(data: Any, path: Path) -> None:
-    """The fields hw4 reads must be there, so that a foreign JSON fails with a line, not a traceback."""
+    """Treat the annotation file as untrusted: every field hw4 reads is there with the right type,
+    ids are unique integers, category names unique strings, and every reference resolves."""
+    def bad(what: str) -> UserError:
+        return UserError(f"annotation file {path}: {what}; fix the file or pass another --ann-file")
+
+    def is_id(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
     if not isinstance(data, dict):
         raise UserError(f"annotation file {path} is not COCO instances JSON (not an object); check --ann-file")
     for key, needed in COCO_LISTS.items():
@@ -295,12 +362,31 @@ def check_coco_json(data: Any, path: Path) -> None:
         for k, item in enumerate(data[key]):
             missing = [f for f in needed if not isinstance(item, dict) or f not in item]
             if missing:
-                raise UserError(f"annotation file {path}: {key} entry #{k} has no '{missing[0]}'; "
-                                "fix the file or pass another --ann-file")
+                raise bad(f"{key} entry #{k} has no '{missing[0]}'")
+    ids: dict[str, dict[int, int]] = {"categories": {}, "images": {}}
+    for key, seen in ids.items():
+        for k, item in enumerate(data[key]):
+            if not is_id(item["id"]):
+                raise bad(f"{key} entry #{k} has an id that is not an integer ({item['id']!r})")
+            if item["id"] in seen:
+                raise bad(f"{key} entries #{seen[item['id']]} and #{k} share the id {item['id']}"
+                          + (" (one photo could land in two classes or splits)" if key == "images" else ""))
+            seen[item["id"]] = k
+    names: dict[str, int] = {}
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat["name"], str):
+            raise bad(f"categories entry #{k} (id {cat['id']}) has a name that is not a string ({cat['name']!r})")
+        if cat["name"] in names:
+            raise bad(f"categories entries #{names[cat['name']]} and #{k} are both named {cat['name']!r}")
+        names[cat["name"]] = k
     for k, image in enumerate(data["images"]):
         if not isinstance(image["file_name"], str):
-            raise UserError(f"annotation file {path}: images entry #{k} (id {image['id']!r}) has a "
-                            f"file_name that is not a string ({image['file_name']!r}); fix the file")
+            raise bad(f"images entry #{k} (id {image['id']!r}) has a file_name that is not a string "
+                      f"({image['file_name']!r})")
+    for k, ann in enumerate(data["annotations"]):
+        for ref, key in (("image_id", "images"), ("category_id", "categories")):
+            if not is_id(ann[ref]) or ann[ref] not in ids[key]:
+                raise bad(f"annotations entry #{k} has {ref} {ann[ref]!r}, which no {key} entry has")
 
 
 def load_coco(ann_file: str | Path):
@@ -309,186 +395,164 @@ def load_coco(ann_file: str | Path):
 
     path = Path(ann_file)
     if not path.is_file():
-        raise UserError(
-            f"annotation file not found: {path} (pass --ann-file, fix --data_dir, or add --download)"
-        )
+        raise UserError(f"annotation file not found: {path} (pass --ann-file, fix --data_dir, or add --download)")
     try:
         data = json.loads(path.read_bytes())
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise UserError(f"annotation file {path} is not COCO instances JSON ({exc}); check --ann-file") from None
     check_coco_json(data, path)
     coco = COCO()
     coco.dataset = data
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"annotation file {path} is not COCO instances JSON ({exc}); check --ann-file") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     return coco
 
 
 def resolve_category_ids(coco, class_names: Sequence[str]) -> dict[str, int]:
     """Map each class name to its COCO category id; unknown names list close matches."""
-    by_name = {cat["name"]: cat["id"] for cat in coco.loadCats(coco.getCatIds())}
-    ids = {}
+    by_name = {cat["name"]: cat["id"] for cat in coco.dataset["categories"]}
     for name in class_names:
         if name not in by_name:
             close = difflib.get_close_matches(name, by_name, n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
                 f"known classes: {', '.join(sorted(by_name)[:12])}{' ...' if len(by_name) > 12 else ''}")
             raise UserError(f"unknown class {name!r} in the annotation file; {hint}")
-        ids[name] = by_name[name]
-    return ids
+    return {name: by_name[name] for name in class_names}
 
 
 def candidate_ids_per_class(coco, cat_ids: dict[str, int], exclusive: bool) -> dict[str, list[int]]:
-    """Per class, the sorted ids of the images that contain it.
-
-    Built from coco.catToImgs one class at a time: the multi-id getImgIds call
-    returns the intersection, and an empty list returns every image.
-    """
+    """Per class, the sorted ids of the images that contain it, from coco.catToImgs one class at a
+    time (getImgIds with several ids returns the intersection, with none every image)."""
     images_of = {name: set(coco.catToImgs.get(cid, [])) for name, cid in cat_ids.items()}
     if exclusive:
         counts: dict[int, int] = {}
-        for ids in images_of.values():
-            for img_id in ids:
-                counts[img_id] = counts.get(img_id, 0) + 1
+        for img_id in (i for ids in images_of.values() for i in ids):
+            counts[img_id] = counts.get(img_id, 0) + 1
         images_of = {name: {i for i in ids if counts[i] == 1} for name, ids in images_of.items()}
     return {name: sorted(ids) for name, ids in images_of.items()}
-
-
-def shuffle_candidates(candidates: dict[str, list[int]], seed: int) -> dict[str, list[int]]:
-    """Shuffle each class's sorted ids with one local RNG, in class order."""
-    rng = random.Random(seed)
-    shuffled = {}
-    for name, ids in candidates.items():
-        ids = list(ids)
-        rng.shuffle(ids)
-        shuffled[name] = ids
-    return shuffled
 
 
 class CandidateQueue:
     """A class's shuffled candidates, handed out in order, skipping images used elsewhere."""
 
     def __init__(self, ids: list[int]):
-        self.ids = ids
-        self.pos = 0
+        self.ids, self.pos = ids, 0
 
-    def next_unused(self, used: set[int]) -> int | None:
+    def take(self, used: set[int]) -> int | None:
+        """The next candidate nobody has used, now marked used; None when the class has run out."""
         while self.pos < len(self.ids):
             img_id = self.ids[self.pos]
             self.pos += 1
             if img_id not in used:
+                used.add(img_id)
                 return img_id
         return None
 
 
-def check_enough_candidates(candidates: dict[str, list[int]], cfg: Config) -> None:
-    """Fail early, naming the class, when a class cannot fill its train and val quota."""
+@dataclass
+class Selection:
+    """The picked image ids per class, and the queues that their replacements come from."""
+
+    picks: dict[str, list[int]]
+    queues: dict[str, CandidateQueue]
+    used: set[int]
+
+    def replacement(self, class_name: str) -> int | None:
+        """The one replacement rule, for the build and --download alike: the next candidate of the
+        class, in plan order, that no class has used. So --download fetches what the build will use."""
+        return self.queues[class_name].take(self.used)
+
+
+def select_subset(coco, cfg: Config) -> Selection:
+    """Shuffle each class's candidates with one RNG seeded by --seed, then deal images to the classes
+    in turn, so that an image showing two requested classes goes to whichever reaches it first and
+    is never used again, in either split."""
+    candidates = candidate_ids_per_class(coco, resolve_category_ids(coco, cfg.classes), cfg.exclusive)
     need = cfg.train_per_class + cfg.val_per_class
     for name, ids in candidates.items():
         if len(ids) < need:
             kind = "images with only this class (--exclusive)" if cfg.exclusive else "images"
-            raise UserError(
-                f"class {name!r} has {len(ids)} {kind} but needs {need} "
-                f"({cfg.train_per_class} train + {cfg.val_per_class} val); "
-                "lower --train-per-class/--val-per-class"
-            )
-
-
-def pick_images(queues: dict[str, CandidateQueue], cfg: Config, used: set[int]) -> dict[str, list[int]]:
-    """Deal images to the classes in turn, so that shared images are split fairly.
-
-    An image that holds two requested classes goes to whichever class reaches
-    it first and is never used again, in either split.
-    """
-    need = cfg.train_per_class + cfg.val_per_class
-    picks: dict[str, list[int]] = {name: [] for name in queues}
+            raise UserError(f"class {name!r} has {len(ids)} {kind} but needs {need} ({cfg.train_per_class} train + "
+                            f"{cfg.val_per_class} val); lower --train-per-class/--val-per-class")
+    rng = random.Random(cfg.seed)
+    queues = {}
+    for name, ids in candidates.items():
+        rng.shuffle(ids)
+        queues[name] = CandidateQueue(ids)
+    selection = Selection({name: [] for name in queues}, queues, set())
     for _ in range(need):
-        for name, queue in queues.items():
-            img_id = queue.next_unused(used)
+        for name, picks in selection.picks.items():
+            img_id = selection.replacement(name)
             if img_id is None:
-                raise UserError(
-                    f"class {name!r} has {len(picks[name])} images left after removing those "
-                    f"already taken by other classes but needs {need}; lower "
-                    "--train-per-class/--val-per-class or use fewer classes"
-                )
-            used.add(img_id)
-            picks[name].append(img_id)
-    return picks
+                raise UserError(f"class {name!r} has {len(picks)} images left after removing those already taken "
+                                f"by other classes but needs {need}; lower --train-per-class/--val-per-class or "
+                                "use fewer classes")
+            picks.append(img_id)
+    return selection
 
 
 # =============================================================================
-# COCO subset: write the images and the manifest
+# COCO subset: write the thumbnails and the manifest. Hands manifest.json (config, fingerprint,
+# counts, replacements, one entry per image) to loading.
 # =============================================================================
 
-
-def safe_relative_path(file_name: str) -> PurePosixPath:
-    """Check an annotation's file_name: relative, no '..'. Sub-folders are fine."""
-    rel = PurePosixPath(file_name.replace("\\", "/"))
-    if not file_name or rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0]):
-        raise UserError(
-            f"unsafe file_name {file_name!r} in the annotations: it must be a path relative "
-            "to the image dir without '..'; fix the annotation file"
-        )
-    return rel
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what a bad image file raises
+BUILD_FILES = ("train_data", "val_data", "manifest.json", "tensors-*.pt", ".tensors-*.pt.tmp-*")
 
 
 def source_path(image_dir: str | Path, file_name: str) -> Path:
-    """Where an annotation's image lives, guaranteed to be inside image_dir."""
-    return Path(image_dir) / safe_relative_path(file_name)
+    """Where an annotation's image lives: a relative file_name without '..' (sub-folders are fine), so
+    it is always inside image_dir."""
+    rel = PurePosixPath(file_name.replace("\\", "/"))
+    if not file_name or rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0] or "\0" in file_name:
+        raise UserError(f"unsafe file_name {file_name!r} in the annotations: it must be a path relative to the "
+                        "image dir without '..'; fix the annotation file")
+    return Path(image_dir) / rel
 
 
 def output_name(class_name: str, file_name: str, taken: set[str], image_id: int) -> str:
-    """'<class>_<basename>' as the original named them; made unique within a split."""
-    base = PurePosixPath(file_name.replace("\\", "/")).name
-    stem, ext = os.path.splitext(base)
-    if ext.lower() not in (".jpg", ".jpeg", ".png"):
-        ext = ".png"
-    safe_class = class_name.replace("/", "-").replace(os.sep, "-")
-    name = f"{safe_class}_{stem}{ext}"
-    if name in taken:  # same basename in two sub-folders (kwcoco) or repeated file_name
-        name = f"{safe_class}_{image_id}_{stem}{ext}"
+    """'<class>_<basename>' as the original named them, made unique within a split and short enough
+    for the file system (a long COCO name plus the class prefix can pass 255 bytes)."""
+    stem, ext = os.path.splitext(PurePosixPath(file_name.replace("\\", "/")).name)
+    ext = ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    cls = "".join("-" if c in "/\\\0" else c for c in class_name)
+    short = os.fsencode(cls)[:64].decode(errors="ignore")
+    for name in (f"{cls}_{stem}{ext}", f"{cls}_{image_id}_{stem}{ext}", f"{short}_{image_id}{ext}"):
+        if name not in taken and len(os.fsencode(name)) <= NAME_MAX:
+            break
     taken.add(name)
     return name
 
 
 def decode_rgb_thumbnail(src: str | Path, size: int) -> Image.Image:
-    """Open any image, convert it to RGB and resize it to size x size.
+    """Open any image, convert it to RGB and resize it to size x size (bicubic).
 
-    JPEGs are first decoded in draft mode, which downsamples by 1/2..1/8 inside
-    the DCT and so skips most of the decoding work; we ask for at least twice the
-    target size so that the final bicubic resize still has real pixels to
-    average (mean abs difference to a full decode is measured in the benchmark).
+    JPEGs are decoded in draft mode, which downsamples by 1/2..1/8 inside the DCT and so skips most
+    of the decoding; draft keeps at least the target size, so the final resize still averages real
+    pixels (the benchmark measures the difference to a full decode).
     """
     with Image.open(src) as img:
         if img.format == "JPEG":
             img.draft("RGB", (size, size))
-        if img.mode == "P":  # palette transparency warns unless it goes through RGBA
-            img = img.convert("RGBA")
-        rgb = img.convert("RGB")
+        rgb = (img.convert("RGBA") if img.mode == "P" else img).convert("RGB")  # palette transparency via RGBA
     return rgb.resize((size, size), Image.Resampling.BICUBIC)
 
 
-def save_thumbnail(img: Image.Image, dst: str | Path) -> None:
-    """Save as JPEG (quality 95) or PNG, by the destination's extension."""
-    if str(dst).lower().endswith((".jpg", ".jpeg")):
-        img.save(dst, format="JPEG", quality=95)
-    else:
-        img.save(dst, format="PNG")
-
-
-def write_one_thumbnail(job: tuple[str, str, int]) -> str | None:
-    """Pool worker: decode, resize and save one image. Returns None or why it failed."""
-    src, dst, size = job
-    if not os.path.isfile(src):
-        return "missing"
-    try:
-        save_thumbnail(decode_rgb_thumbnail(src, size), dst)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    return None
+def write_thumbnails(jobs: list[tuple[str, str, int]]) -> list[str | None]:
+    """Decode, resize and save each (source, destination, size): JPEG quality 95 or PNG, by the
+    destination's extension. Returns, per image, None or why it failed."""
+    reasons = []
+    for src, dst, size in jobs:
+        try:
+            img = decode_rgb_thumbnail(src, size)
+            img.save(dst, **({"format": "JPEG", "quality": 95} if dst.lower().endswith((".jpg", ".jpeg"))
+                             else {"format": "PNG"}))
+            reasons.append(None)
+        except FileNotFoundError:
+            reasons.append("missing")
+        except IMAGE_ERRORS as exc:
+            reasons.append(f"unreadable ({type(exc).__name__}: {exc})")
+    return reasons
 
 
 @dataclass
@@ -502,75 +566,66 @@ class WriteJob:
     slot: int  # position in the plan, kept by a replacement so the manifest order is stable
 
     def entry(self) -> dict[str, Any]:
-        return {
-            "split": self.split,
-            "path": f"{self.split}_data/{self.out_name}",
-            "class": self.class_name,
-            "label": self.label,
-            "image_id": self.image_id,
-            "file_name": self.file_name,
-        }
+        return {"split": self.split, "path": f"{self.split}_data/{self.out_name}", "class": self.class_name,
+                "label": self.label, "image_id": self.image_id, "file_name": self.file_name}
 
 
 def run_write_jobs(jobs: list[WriteJob], cfg: Config, root: Path, desc: str) -> list[str | None]:
-    """Write a batch of thumbnails, in parallel when --workers > 1. Order is kept."""
+    """Write a batch of thumbnails, in worker processes when --workers > 1. Order is kept."""
     from tqdm import tqdm
 
     args = [(str(source_path(cfg.image_dir, j.file_name)), str(root / f"{j.split}_data" / j.out_name),
              cfg.image_size) for j in jobs]
-    chunks = max(1, len(args) // (cfg.workers * 8))  # few round trips, yet an even spread
-    bar = dict(total=len(args), desc=desc, unit="img", disable=None, leave=False)
-    if cfg.workers > 1 and len(args) > 1:
-        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-            return list(tqdm(pool.map(write_one_thumbnail, args, chunksize=chunks), **bar))
-    return [write_one_thumbnail(a) for a in tqdm(args, **bar)]
+    size = max(1, len(args) // (cfg.workers * 8))  # few round trips, yet an even spread
+    chunks = [args[k:k + size] for k in range(0, len(args), size)]
+    done: list[list[str | None]] = [[] for _ in chunks]
+    with tqdm(total=len(args), desc=desc, unit="img", disable=None, leave=False) as bar:
+        def collect(k: int, reasons: list[str | None]) -> None:
+            done[k] = reasons
+            bar.update(len(reasons))
 
-
-def plan_jobs(picks: dict[str, list[int]], coco, cfg: Config, taken: dict[str, set[str]]) -> list[WriteJob]:
-    """Turn the picked ids into write jobs: the first N of a class to train, the next M to val."""
-    jobs = []
-    for label, (name, ids) in enumerate(picks.items()):
-        for k, img_id in enumerate(ids):
-            split = "train" if k < cfg.train_per_class else "val"
-            jobs.append(make_job(split, name, label, img_id, coco, taken, len(jobs)))
-    return jobs
+        if cfg.workers == 1 or len(chunks) < 2:
+            for k, chunk in enumerate(chunks):
+                collect(k, write_thumbnails(chunk))
+        else:  # fork: the decoders need no torch, and a fork starts in milliseconds
+            run_in_processes(write_thumbnails, [(c,) for c in chunks], cfg.workers, "fork", collect)
+    return [reason for chunk in done for reason in chunk]
 
 
 def make_job(split: str, name: str, label: int, img_id: int, coco, taken: dict[str, set[str]],
              slot: int) -> WriteJob:
     file_name = coco.imgs[img_id]["file_name"]
-    safe_relative_path(file_name)
-    out_name = output_name(name, file_name, taken[split], img_id)
-    return WriteJob(split, name, label, img_id, file_name, out_name, slot)
+    source_path("", file_name)  # refuse an unsafe name before anything is written
+    return WriteJob(split, name, label, img_id, file_name, output_name(name, file_name, taken[split], img_id), slot)
 
 
-def write_subset(picks, queues, used, coco, cfg: Config, root: Path) -> tuple[list[dict], list[dict]]:
-    """Write every picked image; replace failures by the next unused candidate of their class."""
+def write_subset(selection: Selection, coco, cfg: Config, root: Path) -> tuple[list[dict], list[dict]]:
+    """Write every picked image (the first N of a class to train, the next M to val); replace failures
+    by Selection.replacement."""
     taken: dict[str, set[str]] = {"train": set(), "val": set()}
-    jobs = plan_jobs(picks, coco, cfg, taken)
+    pending: list[WriteJob] = []
+    for label, (name, ids) in enumerate(selection.picks.items()):
+        for k, img_id in enumerate(ids):
+            split = "train" if k < cfg.train_per_class else "val"
+            pending.append(make_job(split, name, label, img_id, coco, taken, len(pending)))
     entries: dict[int, dict] = {}
     replacements: list[dict] = []
-    pending, first_round = jobs, True
+    first_round = True
     while pending:
         failures = run_write_jobs(pending, cfg, root, "writing images" if first_round else "replacements")
         if first_round and all(why is not None for why in failures):
-            raise UserError(
-                f"none of the {len(pending)} chosen images could be read (first: "
-                f"{source_path(cfg.image_dir, pending[0].file_name)}: {failures[0]}); the image dir "
-                f"{cfg.image_dir} is probably wrong: pass --image-dir or fix --data_dir"
-            )
+            raise UserError(f"none of the {len(pending)} chosen images could be read (first: "
+                            f"{source_path(cfg.image_dir, pending[0].file_name)}: {failures[0]}); the image dir "
+                            f"{cfg.image_dir} is probably wrong: pass --image-dir or fix --data_dir")
         retry = []
         for job, why in zip(pending, failures):
             if why is None:
                 entries[job.slot] = job.entry()
                 continue
-            new_id = queues[job.class_name].next_unused(used)
+            new_id = selection.replacement(job.class_name)
             if new_id is None:
-                raise UserError(
-                    f"class {job.class_name!r} ran out of readable images while replacing "
-                    f"{job.file_name} ({why}); check --image-dir {cfg.image_dir}"
-                )
-            used.add(new_id)
+                raise UserError(f"class {job.class_name!r} ran out of readable images while replacing "
+                                f"{job.file_name} ({why}); check --image-dir {cfg.image_dir}")
             taken[job.split].discard(job.out_name)
             retry.append(make_job(job.split, job.class_name, job.label, new_id, coco, taken, job.slot))
             replacements.append({"class": job.class_name, "split": job.split, "image_id": job.image_id,
@@ -584,17 +639,8 @@ def note_other_classes(entries: list[dict], coco, cat_ids: dict[str, int]) -> No
     """Record in each entry the other requested classes its image shows (label noise, for Q4)."""
     name_of = {cid: name for name, cid in cat_ids.items()}
     for e in entries:
-        shown = {name_of[a["category_id"]] for a in coco.imgToAnns.get(e["image_id"], [])
-                 if a["category_id"] in name_of}
+        shown = {name_of[a["category_id"]] for a in coco.imgToAnns.get(e["image_id"], []) if a["category_id"] in name_of}
         e["also_shows"] = sorted(shown - {e["class"]})
-
-
-def count_entries(entries: Iterable[dict]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for e in entries:
-        counts.setdefault(e["split"], {}).setdefault(e["class"], 0)
-        counts[e["split"]][e["class"]] += 1
-    return counts
 
 
 def read_manifest(dataset_dir: str | Path) -> dict | None:
@@ -608,22 +654,27 @@ def read_manifest(dataset_dir: str | Path) -> dict | None:
 def reusable_manifest(cfg: Config) -> dict | None:
     """The manifest of a finished build with this exact config, if its files are all there."""
     manifest = read_manifest(cfg.dataset_dir)
-    if not manifest or manifest.get("fingerprint") != fingerprint(cfg.build_settings()):
+    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint():
         return None
-    root = Path(cfg.dataset_dir)
-    if not all((root / e["path"]).is_file() for e in manifest["entries"]):
-        return None
-    return manifest
+    return manifest if all((Path(cfg.dataset_dir) / e["path"]).is_file() for e in manifest["entries"]) else None
 
 
 def check_dataset_dir_is_ours(dataset_dir: Path) -> None:
-    """Refuse to replace a folder that is not an hw4 build: it may hold the user's files."""
-    if dataset_dir.exists() and (not dataset_dir.is_dir() or (
-            any(dataset_dir.iterdir()) and not (dataset_dir / "manifest.json").exists())):
-        raise UserError(
-            f"--dataset-dir {dataset_dir} exists and is not an hw4 dataset (no manifest.json); "
-            "choose another --dataset-dir or remove it"
-        )
+    """A rebuild replaces the folder as a whole, so it must hold nothing but a build: results, notes or
+    another project there would be deleted with it."""
+    import fnmatch
+
+    if not dataset_dir.is_dir():
+        return  # absent (a file was refused before any work)
+    entries = sorted(p.name for p in dataset_dir.iterdir())
+    if entries and "manifest.json" not in entries:
+        raise UserError(f"--dataset-dir {dataset_dir} exists and is not an hw4 dataset (no manifest.json); "
+                        "choose another --dataset-dir or remove it")
+    foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pattern) for pattern in BUILD_FILES)]
+    if foreign:
+        raise UserError(f"--dataset-dir {dataset_dir} holds files the build did not write ({', '.join(foreign[:3])}"
+                        f"{' ...' if len(foreign) > 3 else ''}), which a rebuild would delete; move them out or "
+                        "choose another --dataset-dir")
 
 
 def swap_into_place(tmp: Path, target: Path) -> None:
@@ -635,81 +686,52 @@ def swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale_builds(target: Path) -> None:
-    """Delete temporary folders that interrupted builds left beside the target."""
-    for stale in target.parent.glob(f".{target.name}.building-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def select_subset(coco, cfg: Config):
-    """Choose the subset's images; returns (picks, queues, used) for writing and replacing."""
-    cat_ids = resolve_category_ids(coco, cfg.classes)
-    candidates = candidate_ids_per_class(coco, cat_ids, cfg.exclusive)
-    check_enough_candidates(candidates, cfg)
-    shuffled = shuffle_candidates(candidates, cfg.seed)
-    queues = {name: CandidateQueue(ids) for name, ids in shuffled.items()}
-    used: set[int] = set()
-    picks = pick_images(queues, cfg, used)
-    return picks, queues, used
-
-
 def build_subset(cfg: Config, coco=None) -> dict:
-    """Build (or reuse) the dataset; returns its manifest."""
+    """Build (or reuse) the dataset, atomically: written beside the target, swapped in when whole."""
     manifest = reusable_manifest(cfg)
     if manifest is not None:
         print(f"reusing the dataset in {cfg.dataset_dir} (fingerprint {manifest['fingerprint']})")
         return manifest
     target = Path(cfg.dataset_dir)
     check_dataset_dir_is_ours(target)
-    if coco is None:
-        coco = load_coco(cfg.ann_file)
-    picks, queues, used = select_subset(coco, cfg)
+    coco = coco or load_coco(cfg.ann_file)
+    selection = select_subset(coco, cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(target)
+    for stale in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
     for split in ("train", "val"):
         (tmp / f"{split}_data").mkdir(parents=True)
     try:
-        entries, replacements = write_subset(picks, queues, used, coco, cfg, tmp)
+        entries, replacements = write_subset(selection, coco, cfg, tmp)
         note_other_classes(entries, coco, resolve_category_ids(coco, cfg.classes))
-        settings = cfg.build_settings()
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "fingerprint": fingerprint(settings),
-            "config": settings,
-            "classes": list(cfg.classes),
-            "counts": count_entries(entries),
-            "replacements": replacements,
-            "entries": entries,
-        }
+        counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
+                  for split in ("train", "val")}
+        manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
+                    "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts,
+                    "replacements": replacements, "entries": entries}
         write_json_atomic(tmp / "manifest.json", manifest)
         swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print_counts(manifest)
+    width = max(map(len, cfg.classes))
+    print(f"{'class':<{width}}  train    val")
+    for name in cfg.classes:
+        print(f"{name:<{width}}  {counts['train'][name]:5d}  {counts['val'][name]:5d}")
+    if replacements:
+        print(f"{len(replacements)} missing or unreadable images were replaced (listed in manifest.json)")
     return manifest
 
 
-def print_counts(manifest: dict) -> None:
-    counts = manifest["counts"]
-    width = max(len(c) for c in manifest["classes"])
-    print(f"{'class':<{width}}  train    val")
-    for name in manifest["classes"]:
-        print(f"{name:<{width}}  {counts.get('train', {}).get(name, 0):5d}  {counts.get('val', {}).get(name, 0):5d}")
-    if manifest["replacements"]:
-        print(f"{len(manifest['replacements'])} missing or unreadable images were replaced "
-              "(listed in manifest.json)")
-
-
 # =============================================================================
-# COCO subset: download only the chosen images (--download)
+# COCO subset: download only the chosen images (--download). Fills --image-dir (and --ann-file if
+# missing) before the build, following the builder's replacement rule.
 # =============================================================================
 
 DEFAULT_COCO_URL_BASE = "http://images.cocodataset.org"
 ANNOTATIONS_ZIP = "annotations/annotations_trainval2014.zip"
 ANNOTATIONS_MEMBER = "annotations/instances_train2014.json"
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 20.0
+CONNECT_TIMEOUT_S, BACKOFF_BASE_S, BACKOFF_CAP_S = 10.0, 0.5, 20.0
 
 
 class RetryableError(Exception):
@@ -720,17 +742,6 @@ class PermanentError(Exception):
     """A 404 or another 4xx, or a URL we refuse: trying again will not help."""
 
 
-@dataclass(frozen=True)
-class FetchOptions:
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    retries: int = 5
-
-
-def fetch_options(cfg: Config) -> FetchOptions:
-    return FetchOptions(read_timeout=cfg.download_timeout, retries=cfg.download_retries)
-
-
 def checked_url(url: str) -> urllib.parse.SplitResult:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -738,29 +749,27 @@ def checked_url(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
-def http_get(url: str, dest: Path, opts: FetchOptions, redirects: int = 3) -> None:
+def http_get(url: str, dest: Path, read_timeout: float, redirects: int = 3) -> None:
     """GET url into dest with separate connect and read timeouts; classifies every failure."""
     parts = checked_url(url)
     conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_class(parts.hostname, parts.port, timeout=opts.connect_timeout)
+    conn = conn_class(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S)
     try:
         conn.connect()
-        conn.sock.settimeout(opts.read_timeout)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.request("GET", target, headers={"User-Agent": "hw4"})
+        conn.sock.settimeout(read_timeout)
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     headers={"User-Agent": "hw4"})
         resp = conn.getresponse()
         if resp.status in (301, 302, 303, 307, 308) and redirects and resp.getheader("Location"):
-            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, opts, redirects - 1)
+            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, read_timeout, redirects - 1)
         if resp.status == 429 or resp.status >= 500:
             raise RetryableError(f"HTTP {resp.status} {resp.reason}")
         if resp.status != 200:
             raise PermanentError(f"HTTP {resp.status} {resp.reason}")
-        expected = resp.getheader("Content-Length")
-        size = 0
+        expected, size = resp.getheader("Content-Length"), 0
         with open(dest, "wb") as f:
             while chunk := resp.read(1 << 16):
-                f.write(chunk)
-                size += len(chunk)
+                size += f.write(chunk)
         if expected is not None and size != int(expected):
             raise RetryableError(f"body cut off: {size} of {expected} bytes")
     except (http.client.HTTPException, OSError) as exc:  # timeouts, resets, cut bodies, DNS
@@ -777,147 +786,114 @@ def is_valid_image(path: Path) -> bool:
                 img.draft("RGB", (64, 64))
             img.load()
         return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except IMAGE_ERRORS:
         return False
 
 
-def fetch_with_retries(url: str, dest: Path, opts: FetchOptions, check=is_valid_image) -> tuple[str, int, str]:
-    """Fetch url to dest unless a valid copy is there. Returns (status, retries, reason).
-
-    The body goes to a temporary file that is renamed into place only once it is
-    complete and decodes, so an interrupted run never leaves a file that looks done.
-    """
-    if dest.is_file() and check(dest):
-        return "present", 0, ""
+def fetch_with_retries(url: str, dest: Path, cfg: Config, check=is_valid_image) -> tuple[str, int, str]:
+    """Fetch url to dest; returns (status, retries, reason). The body goes to a temporary file renamed
+    into place only once it is complete and passes `check`, so an interrupted run never leaves a file
+    that looks done."""
     reason, attempt = "", 0
-    for attempt in range(opts.retries + 1):
+    for attempt in range(cfg.download_retries + 1):
         try:
             with atomic_write(dest) as tmp:
-                http_get(url, tmp, opts)
+                http_get(url, tmp, cfg.download_timeout)
                 if not check(tmp):
                     raise RetryableError("the body is not a readable image")
             return "downloaded", attempt, ""
         except PermanentError as exc:
-            reason = str(exc)
-            break
+            return "failed", attempt, str(exc)
         except RetryableError as exc:
             reason = str(exc)
-            if attempt < opts.retries:  # exponential backoff with jitter, so threads do not retry in step
+            if attempt < cfg.download_retries:  # exponential backoff with jitter, so threads do not retry in step
                 time.sleep(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt) * random.uniform(0.5, 1.5))
     return "failed", attempt, reason
 
 
 def image_url(image: dict, base: str | None) -> str:
     """URL of one COCO image: the mirror's train2014/<file_name>, or the annotation's coco_url."""
-    rel = safe_relative_path(image["file_name"])
     if base:
-        return f"{base.rstrip('/')}/train2014/{urllib.parse.quote(str(rel))}"
+        return f"{base.rstrip('/')}/train2014/{urllib.parse.quote(str(source_path('', image['file_name'])))}"
     if not image.get("coco_url"):
         raise PermanentError(f"image {image['id']} has no coco_url (pass --coco-url-base)")
     return image["coco_url"]
 
 
-def destination_inside(image_dir: Path, file_name: str) -> Path:
-    """Where a download goes: under image_dir, even through symlinks (resolve follows existing ones)."""
-    dest = source_path(image_dir, file_name)
-    if not dest.parent.resolve().is_relative_to(image_dir.resolve()):
-        raise PermanentError(f"{file_name} would be written outside {image_dir}")
-    return dest
-
-
 def fetch_annotations(cfg: Config) -> None:
     """Fetch the 2014 annotations zip and extract instances_train2014.json to --ann-file."""
-    base = (cfg.coco_url_base or DEFAULT_COCO_URL_BASE).rstrip("/")
     ann = Path(cfg.ann_file)
-    ann.parent.mkdir(parents=True, exist_ok=True)
     archive = ann.with_name(".annotations_trainval2014.zip")
-    url = f"{base}/{ANNOTATIONS_ZIP}"
+    url = f"{(cfg.coco_url_base or DEFAULT_COCO_URL_BASE).rstrip('/')}/{ANNOTATIONS_ZIP}"
     print(f"fetching the annotations from {url} ...")
-    status, _, reason = fetch_with_retries(url, archive, fetch_options(cfg), check=zipfile.is_zipfile)
+    status, _, reason = fetch_with_retries(url, archive, cfg, check=zipfile.is_zipfile)
     if status == "failed":
         raise UserError(f"could not download {url} ({reason}); check the network or --coco-url-base")
     try:
         with zipfile.ZipFile(archive) as zf, zf.open(ANNOTATIONS_MEMBER) as src, atomic_write(ann) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
+            tmp.write_bytes(src.read())
     except KeyError:
         raise UserError(f"{url} has no {ANNOTATIONS_MEMBER}; check --coco-url-base") from None
     finally:
         archive.unlink(missing_ok=True)
 
 
-def fetch_images(ids: list[int], coco, cfg: Config, opts: FetchOptions) -> dict[int, tuple[str, int, str]]:
+def fetch_images(ids: list[int], coco, cfg: Config) -> dict[int, tuple[str, int, str]]:
     """Fetch the images with these ids in parallel threads; returns id -> (status, retries, reason)."""
-    from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
 
     image_dir = Path(cfg.image_dir)
 
     def one(img_id: int) -> tuple[str, int, str]:
         image = coco.imgs[img_id]
+        dest = source_path(image_dir, image["file_name"])
         try:
-            return fetch_with_retries(image_url(image, cfg.coco_url_base),
-                                      destination_inside(image_dir, image["file_name"]), opts)
+            if not dest.parent.resolve().is_relative_to(image_dir.resolve()):  # a symlink on the way
+                raise PermanentError(f"{image['file_name']} would be written outside {image_dir}")
+            if dest.is_file() and is_valid_image(dest):  # checked before the URL: a present image needs none
+                return "present", 0, ""
+            return fetch_with_retries(image_url(image, cfg.coco_url_base), dest, cfg)
         except PermanentError as exc:
             return "failed", 0, str(exc)
 
     with ThreadPoolExecutor(max_workers=cfg.download_workers) as pool:
-        results = list(tqdm(pool.map(one, ids), total=len(ids), desc="downloading", unit="img", disable=None))
-    return dict(zip(ids, results))
-
-
-def checked_or_user_error(url: str) -> None:
-    try:
-        checked_url(url)
-    except PermanentError as exc:
-        raise UserError(f"--coco-url-base: {exc}") from None
+        return dict(zip(ids, tqdm(pool.map(one, ids), total=len(ids), desc="downloading", unit="img", disable=None)))
 
 
 def download_subset_images(cfg: Config):
-    """--download: the annotations if missing, then exactly the chosen images (and replacements).
-
-    Replacements follow the builder's rule (the next unused candidate of the
-    class, in plan order), so the build that follows finds every image it needs.
-    """
+    """--download: the annotations if missing, then exactly the chosen images, and for each that fails
+    for good the replacement the build will pick (Selection.replacement)."""
     if cfg.coco_url_base:
-        checked_or_user_error(cfg.coco_url_base)
+        try:
+            checked_url(cfg.coco_url_base)
+        except PermanentError as exc:
+            raise UserError(f"--coco-url-base: {exc}") from None
     if not Path(cfg.ann_file).is_file():
         fetch_annotations(cfg)
     coco = load_coco(cfg.ann_file)
-    picks, queues, used = select_subset(coco, cfg)
-    opts = fetch_options(cfg)
-    pending = [(name, img_id) for name, ids in picks.items() for img_id in ids]
+    selection = select_subset(coco, cfg)
+    pending = [(name, img_id) for name, ids in selection.picks.items() for img_id in ids]
     outcome: dict[int, tuple[str, int, str]] = {}
     while pending:
-        results = fetch_images([img_id for _, img_id in pending], coco, cfg, opts)
+        results = fetch_images([img_id for _, img_id in pending], coco, cfg)
         outcome.update(results)
-        retry = []
-        for name, img_id in pending:
-            if results[img_id][0] == "failed":
-                new_id = queues[name].next_unused(used)
-                if new_id is not None:
-                    used.add(new_id)
-                    retry.append((name, new_id))
-        pending = retry
-    print_download_summary(outcome, coco)
+        failed = [name for name, img_id in pending if results[img_id][0] == "failed"]
+        pending = [(name, new_id) for name in failed if (new_id := selection.replacement(name)) is not None]
+    counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
+    print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
+          f"{sum(o[1] for o in outcome.values())} retries, {counts['failed']} failed for good")
+    failures = [(coco.imgs[i]["file_name"], o[2]) for i, o in outcome.items() if o[0] == "failed"]
+    for file_name, reason in failures[:5]:
+        print(f"  failed: {file_name}: {reason}")
+    if failures and len(failures) == len(outcome):
+        raise UserError(f"no image could be downloaded (first: {failures[0][1]}); check the network or pass "
+                        "--coco-url-base")
     return coco
 
 
-def print_download_summary(outcome: dict[int, tuple[str, int, str]], coco) -> None:
-    counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
-    retries = sum(o[1] for o in outcome.values())
-    print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
-          f"{retries} retries, {counts['failed']} failed for good")
-    failures = [(i, o[2]) for i, o in outcome.items() if o[0] == "failed"]
-    for img_id, reason in failures[:5]:
-        print(f"  failed: {coco.imgs[img_id]['file_name']}: {reason}")
-    if failures and len(failures) == len(outcome):
-        raise UserError(f"no image could be downloaded (first: {failures[0][1]}); "
-                        "check the network or --coco-url-base")
-
-
 # =============================================================================
-# Demo data: an offline COCO-format set with learnably different classes
+# Demo data: an offline COCO-format set with learnably different classes, written where
+# --data_dir would point (demo_data/coco/...), so the build reads it like real COCO.
 # =============================================================================
 
 DEMO_CATEGORIES = {"airplane": 5, "bus": 6, "cat": 17, "dog": 18, "pizza": 59}
@@ -985,37 +961,28 @@ def draw_demo_object(draw: ImageDraw.ImageDraw, name: str, box: tuple[int, int, 
         raise ValueError(name)
 
 
-def random_box(rng: np.random.Generator, w: int, h: int, frac: float) -> tuple[int, int, int, int]:
-    bw, bh = int(w * frac * rng.uniform(0.8, 1.0)), int(h * frac * rng.uniform(0.8, 1.0))
-    x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
-    return x0, y0, x0 + bw, y0 + bh
-
-
 def demo_image(rng: np.random.Generator, names: list[str]) -> tuple[Image.Image, list[tuple[str, tuple]]]:
-    """One demo photo with the given classes drawn in it, and their boxes."""
+    """One demo photo with the given classes drawn in it at random places, and their boxes."""
     w, h = int(rng.integers(160, 321)), int(rng.integers(120, 241))
     img = demo_background(rng, w, h)
     draw = ImageDraw.Draw(img)
     objects = []
     frac = 0.75 if len(names) == 1 else 0.5
     for name in names:
-        box = random_box(rng, w, h, frac)
-        draw_demo_object(draw, name, box, rng)
-        objects.append((name, box))
+        bw, bh = int(w * frac * rng.uniform(0.8, 1.0)), int(h * frac * rng.uniform(0.8, 1.0))
+        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        draw_demo_object(draw, name, (x0, y0, x0 + bw, y0 + bh), rng)
+        objects.append((name, (x0, y0, x0 + bw, y0 + bh)))
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))), objects
 
 
 def make_demo_coco(root: Path, images_per_class: int, seed: int = 0) -> None:
-    """Write root/coco/annotations/instances_train2014.json and root/coco/images/*.jpg.
-
-    About 10% of the images are grayscale and about 10% show two classes, as in COCO.
-    """
+    """Write root/coco/annotations/instances_train2014.json and root/coco/images/*.jpg; about 10% of
+    the images are grayscale and about 10% show two classes, as in COCO."""
     rng = np.random.default_rng(seed)
     names = list(DEMO_CATEGORIES)
     image_dir = root / "coco" / "images"
-    ann_dir = root / "coco" / "annotations"
     image_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for k in range(images_per_class * len(names)):
         shown = [names[k % len(names)]]
@@ -1037,13 +1004,14 @@ def make_demo_coco(root: Path, images_per_class: int, seed: int = 0) -> None:
             })
     categories = [{"id": 1, "name": "person", "supercategory": "person"}] + [
         {"id": cid, "name": name, "supercategory": "demo"} for name, cid in DEMO_CATEGORIES.items()]
-    data = {"info": {"description": "hw4 demo data"}, "images": images, "annotations": annotations,
-            "categories": categories}
-    write_json_atomic(ann_dir / "instances_train2014.json", data)
+    write_json_atomic(root / "coco" / "annotations" / "instances_train2014.json",
+                      {"info": {"description": "hw4 demo data"}, "images": images, "annotations": annotations,
+                       "categories": categories})
 
 
 def ensure_demo_data(root: Path, images_per_class: int) -> None:
-    """Generate the demo COCO set once; a marker records how many images it holds."""
+    """Generate the demo COCO set once (a marker records its size). A new set is generated beside the
+    old one and swapped in when complete: a failed generation leaves the previous demo data as it was."""
     marker = root / "coco" / "demo.json"
     want = {"images_per_class": images_per_class, "version": 1}
     try:
@@ -1052,13 +1020,18 @@ def ensure_demo_data(root: Path, images_per_class: int) -> None:
     except (OSError, ValueError):
         pass
     print(f"generating demo COCO data in {root}/coco ...")
-    shutil.rmtree(root / "coco", ignore_errors=True)
-    make_demo_coco(root, images_per_class)
-    write_json_atomic(marker, want)
+    tmp = root / f".coco.generating-{os.getpid()}"
+    try:
+        make_demo_coco(tmp, images_per_class)
+        write_json_atomic(tmp / "coco" / "demo.json", want)
+        swap_into_place(tmp / "coco", root / "coco")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # =============================================================================
-# Loading: the built subset as uint8 tensors, and the one uint8 -> net-input conversion
+# Loading: the built subset as uint8 tensors, and the one uint8 -> net-input conversion.
+# Hands SubsetTensors to training and to the figures.
 # =============================================================================
 
 
@@ -1066,10 +1039,9 @@ def ensure_demo_data(root: Path, images_per_class: int) -> None:
 class SubsetTensors:
     """The built subset in memory: uint8 images (N x 3 x H x W) and int64 labels.
 
-    train is in manifest order (each epoch draws its own permutation). val is
-    held in one fixed, seeded, class-mixed order, because the manifest stores it
-    class by class and every 400-image val window would otherwise hold a single
-    class; val_entry maps each val position back to its manifest val entry.
+    train is in manifest order (each epoch draws its own permutation). val is held in one fixed,
+    seeded, class-mixed order, because the manifest stores it class by class and every 400-image
+    val window would otherwise hold one class; val_entry maps a val position to its manifest entry.
     """
 
     train_x: torch.Tensor
@@ -1080,8 +1052,8 @@ class SubsetTensors:
 
     @classmethod
     def from_splits(cls, data: dict[str, torch.Tensor], subset_seed: int) -> "SubsetTensors":
-        """From manifest-order tensors: val goes into the one order every net, epoch, seed and resume
-        uses, derived from the subset's seed (the original shuffled its val file list once)."""
+        """From manifest-order tensors; the val order is drawn from the subset's seed, so every net,
+        epoch, seed and resume uses the same one (the original shuffled its val file list once)."""
         order = torch.randperm(len(data["val_y"]), generator=torch.Generator().manual_seed(subset_seed * 7_919 + 1))
         return cls(data["train_x"], data["train_y"], data["val_x"][order], data["val_y"][order], order)
 
@@ -1090,42 +1062,32 @@ class SubsetTensors:
         return SubsetTensors(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
-def decode_split(dataset_dir: Path, entries: list[dict], size: int) -> np.ndarray:
-    """Decode a split's thumbnails into one N x 3 x size x size uint8 array."""
-    out = np.empty((len(entries), 3, size, size), dtype=np.uint8)
-    for k, entry in enumerate(entries):
-        path = dataset_dir / entry["path"]
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB"))
-        except OSError as exc:
-            raise UserError(f"cannot read {path} ({exc}); delete {dataset_dir} and rebuild") from None
-        if arr.shape != (size, size, 3):
-            raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}; "
-                            f"delete {dataset_dir} and rebuild")
-        out[k] = arr.transpose(2, 0, 1)
-    return out
-
-
 def decoded_splits(dataset_dir: str | Path, manifest: dict) -> dict[str, torch.Tensor]:
-    """train_x/val_x (uint8) and train_y/val_y (int64) in manifest order.
+    """train_x/val_x (uint8, N x 3 x S x S) and train_y/val_y (int64) in manifest order.
 
-    Decoding thousands of small files costs seconds per run, so the tensors are
-    cached beside the dataset, keyed by the manifest fingerprint; a rebuild
-    replaces the whole folder and with it the cache.
+    Decoding thousands of small files costs seconds per run, so the tensors are cached beside the
+    dataset, keyed by the manifest fingerprint; a rebuild replaces the folder and with it the cache.
     """
     root = Path(dataset_dir)
     cache = root / f"tensors-{manifest['fingerprint']}.pt"
-    if cache.is_file():
-        try:
-            return torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache is only a cache: decode again
-            pass
-    size = manifest["config"]["image_size"]
-    data = {}
+    with contextlib.suppress(Exception):  # a damaged cache is only a cache: decode again
+        return torch.load(cache, weights_only=True)
+    size, data = manifest["config"]["image_size"], {}
     for split in ("train", "val"):
         entries = [e for e in manifest["entries"] if e["split"] == split]
-        data[f"{split}_x"] = torch.from_numpy(decode_split(root, entries, size))
+        images = np.empty((len(entries), 3, size, size), dtype=np.uint8)
+        for k, entry in enumerate(entries):
+            path = root / entry["path"]
+            try:
+                with Image.open(path) as img:
+                    arr = np.asarray(img.convert("RGB"))
+            except IMAGE_ERRORS as exc:
+                raise UserError(f"cannot read {path} ({type(exc).__name__}); delete {root} and rebuild") from None
+            if arr.shape != (size, size, 3):
+                raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}; delete {root} "
+                                "and rebuild")
+            images[k] = arr.transpose(2, 0, 1)
+        data[f"{split}_x"] = torch.from_numpy(images)
         data[f"{split}_y"] = torch.tensor([e["label"] for e in entries], dtype=torch.int64)
     save_torch_atomic(data, cache)
     return data
@@ -1141,15 +1103,23 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
+@functools.lru_cache(maxsize=None)
+def unit_scale(device: torch.device) -> torch.Tensor:
+    """v / 255 for v = 0..255, divided once on the CPU: exactly ToTensor's values. Dividing on CUDA
+    by a Python number multiplies by fl32(1/255), which is 1 ulp off for 126 of the 256 values."""
+    return torch.arange(256, dtype=torch.float32).div(255).to(device)
+
+
 def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> the float tensor the nets eat: exactly ToTensor's [0, 1] scaling, no
-    normalisation, in the layout the device's convolutions run fastest. Training, validation and
-    predict all go through here."""
-    return x.float().div_(255).contiguous(memory_format=memory_format(x.device))
+    """uint8 images -> the float tensor the nets eat: ToTensor's [0, 1] scaling to the bit on every
+    device (a table lookup, no arithmetic), in the layout the device's convolutions run fastest.
+    Training, validation and predict all go through here."""
+    return unit_scale(x.device)[x.int()].contiguous(memory_format=memory_format(x.device))
 
 
 # =============================================================================
-# Models: the net table (NETS) and the one net class that every entry builds
+# Models: the net table (NETS) and the one net class that every entry builds.
+# Hands HW4Net to training and predict.
 # =============================================================================
 
 
@@ -1162,26 +1132,59 @@ class NetSpec:
     channels: tuple[int, int] = (16, 32)  # out channels of conv1 and conv2
     extra_convs: int = 0             # the chain of 3x3 convs after the second pool
     block: str = "plain"             # chain block: "plain" | "bn" (BatchNorm) | "res" (residual)
+    init: str = "default"            # conv weights: "default" (torch's) | "xavier" | "he"
+    hidden: tuple[int, ...] = (64,)  # hidden fully connected layers before the output layer
+    dropout: float = 0.0             # dropout rate before fc1 and after every hidden layer
     augment: bool = False            # seeded random flip + 4-pixel-padded random crop while training
+    train_fraction: float = 1.0      # train on this fixed, class-stratified share of the training set
     pickle_name: str | None = None   # the original's results{k}.pkl; others get results_<name>.pkl
-    base: str | None = None          # the net this one is compared with in Q5
+    base: str | None = None          # the net it differs from; the report compares the two
+    remedy: str | None = None        # the original's Q5 remedy it measures (a REMEDIES key)
     about: str = ""                  # one line for the net table and the report
 
+    DESCRIPTIVE = ("label", "pickle_name", "base", "remedy", "about")  # fields that change no number
+
+    def trained(self) -> dict[str, Any]:
+        """The fields that decide what the net computes (the resume fingerprint hashes these)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.DESCRIPTIVE}
+
+
+DROPOUT = 0.5  # the classic rate for fully connected layers (Srivastava et al. 2014)
 
 NETS: dict[str, NetSpec] = {
     "net1": NetSpec("Net1", pickle_name="results1.pkl", about="HW4Net, the exercise's net"),
-    "net2": NetSpec("Net2", padding=1, pickle_name="results2.pkl", about="Net1 with padding 1"),
-    "net3": NetSpec("Net3", extra_convs=10, pickle_name="results3.pkl", about="Net1 + 10 extra 3x3 convs"),
-    "net3bn": NetSpec("Net3-BN", extra_convs=10, block="bn", base="net3", about="Net3 with BatchNorm in the chain"),
-    "net3res": NetSpec("Net3-Res", extra_convs=10, block="res", base="net3", about="Net3 with residual chain convs"),
-    "net1aug": NetSpec("Net1-aug", augment=True, base="net1", about="Net1 trained with flips and crops"),
-    "net2aug": NetSpec("Net2-aug", padding=1, augment=True, base="net2", about="Net2 trained with flips and crops"),
+    "net2": NetSpec("Net2", padding=1, pickle_name="results2.pkl", base="net1", about="Net1 with padding 1"),
+    "net3": NetSpec("Net3", extra_convs=10, pickle_name="results3.pkl", base="net1", about="Net1 + 10 extra 3x3 convs"),
+    "net3bn": NetSpec("Net3-BN", extra_convs=10, block="bn", base="net3", remedy="batchnorm",
+                      about="Net3 with BatchNorm after each chain conv"),
+    "net3res": NetSpec("Net3-Res", extra_convs=10, block="res", base="net3", remedy="residual",
+                       about="Net3 with a residual connection around each chain conv"),
+    "net3xavier": NetSpec("Net3-Xavier", extra_convs=10, init="xavier", base="net3", remedy="init",
+                          about="Net3 with Xavier-uniform conv weights"),
+    "net3he": NetSpec("Net3-He", extra_convs=10, init="he", base="net3", remedy="init",
+                      about="Net3 with Kaiming (He) normal conv weights"),
+    "net1aug": NetSpec("Net1-aug", augment=True, base="net1", remedy="augment",
+                       about="Net1 trained with random flips and crops"),
+    "net2aug": NetSpec("Net2-aug", padding=1, augment=True, base="net2", remedy="augment",
+                       about="Net2 trained with random flips and crops"),
+    "net1drop": NetSpec("Net1-drop", dropout=DROPOUT, base="net1", remedy="dropout",
+                        about=f"Net1 with dropout {DROPOUT} before and after fc1"),
+    "net2drop": NetSpec("Net2-drop", padding=1, dropout=DROPOUT, base="net2", remedy="dropout",
+                        about=f"Net2 with dropout {DROPOUT} before and after fc1"),
+    "net1fc": NetSpec("Net1-FC", hidden=(64, 64), base="net1", remedy="fc", about="Net1 with a second hidden FC layer"),
+    "net1half": NetSpec("Net1-half", train_fraction=0.5, base="net1", remedy="data",
+                        about="Net1 on a fixed half of the training set"),
 }
 GRAD_LAYERS = ("conv1", "last_conv", "fc1")  # where HW4Net.watched_weights looks
 
 
 def pickle_name(name: str) -> str:
     return NETS[name].pickle_name or f"results_{name}.pkl"
+
+
+def net_label(name: str) -> str:
+    """How figures and the report name a net: its table label."""
+    return NETS[name].label if name in NETS else name
 
 
 class ChainBlock(nn.Module):
@@ -1197,9 +1200,7 @@ class ChainBlock(nn.Module):
         self.residual = block == "res"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        if self.bn is not None:
-            y = self.bn(y)
+        y = self.conv(x) if self.bn is None else self.bn(self.conv(x))
         return F.relu(x + y if self.residual else y)
 
 
@@ -1211,25 +1212,32 @@ def tap(taps: dict[str, torch.Tensor] | None, name: str, x: torch.Tensor) -> tor
 
 
 class HW4Net(nn.Module):
-    """conv(3->16) relu pool, conv(16->32) relu pool, [chain of 32->32 blocks], fc 64, fc C.
+    """conv(3->16) relu pool, conv(16->32) relu pool, [chain of 32->32 blocks], fc 64, [fc 64], fc C.
 
-    fc1's input size is measured by a dry forward of the conv layers on a zero image, so
-    any padding, channel count or chain fits. The net's name, spec, image size and
-    classes travel inside its state_dict (as '_extra_state'), so saved weights can be
-    used without other files.
+    fc1's input size is measured by a dry forward of the conv layers on a zero image, so any padding,
+    channel count or chain fits. The net's name, spec, image size and classes travel inside its
+    state_dict (as '_extra_state'), so saved weights can be used without other files.
     """
 
     def __init__(self, name: str, spec: NetSpec, image_size: int, classes: Sequence[str]):
         super().__init__()
         c1, c2 = spec.channels
-        self.meta = {"net": name, "spec": dataclasses.asdict(spec), "image_size": image_size,
-                     "classes": list(classes)}
+        self.meta = {"net": name, "spec": dataclasses.asdict(spec), "image_size": image_size, "classes": list(classes)}
+        self.dropout = spec.dropout
         self.conv1 = nn.Conv2d(3, c1, 3, padding=spec.padding)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=spec.padding)
         self.conv_chain = nn.ModuleList(ChainBlock(c2, spec.block) for _ in range(spec.extra_convs))
-        self.fc1 = nn.Linear(self.conv_output_size(image_size), 64)
-        self.fc2 = nn.Linear(64, len(classes))
+        self.fc1 = nn.Linear(self.conv_output_size(image_size), spec.hidden[0])
+        self.extra_fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(spec.hidden, spec.hidden[1:]))
+        self.fc2 = nn.Linear(spec.hidden[-1], len(classes))
+        if spec.init != "default":  # Xavier-uniform or Kaiming-normal (fan-in, for ReLU) convs, zero biases
+            init = {"xavier": nn.init.xavier_uniform_,
+                    "he": functools.partial(nn.init.kaiming_normal_, nonlinearity="relu")}[spec.init]
+            for conv in (m for m in self.modules() if isinstance(m, nn.Conv2d)):
+                init(conv.weight)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
 
     def conv_output_size(self, image_size: int) -> int:
         """Flattened size after the conv layers, measured in eval mode (BatchNorm stats untouched)."""
@@ -1251,16 +1259,22 @@ class HW4Net(nn.Module):
         return x.flatten(1)
 
     def forward(self, x: torch.Tensor, taps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return self.fc2(tap(taps, "fc1", F.relu(self.fc1(self.features(x, taps)))))
+        """`taps`, when given, receives every ReLU layer's output by name (conv1, conv2, chain<k>, fc1,
+        fc1_<k>). Dropout draws from torch's global RNG, which train() seeds from (seed, epoch)."""
+        x = self.drop(self.features(x, taps))
+        x = self.drop(tap(taps, "fc1", F.relu(self.fc1(x))))
+        for k, fc in enumerate(self.extra_fcs, 2):
+            x = self.drop(tap(taps, f"fc1_{k}", F.relu(fc(x))))
+        return self.fc2(x)
 
-    def relu_layers(self) -> list[str]:
-        """The names `taps` receives, in order."""
-        return ["conv1", "conv2", *(f"chain{k}" for k in range(1, len(self.conv_chain) + 1)), "fc1"]
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout while training, only where the spec asks for it: at rate 0 torch would still draw a mask."""
+        return F.dropout(x, self.dropout, training=True) if self.dropout and self.training else x
 
     def watched_weights(self) -> list[torch.Tensor]:
         """First conv, last conv and fc1 (GRAD_LAYERS): where the gradient norms are recorded."""
-        last_conv = self.conv_chain[-1].conv if len(self.conv_chain) else self.conv2
-        return [self.conv1.weight, last_conv.weight, self.fc1.weight]
+        return [self.conv1.weight, (self.conv_chain[-1].conv if len(self.conv_chain) else self.conv2).weight,
+                self.fc1.weight]
 
     def get_extra_state(self) -> dict:
         return dict(self.meta)
@@ -1294,52 +1308,47 @@ def print_net_table(nets: Sequence[str], image_size: int, classes: Sequence[str]
 
 
 # =============================================================================
-# Training: metrics, the typed training state, the hot loop, checkpoints
+# Training: metrics, the typed training state, the hot loop, checkpoints at epoch ends.
+# Hands a finished TrainState (histories, best epoch, its weights and val logits) to Results.
 # =============================================================================
 
 
 @dataclass(frozen=True)
 class Metric:
     """One metric, defined once: its key (the pickles' train_<key>/val_<key>), how it prints on
-    the epoch line, its axis label, and its per-sample value from (losses, preds, labels).
-    An epoch value or a 100-iteration point is the mean of the per-sample values."""
+    the epoch line, its axis label, and its per-sample value from (logits, labels). An epoch
+    value or a 100-iteration point is the mean of the per-sample values."""
 
     key: str
     short: str
     axis: str
-    per_sample: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    percent: bool = False  # the report prints it as a percentage
+    per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    percent: bool = False          # the report prints it as a percentage
+    picks_best: bool = False       # its val value picks the best epoch (one metric has it)
+    higher_is_better: bool = True
+
+
+def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def per_sample_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) == labels).double()
 
 
 METRICS = (
-    Metric("cross_entropy", "loss", "cross-entropy", lambda losses, preds, labels: losses),
-    Metric("class_acc", "acc", "classification accuracy", lambda losses, preds, labels: (preds == labels).float(),
-           percent=True),
+    Metric("cross_entropy", "loss", "cross-entropy", per_sample_cross_entropy, higher_is_better=False),
+    Metric("class_acc", "acc", "classification accuracy", per_sample_accuracy, percent=True, picks_best=True),
 )
 SPLITS = ("train", "val")
-METRIC_KEYS = tuple(f"{split}_{m.key}" for split in SPLITS for m in METRICS)
 WINDOW_STEPS = 100  # the original logged every 100 iterations of batch 4
 VAL_CHUNK = 256  # validation has no optimizer step, so it runs in large chunks
 DEAD_UNIT_IMAGES = VAL_CHUNK  # dead units are counted on the first (class-mixed) val chunk
 
 
-class StopRequest:
-    """Set by SIGINT/SIGTERM; the training loop stops after the current step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.forward_to_children = False  # set while --jobs workers run
-
-    def install(self) -> None:
-        import multiprocessing
-
-        def handler(signum, frame):
-            self.requested = True
-            if self.forward_to_children:  # a plain `kill PID` reaches only the parent
-                for child in multiprocessing.active_children():
-                    os.kill(child.pid, signum)
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+def metric_keys() -> list[str]:
+    """train_<key> and val_<key> of every metric: the histories' and the pickles' series."""
+    return [f"{split}_{m.key}" for split in SPLITS for m in METRICS]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -1355,33 +1364,63 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed every RNG and make CUDA choose deterministic kernels, so that a seed decides the numbers.
+
+    cuDNN: deterministic algorithms, no benchmark autotuning (it may pick other kernels in another
+    run). TF32 off: it rounds fp32 convolutions to a 10-bit mantissa on recent GPUs, about 1e-3
+    relative off the CPU, and at batch 4 these launch-bound kernels gain nothing from it. On CUDA, ops
+    without a deterministic kernel warn rather than fail. Not on the CPU, whose kernels are deterministic
+    at a fixed thread count already: there torch's deterministic mode cost 18% of Net3's step time (it
+    fills every new buffer) and changed no number (measured on real COCO, 3 nets, bit for bit).
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at its first use
+    torch.use_deterministic_algorithms(device.type == "cuda", warn_only=True)
 
 
-def make_optimizer(net: nn.Module, cfg: Config) -> torch.optim.Adam:
-    """Adam(lr, betas) as the exercise asks; fused where the device has the kernel.
+def make_optimizer(net: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Adam:
+    """Adam(lr, betas) as the exercise asks; fused on the CPU and CUDA (on a 2-core CPU ~0.3 ms a step
+    against ~2 ms for the for-loop implementation, a large share of a batch-4 step), else the default."""
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas,
+                            fused=True if device.type in ("cpu", "cuda") else None)
 
-    On a 2-core CPU the fused step takes ~0.3 ms against ~2 ms for the default
-    for-loop implementation, which is a large share of a batch-4 step.
-    """
-    try:
-        return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas)
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one epoch's draws of one kind (0: order, 1: augmentation, 2: dropout)."""
+    return seed * 100_003 + epoch + stream * 7_777_777
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A CPU generator for one (seed, epoch, stream): a resumed run redraws exactly what an
-    uninterrupted one drew, without replaying RNG streams."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch + stream * 7_777_777)
+    uninterrupted one drew, without saving RNG states."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, stream))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The training order of one epoch: a fresh shuffle each epoch, derived from (seed, epoch)."""
     return torch.randperm(n, generator=epoch_generator(seed, epoch)).to(device)
+
+
+def training_indices(labels: torch.Tensor, fraction: float, subset_seed: int) -> torch.Tensor:
+    """The training images a net sees: all of them, or a fixed class-stratified share, drawn from
+    the subset's seed, so it is the same share in every training seed and epoch."""
+    labels = labels.cpu()
+    if fraction >= 1:
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(subset_seed * 7_919 + 2)
+    keep = []
+    for c in labels.unique(sorted=True):
+        members = torch.nonzero(labels == c).flatten()
+        keep.append(members[torch.randperm(len(members), generator=gen)[:max(1, round(fraction * len(members)))]])
+    return torch.cat(keep).sort().values
 
 
 @dataclass
@@ -1412,18 +1451,10 @@ class Augmentation:
         return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def window_means(values: torch.Tensor, size: int) -> list[float]:
-    """Means of consecutive full windows of `size` values (a trailing partial window is dropped)."""
-    full = values.numel() // size * size
-    if full == 0:
-        return []
-    return values[:full].cpu().double().view(-1, size).mean(1).tolist()
-
-
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Rows true class, columns predicted class; one bincount instead of a per-sample loop."""
-    flat = torch.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
-    return flat.view(num_classes, num_classes).cpu().numpy().astype(np.int64)
+    """Rows true class, columns predicted class; one bincount on the host instead of a per-sample loop."""
+    flat = torch.bincount(labels.cpu() * num_classes + preds.cpu(), minlength=num_classes * num_classes)
+    return flat.view(num_classes, num_classes).numpy().astype(np.int64)
 
 
 def steps_per_epoch(n: int, cfg: Config) -> int:
@@ -1431,130 +1462,96 @@ def steps_per_epoch(n: int, cfg: Config) -> int:
 
 
 @dataclass
-class EpochBuffers:
-    """Per-sample and per-step results kept on the device for the whole epoch; read back once."""
-
-    losses: torch.Tensor      # per training sample, in epoch order
-    preds: torch.Tensor       # per training sample, in epoch order
-    grad_norms: torch.Tensor  # steps x GRAD_LAYERS
-
-    @classmethod
-    def new(cls, n_steps: int, n_samples: int, device: torch.device) -> "EpochBuffers":
-        return cls(torch.zeros(n_samples, device=device), torch.zeros(n_samples, dtype=torch.int64, device=device),
-                   torch.zeros(n_steps, len(GRAD_LAYERS), device=device))
-
-
-def empty_series(keys: Iterable[str]) -> dict[str, list[float]]:
-    return {k: [] for k in keys}
-
-
-@dataclass
 class History:
     """Everything recorded per epoch (and per 100 iterations); the pickles' lists."""
 
-    steps100: dict[str, list[float]] = field(default_factory=lambda: empty_series(METRIC_KEYS))
-    epoch: dict[str, list[float]] = field(default_factory=lambda: empty_series(METRIC_KEYS))
-    grad_norms: dict[str, list[float]] = field(default_factory=lambda: empty_series(GRAD_LAYERS))
+    steps100: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in metric_keys()})
+    epoch: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in metric_keys()})
+    grad_norms: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in GRAD_LAYERS})
     dead_units: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
 class Best:
-    """The epoch with the best val accuracy: its confusion matrices, weights and per-image val results."""
+    """The epoch whose val value of the picking metric is best: its confusion matrices, weights
+    (on the CPU, so saved weights load anywhere) and per-image val logits (class-mixed val order)."""
 
     epoch: int
-    val_acc: float
+    score: float
     train_confusion: list[list[int]]
     val_confusion: list[list[int]]
-    state_dict: dict[str, Any]         # on the CPU, so saved weights load anywhere
-    val_losses: list[float]            # per val position (the class-mixed order)
-    val_preds: list[int]
+    state_dict: dict[str, Any]
+    val_logits: torch.Tensor
 
 
 @dataclass
 class TrainState:
-    """A net's training, across epochs and processes: what a checkpoint holds besides weights."""
+    """A net's training across epochs and processes: what a checkpoint holds besides the weights and
+    Adam's state. `epoch` counts finished epochs; nothing of an unfinished epoch is kept."""
 
     net: str
     fingerprint: str
     epoch: int = 0
-    step: int = 0
-    finished: bool = False
     history: History = field(default_factory=History)
     best: Best | None = None
-    buffers: EpochBuffers | None = None
     train_time_s: float = 0.0
     steps_time_s: float = 0.0
 
     def to_checkpoint(self) -> dict:
         """Plain dicts, lists and tensors: what torch.load(weights_only=True) accepts."""
         blob = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("history", "best", "buffers"):
-            if blob[key] is not None:
-                blob[key] = dataclasses.asdict(blob[key])
+        blob["history"] = dataclasses.asdict(self.history)
+        blob["best"] = dataclasses.asdict(self.best) if self.best is not None else None
         return blob
 
     @classmethod
-    def from_checkpoint(cls, blob: dict, device: torch.device) -> "TrainState":
+    def from_checkpoint(cls, blob: dict) -> "TrainState":
         fields = {f.name: blob[f.name] for f in dataclasses.fields(cls)}
         fields["history"] = History(**blob["history"])
         fields["best"] = Best(**blob["best"]) if blob["best"] is not None else None
-        if blob["buffers"] is not None:
-            fields["buffers"] = EpochBuffers(**{k: v.to(device) for k, v in blob["buffers"].items()})
         return cls(**fields)
 
 
-def train_steps(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, perm: torch.Tensor,
-                aug: Augmentation | None, state: TrainState, cfg: Config, stop: StopRequest | None) -> bool:
-    """Run the current epoch's remaining steps. Returns False when a stop was requested.
+def train_epoch(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, order: torch.Tensor,
+                aug: Augmentation | None, cfg: Config, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training images in `order`: every sample's logits (in epoch order) and every
+    step's gradient norms at GRAD_LAYERS, kept on the device until the epoch ends.
 
-    This is the hot loop: no host sync, no per-item decoding, no DataLoader;
-    a batch is an index slice of the uint8 training tensor.
+    The hot loop: no host sync, no decoding, no DataLoader; a batch is an index slice of a uint8 tensor.
     """
     from tqdm import tqdm
 
-    bs, buf = cfg.batch_size, state.buffers
-    n_steps = buf.grad_norms.shape[0]
+    bs, n_steps = cfg.batch_size, steps_per_epoch(len(order), cfg)
+    logits_out = torch.empty(min(len(order), n_steps * bs), net.fc2.out_features, device=order.device)
+    grad_norms = torch.empty(n_steps, len(GRAD_LAYERS), device=order.device)
     watched = net.watched_weights()
     net.train()
-    bar = tqdm(total=n_steps, initial=state.step, desc=f"{state.net} epoch {state.epoch + 1}",
-               unit="batch", disable=None, leave=False)
-    for step in range(state.step, n_steps):
-        start = step * bs
-        idx = perm[start:start + bs]
+    for step in tqdm(range(n_steps), desc=desc, unit="batch", disable=None, leave=False):
+        idx = order[step * bs:(step + 1) * bs]
         x = data.train_x[idx]
         if aug is not None:
-            x = aug.apply(x, start)
+            x = aug.apply(x, step * bs)
         logits = net(to_input(x))
-        losses = F.cross_entropy(logits, data.train_y[idx], reduction="none")
-        loss = losses.mean()
+        loss = F.cross_entropy(logits, data.train_y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        buf.grad_norms[step] = torch.stack([torch.linalg.vector_norm(w.grad) for w in watched])
+        grad_norms[step] = torch.stack([torch.linalg.vector_norm(w.grad) for w in watched])
         opt.step()
-        buf.losses[start:start + len(idx)] = losses.detach()
-        buf.preds[start:start + len(idx)] = logits.detach().argmax(1)
-        state.step = step + 1
-        bar.update()
-        if stop is not None and stop.requested:
-            bar.close()
-            return False
-    bar.close()
-    return True
+        logits_out[step * bs:step * bs + len(idx)] = logits.detach()
+    return logits_out, grad_norms
 
 
 @dataclass
 class ValResult:
-    """Per-sample val cross-entropy and predictions (in the class-mixed val order), and dead units."""
+    """Val logits (in the class-mixed val order), their labels, and the dead share per ReLU layer."""
 
-    losses: torch.Tensor
-    preds: torch.Tensor
+    logits: torch.Tensor
     labels: torch.Tensor
     dead_units: dict[str, float]
 
 
 def dead_fraction(activation: torch.Tensor) -> float:
-    """Share of units (channels, or features for fc1) that are zero for every image given."""
+    """Share of units (channels, or features for fc layers) that are zero for every image given."""
     dims = [d for d in range(activation.dim()) if d != 1]
     return float((activation.amax(dim=dims) <= 0).float().mean())
 
@@ -1563,100 +1560,99 @@ def evaluate(net: HW4Net, data: SubsetTensors, cfg: Config) -> ValResult:
     """Validation in eval mode without gradients, in chunks of 256 for speed (no optimizer step,
     so the chunk size changes no number); the first chunk also counts dead ReLU units."""
     n = cfg.batch_size if cfg.dry_run else len(data.val_x)
-    losses, preds, dead = [], [], {}
+    logits, dead = [], {}
     net.eval()
     with torch.no_grad():
         for start in range(0, n, VAL_CHUNK):
-            stop = min(n, start + VAL_CHUNK)
             taps: dict[str, torch.Tensor] | None = {} if start == 0 else None
-            logits = net(to_input(data.val_x[start:stop]), taps)
-            losses.append(F.cross_entropy(logits, data.val_y[start:stop], reduction="none"))
-            preds.append(logits.argmax(1))
+            logits.append(net(to_input(data.val_x[start:min(n, start + VAL_CHUNK)]), taps))
             if taps is not None:
                 dead = {layer: dead_fraction(a) for layer, a in taps.items()}
-    return ValResult(torch.cat(losses), torch.cat(preds), data.val_y[:n], dead)
+    return ValResult(torch.cat(logits), data.val_y[:n], dead)
 
 
-def split_values(losses: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every metric's per-sample values for one split."""
-    return {m.key: m.per_sample(losses, preds, labels) for m in METRICS}
+@dataclass
+class EpochSummary:
+    """One epoch's value of every metric key, and its confusion matrices."""
+
+    values: dict[str, float]
+    train_confusion: np.ndarray
+    val_confusion: np.ndarray
 
 
-def record_epoch(state: TrainState, data: SubsetTensors, perm: torch.Tensor, val: ValResult, cfg: Config,
-                 num_classes: int) -> dict[str, Any]:
-    """Turn the epoch's device buffers and the validation output into history entries.
-
-    Every reduction runs in float64 on the host: an epoch mean must not depend on the
-    device's float32 summation order (and MPS has no float64).
-    """
-    buf, hist = state.buffers, state.history
-    n_train = min(len(data.train_x), buf.losses.numel())
-    train_labels = data.train_y[perm[:n_train]]
-    per_split = {"train": (split_values(buf.losses[:n_train], buf.preds[:n_train], train_labels), n_train),
-                 "val": (split_values(val.losses, val.preds, val.labels), len(val.labels))}
-    window = WINDOW_STEPS * cfg.batch_size
-    summary: dict[str, Any] = {}
-    for split, (values, n) in per_split.items():
+def record_epoch(history: History, train_logits: torch.Tensor, train_labels: torch.Tensor,
+                 grad_norms: torch.Tensor, val: ValResult, cfg: Config, num_classes: int) -> EpochSummary:
+    """Turn the epoch's device buffers and the validation output into history entries. Every reduction
+    runs in float64 on the host: an epoch mean must not depend on the device's float32 summation order."""
+    splits = {"train": (train_logits.cpu().double(), train_labels.cpu()),
+              "val": (val.logits.cpu().double(), val.labels.cpu())}
+    values, window = {}, WINDOW_STEPS * cfg.batch_size
+    for split, (logits, labels) in splits.items():
         for m in METRICS:
-            key = f"{split}_{m.key}"
-            hist.steps100[key] += window_means(values[m.key], window)
-            summary[key] = float(values[m.key].cpu().double().sum()) / n
-            hist.epoch[key].append(summary[key])
-    norms = buf.grad_norms.cpu().double().mean(0).tolist()
-    for layer, value in zip(GRAD_LAYERS, norms):
-        hist.grad_norms[layer].append(value)
+            key, per_sample = f"{split}_{m.key}", m.per_sample(logits, labels).double()
+            full = per_sample.numel() // window * window  # whole windows of 100 iterations; a partial one is dropped
+            history.steps100.setdefault(key, []).extend(per_sample[:full].view(-1, window).mean(1).tolist() if full else [])
+            values[key] = float(per_sample.sum()) / len(labels)
+            history.epoch.setdefault(key, []).append(values[key])
+    for layer, value in zip(GRAD_LAYERS, grad_norms.cpu().double().mean(0).tolist()):
+        history.grad_norms[layer].append(value)
     for layer, value in val.dead_units.items():
-        hist.dead_units.setdefault(layer, []).append(value)
-    summary["train_confusion"] = confusion_matrix(train_labels, buf.preds[:n_train], num_classes)
-    summary["val_confusion"] = confusion_matrix(val.labels, val.preds, num_classes)
-    return summary
+        history.dead_units.setdefault(layer, []).append(value)
+    return EpochSummary(values, *(confusion_matrix(labels, logits.argmax(1), num_classes)
+                                  for logits, labels in splits.values()))
+
+
+def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: ValResult) -> bool:
+    """Keep the confusion matrices, weights and val logits of the best epoch (by the picking metric)."""
+    m = next(m for m in METRICS if m.picks_best)
+    score = summary.values[f"val_{m.key}"]
+    if state.best is not None and not (score > state.best.score if m.higher_is_better else score < state.best.score):
+        return False
+    state.best = Best(
+        epoch=state.epoch + 1,
+        score=score,
+        train_confusion=summary.train_confusion.tolist(),
+        val_confusion=summary.val_confusion.tolist(),
+        state_dict={k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v)
+                    for k, v in net.state_dict().items()},
+        val_logits=val.logits.detach().cpu().clone(),
+    )
+    return True
+
+
+def diverged_epoch(epoch_values: dict[str, list[float]]) -> int | None:
+    """The first epoch (1-based) in which a training metric stopped being a finite number."""
+    train = [v for k, v in epoch_values.items() if k.startswith("train_")]
+    for e, row in enumerate(zip(*train), 1):
+        if not all(math.isfinite(v) for v in row):
+            return e
+    return None
+
+
+def print_epoch_line(state: TrainState, cfg: Config, seconds: float, improved: bool) -> None:
+    e = state.history.epoch
+    parts = [f"{split} " + " ".join(f"{m.short} {e[f'{split}_{m.key}'][-1]:.4f}" for m in METRICS)
+             for split in SPLITS]
+    print(f"{state.net} epoch {state.epoch:2d}/{cfg.epochs}  {'  '.join(parts)}  "
+          f"{seconds:5.1f}s{'  *best' if improved else ''}", flush=True)
+    if diverged_epoch(e) == state.epoch:  # stdout: a --jobs worker's stderr goes nowhere
+        print(f"warning: {state.net} diverged in epoch {state.epoch} (its training numbers are no longer "
+              f"finite); its results from here on mean nothing; try a lower --lr than {cfg.lr:g}", flush=True)
 
 
 def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device) -> str:
     """What a checkpoint must match to be resumed: dataset, every training setting, the net's
-    spec (augmentation included) and the device type."""
+    spec (augmentation, dropout and data share included) and the device type."""
     return fingerprint({**cfg.train_settings(), "dataset": manifest["fingerprint"], "net": name,
-                        "spec": dataclasses.asdict(NETS[name]), "device": device.type})
+                        "spec": NETS[name].trained(), "device": device.type})
 
 
-def rng_states() -> dict:
-    """Every RNG state, in types that torch.load(weights_only=True) accepts; all on the CPU."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"].cpu())
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-
-
-def checkpoint_path(cfg: Config, name: str) -> Path:
-    return Path(cfg.out) / "checkpoints" / f"{name}_last.pt"
-
-
-CHECKPOINT_FORMAT = 2  # bump when TrainState's fields change
-
-
-def save_checkpoint(path: Path, state: TrainState, net: nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Everything needed to continue exactly: weights, Adam moments, position, histories, RNGs."""
-    save_torch_atomic({"format": CHECKPOINT_FORMAT, **state.to_checkpoint(), "model": net.state_dict(),
-                       "optimizer": opt.state_dict(), "rng": rng_states()}, path)
+CHECKPOINT_FORMAT = 3  # bump when TrainState's fields change
 
 
 def quiet_torch_load(path: Path) -> Any:
-    """torch.load(weights_only=True) on the CPU, with torch's warnings kept off the user's stderr.
-
-    Loading on the CPU keeps the saved RNG states CPU ByteTensors (torch.set_rng_state
-    refuses CUDA ones); weights and Adam moments move to the device when loaded into it.
-    """
+    """torch.load(weights_only=True) onto the CPU, with torch's warnings kept off the user's stderr;
+    weights and Adam's moments move to the device when they are loaded into the net."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -1680,184 +1676,191 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
     return ckpt
 
 
-def update_best(state: TrainState, net: nn.Module, summary: dict, val: ValResult) -> bool:
-    """Keep the confusion matrices, weights and per-image val results of the best val epoch."""
-    if state.best is not None and summary["val_class_acc"] <= state.best.val_acc:
-        return False
-    state.best = Best(
-        epoch=state.epoch + 1,
-        val_acc=summary["val_class_acc"],
-        train_confusion=summary["train_confusion"].tolist(),
-        val_confusion=summary["val_confusion"].tolist(),
-        state_dict={k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v)
-                    for k, v in net.state_dict().items()},
-        val_losses=val.losses.cpu().double().tolist(),
-        val_preds=val.preds.cpu().tolist(),
-    )
-    return True
-
-
-def print_epoch_line(state: TrainState, cfg: Config, seconds: float, improved: bool) -> None:
-    e = state.history.epoch
-    parts = [f"{split} " + " ".join(f"{m.short} {e[f'{split}_{m.key}'][-1]:.4f}" for m in METRICS)
-             for split in SPLITS]
-    print(f"{state.net} epoch {state.epoch + 1:2d}/{cfg.epochs}  {'  '.join(parts)}  "
-          f"{seconds:5.1f}s{'  *best' if improved else ''}", flush=True)
-
-
-def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: torch.device,
-          stop: StopRequest | None = None) -> TrainState:
+def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: torch.device) -> TrainState:
     """Train one net for cfg.epochs, validating after each epoch; returns its training state.
 
-    The net seeds every RNG from the training seed itself, so its numbers do not depend
-    on which nets ran before it. A checkpoint is written after every epoch and on a stop.
+    A checkpoint is written at every epoch's end, and every draw of an epoch (its order,
+    augmentation and dropout) comes from (seed, epoch): a kill loses at most the epoch in
+    progress, and --resume redoes it exactly. The net seeds every RNG from its training seed,
+    so its numbers do not depend on which nets ran before it.
     """
-    classes, spec = manifest["classes"], NETS[name]
+    spec, classes = NETS[name], manifest["classes"]
     fp = run_fingerprint(cfg, manifest, name, device)
-    ckpt_file = checkpoint_path(cfg, name)
-    seed_everything(cfg.training_seed)
+    ckpt_file = Path(cfg.out) / "checkpoints" / f"{name}_last.pt"
+    seed_everything(cfg.training_seed, device)
     net = build_net(name, cfg.image_size, classes).to(device, memory_format=memory_format(device))
-    opt = make_optimizer(net, cfg)
+    opt = make_optimizer(net, cfg, device)
     state = TrainState(name, fp)
     if cfg.resume and ckpt_file.exists():
         ckpt = load_checkpoint(ckpt_file, fp)
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        restore_rng_states(ckpt["rng"])
-        state = TrainState.from_checkpoint(ckpt, device)
-        if not state.finished:
-            print(f"{name}: resuming from {ckpt_file} at epoch {state.epoch + 1}, step {state.step}")
-    n_train = len(data.train_x)
-    n_steps = steps_per_epoch(n_train, cfg)
-    while state.epoch < cfg.epochs and not state.finished:
-        if state.buffers is None:
-            state.buffers = EpochBuffers.new(n_steps, min(n_train, n_steps * cfg.batch_size), device)
-        perm = epoch_permutation(n_train, cfg.training_seed, state.epoch, device)
-        aug = Augmentation.for_epoch(n_train, cfg.training_seed, state.epoch, device) if spec.augment else None
+        state = TrainState.from_checkpoint(ckpt)
+        if state.epoch < cfg.epochs:
+            print(f"{name}: resuming from {ckpt_file} after epoch {state.epoch}")
+    shown = training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]).to(device)
+    while state.epoch < cfg.epochs:
         t0 = time.perf_counter()
-        completed = train_steps(net, opt, data, perm, aug, state, cfg, stop)
+        torch.manual_seed(epoch_seed(cfg.training_seed, state.epoch, stream=2))  # dropout draws from it
+        order = shown[epoch_permutation(len(shown), cfg.training_seed, state.epoch, device)]
+        aug = Augmentation.for_epoch(len(order), cfg.training_seed, state.epoch, device) if spec.augment else None
+        logits, grad_norms = train_epoch(net, opt, data, order, aug, cfg, f"{name} epoch {state.epoch + 1}")
         state.steps_time_s += time.perf_counter() - t0
-        if not completed:
-            state.train_time_s += time.perf_counter() - t0
-            save_checkpoint(ckpt_file, state, net, opt)
-            raise Interrupted(f"{name} stopped at epoch {state.epoch + 1}, step {state.step}; "
-                              f"its checkpoint is {ckpt_file}")
         val = evaluate(net, data, cfg)
-        summary = record_epoch(state, data, perm, val, cfg, len(classes))
+        summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, cfg,
+                               len(classes))
         improved = update_best(state, net, summary, val)
-        seconds = time.perf_counter() - t0
-        state.train_time_s += seconds
-        print_epoch_line(state, cfg, seconds, improved)
         state.epoch += 1
-        state.step, state.buffers = 0, None
-        save_checkpoint(ckpt_file, state, net, opt)
-        if stop is not None and stop.requested and state.epoch < cfg.epochs:
-            raise Interrupted(f"{name} stopped after epoch {state.epoch}; its checkpoint is {ckpt_file}")
-    if not state.finished:
-        state.finished = True
-        save_checkpoint(ckpt_file, state, net, opt)
+        state.train_time_s += time.perf_counter() - t0
+        print_epoch_line(state, cfg, time.perf_counter() - t0, improved)
+        # everything needed to go on from this epoch's end: weights, Adam's moments, histories, best epoch
+        save_torch_atomic({"format": CHECKPOINT_FORMAT, **state.to_checkpoint(), "model": net.state_dict(),
+                           "optimizer": opt.state_dict()}, ckpt_file)
     return state
 
 
 # =============================================================================
-# Evaluation summary: the original's results dict, plus what the report needs
+# Results: one typed record per net and training seed, read by attribute by the figures, the
+# report, metrics.json and the tests. Only the pickle writer turns it into the original's dict.
 # =============================================================================
 
 HARDEST_PER_CLASS = 4
+CHANCE_FACTOR = 1.5  # a net whose train accuracy never passes 1.5 x chance did not learn
 
 
-def results_dict(state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors) -> dict:
-    """The original report's pickle layout, plus net, best_epoch, config, gradient norms, dead
-    units and the hardest val images.
+@dataclass
+class HardImage:
+    """A val image with one of the highest losses of its class at the best epoch."""
 
-    Nothing time-dependent goes in here, so that a resumed run's pickle is
-    byte-identical to an uninterrupted one's; timings live in metrics.json.
+    label: str
+    predicted: str
+    loss: float
+    image_id: int
+    path: str
+    also_shows: list[str]
+    val_position: int  # where it sits in SubsetTensors.val_x
+
+    def to_original(self) -> dict:
+        return {"class": self.label, "predicted": self.predicted, "loss": self.loss, "image_id": self.image_id,
+                "path": self.path, "also_shows": list(self.also_shows)}
+
+
+@dataclass
+class Results:
+    """One net's results for one training seed.
+
+    Nothing time-dependent goes into the pickle, so that a resumed run's pickle is
+    byte-identical to an uninterrupted one's; train_time_s goes to metrics.json only.
     """
-    hist, best = state.history, state.best
-    net = net_outline(state.net, cfg.image_size, manifest["classes"])
-    return {
-        "100steps": {k: list(v) for k, v in hist.steps100.items()},
-        "epoch": {k: list(v) for k, v in hist.epoch.items()},
-        "confusion matrix": {
-            "train confusion": np.asarray(best.train_confusion, dtype=np.int64),
-            "val confusion": np.asarray(best.val_confusion, dtype=np.int64),
-        },
-        "net": state.net,
-        "label": NETS[state.net].label,
-        "best_epoch": best.epoch,
-        "config": results_config(cfg, manifest),
-        "classes": list(manifest["classes"]),
-        "grad_norms": {k: list(v) for k, v in hist.grad_norms.items()},
-        "dead_units": {k: list(v) for k, v in hist.dead_units.items()},
-        "fc1_in_features": net.fc1.in_features,
-        "params": count_parameters(net),
-        "n_train": min(len(data.train_x), steps_per_epoch(len(data.train_x), cfg) * cfg.batch_size),
-        "n_val": len(best.val_losses),
-        "hardest": hardest_images(best, data, manifest),
-    }
+
+    net: str
+    label: str
+    classes: list[str]
+    config: dict[str, Any]  # the settings that made these numbers: results_config()
+    steps100: dict[str, list[float]]
+    epoch: dict[str, list[float]]
+    train_confusion: np.ndarray
+    val_confusion: np.ndarray
+    best_epoch: int
+    grad_norms: dict[str, list[float]]
+    dead_units: dict[str, list[float]]
+    fc1_in_features: int
+    params: int
+    n_train: int
+    n_val: int
+    hardest: list[HardImage]
+    train_time_s: float = 0.0
+
+    @classmethod
+    def from_state(cls, state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors) -> "Results":
+        classes, spec = list(manifest["classes"]), NETS[state.net]
+        outline = net_outline(state.net, cfg.image_size, classes)
+        shown = len(training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]))
+        best, hist = state.best, state.history
+        return cls(
+            net=state.net, label=spec.label, classes=classes, config=results_config(cfg, manifest),
+            steps100={k: list(v) for k, v in hist.steps100.items()}, epoch={k: list(v) for k, v in hist.epoch.items()},
+            train_confusion=np.asarray(best.train_confusion, dtype=np.int64),
+            val_confusion=np.asarray(best.val_confusion, dtype=np.int64), best_epoch=best.epoch,
+            grad_norms={k: list(v) for k, v in hist.grad_norms.items()},
+            dead_units={k: list(v) for k, v in hist.dead_units.items()},
+            fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
+            n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
+            hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s)
+
+    @property
+    def train_seed(self) -> int:
+        return self.config["train_seed"]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch["val_class_acc"])
+
+    def value(self, what: str) -> float:
+        """One number of this run: 'best_<series>' (its highest finite value over the epochs),
+        'final_<series>', 'best_epoch', or 'gap' (final train minus final val accuracy)."""
+        if what == "gap":
+            return self.value("final_train_class_acc") - self.value("final_val_class_acc")
+        if what == "best_epoch":
+            return self.best_epoch
+        kind, series = what.split("_", 1)
+        if kind == "final":
+            return self.epoch[series][-1]
+        return max((v for v in self.epoch[series] if math.isfinite(v)), default=math.nan)
+
+    @property
+    def at_chance(self) -> bool:
+        """Train accuracy never rose clearly above chance: the net did not learn."""
+        return not self.value("best_train_class_acc") >= CHANCE_FACTOR / len(self.classes)
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        return diverged_epoch(self.epoch)
+
+    def to_original(self) -> dict:
+        """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras."""
+        return {
+            "100steps": {k: list(v) for k, v in self.steps100.items()},
+            "epoch": {k: list(v) for k, v in self.epoch.items()},
+            "confusion matrix": {"train confusion": self.train_confusion, "val confusion": self.val_confusion},
+            "net": self.net, "label": self.label, "best_epoch": self.best_epoch, "config": self.config,
+            "classes": list(self.classes), "grad_norms": self.grad_norms, "dead_units": self.dead_units,
+            "fc1_in_features": self.fc1_in_features, "params": self.params, "n_train": self.n_train,
+            "n_val": self.n_val, "hardest": [h.to_original() for h in self.hardest],
+        }
 
 
-def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[dict]:
+def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[HardImage]:
     """Per class, the val images with the highest loss at the best epoch, highest first."""
     val_entries = [e for e in manifest["entries"] if e["split"] == "val"]
     classes = manifest["classes"]
-    losses = np.asarray(best.val_losses)
-    labels = data.val_y[:len(losses)].cpu().numpy()
-    entry_of = data.val_entry[:len(losses)].cpu().numpy()
+    labels = data.val_y[:len(best.val_logits)].cpu()
+    logits = best.val_logits.double()
+    losses = per_sample_cross_entropy(logits, labels).numpy()
+    preds = logits.argmax(1).tolist()
+    entry_of = data.val_entry[:len(labels)].cpu().tolist()
     rows = []
     for k in range(len(classes)):
-        positions = np.flatnonzero(labels == k)
+        positions = np.flatnonzero(labels.numpy() == k)
         for pos in positions[np.argsort(-losses[positions], kind="stable")][:HARDEST_PER_CLASS]:
-            entry = val_entries[int(entry_of[pos])]
-            rows.append({"class": classes[k], "predicted": classes[best.val_preds[pos]],
-                         "loss": float(losses[pos]), "image_id": entry["image_id"], "path": entry["path"],
-                         "also_shows": list(entry.get("also_shows") or [])})
+            entry = val_entries[entry_of[pos]]
+            rows.append(HardImage(classes[k], classes[preds[pos]], float(losses[pos]), entry["image_id"],
+                                  entry["path"], list(entry.get("also_shows") or []), int(pos)))
     return rows
 
 
 def results_config(cfg: Config, manifest: dict) -> dict:
-    """The settings that made these numbers: the subset's (with its seed as subset_seed) and the
-    training's (with train_seed), not where they were written or how fast."""
+    """The settings that made these numbers: the subset's (paths as given, its seed as subset_seed)
+    and the training's (with train_seed), not where they were written or how fast."""
     subset = {k: v for k, v in manifest["config"].items() if k != "seed"}
     return {**subset, "subset_seed": manifest["config"]["seed"], **cfg.train_settings(),
             "dataset": manifest["fingerprint"]}
 
 
 # =============================================================================
-# Outputs and plots: pickles, weights, figures and metrics.json, each written atomically
+# Outputs and plots: pickles, weights, metrics.json and the figures of FIGURES, each written
+# atomically. Hands the files to the user and the figure table to the report.
 # =============================================================================
-
-
-def interned(obj: Any) -> Any:
-    """A copy with every string interned, so equal strings are one object wherever they occur."""
-    if isinstance(obj, dict):
-        return {interned(k): interned(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [interned(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(interned(v) for v in obj)
-    if isinstance(obj, str):
-        return sys.intern(obj)
-    return obj
-
-
-def canonical_pickle(obj: Any) -> bytes:
-    """Equal results give equal bytes: pickle's memo shares equal strings only if they are one
-    object, and a --jobs worker builds the dict from differently shared strings than a sequential
-    run. Interning makes the sharing the same."""
-    return pickle.dumps(interned(obj), protocol=4)
-
-
-def to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def savefig_atomic(fig, path: Path) -> None:
@@ -1874,147 +1877,98 @@ def new_figure(*args, **kwargs):
     return Figure(*args, **kwargs)
 
 
-def legend_if_labelled(ax, **kwargs) -> None:
-    """A legend only when something carries a label (matplotlib warns about an empty one)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
+def mean_std(values: Sequence) -> tuple[Any, Any]:
+    """Mean and sample standard deviation over the first axis (seeds); std 0 for a single value."""
+    arr = np.asarray(values, dtype=np.float64)
+    return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros_like(arr[0]))
 
 
-def net_label(name: str) -> str:
-    """How figures and the report name a net: its table label."""
-    return NETS[name].label if name in NETS else name
+def as_image(x: torch.Tensor) -> np.ndarray:
+    """One uint8 C x H x W image tensor as an H x W x C array for imshow."""
+    return x.cpu().permute(1, 2, 0).numpy()
 
 
-def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, path: Path) -> None:
-    """Seaborn heatmap, rows true and columns predicted, with the accuracy in the title."""
-    import seaborn as sns
-
-    fig = new_figure(figsize=(5.2, 4.4))
-    ax = fig.add_subplot()
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes,
-                ax=ax, cbar=True)
-    ax.set(xlabel="Predicted label", ylabel="True label")
-    acc = np.trace(matrix) / max(1, matrix.sum())
-    ax.set_title(f"{title}  accuracy = {100 * acc:.1f}%")
-    savefig_atomic(fig, path)
-
-
-def plot_hardest(results: dict, dataset_dir: str | Path, path: Path) -> None:
-    """hardest_<net>.png: per class (rows) the highest-loss val images at the best epoch, titled
-    true -> predicted with the COCO id; images that also show another class get a red frame."""
-    classes = results["classes"]
-    rows = {c: [h for h in results["hardest"] if h["class"] == c] for c in classes}
-    cols = max(1, max(len(r) for r in rows.values()))
-    fig = new_figure(figsize=(cols * 1.9, len(classes) * 2.4), layout="constrained")
-    axes = fig.subplots(len(classes), cols, squeeze=False)
-    for r, name in enumerate(classes):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(rows[name]):
-                ax.axis("off")
-                continue
-            h = rows[name][c]
-            with Image.open(Path(dataset_dir) / h["path"]) as img:
-                ax.imshow(np.asarray(img.convert("RGB")))
-            title = f"{h['class']} → {h['predicted']}\nid {h['image_id']}  loss {h['loss']:.1f}"
-            if h["also_shows"]:
-                title += f"\n* also shows {', '.join(h['also_shows'])}"
-                for spine in ax.spines.values():
-                    spine.set(color="red", linewidth=3)
-            ax.set_title(title, fontsize=7)
-    fig.suptitle(f"{results['label']}: hardest val images at the best epoch ({results['best_epoch']}); "
-                 "red frame = image shows another class too", fontsize=9)
-    savefig_atomic(fig, path)
-
-
-def write_net_outputs(out: Path, state: TrainState, results: dict, dataset_dir: str | Path) -> None:
-    """The pickle, weights, confusion and hardest-image figures of one net, as soon as it finishes."""
-    name = state.net
-    write_bytes_atomic(out / pickle_name(name), canonical_pickle(results))
-    save_torch_atomic(state.best.state_dict, out / f"{name}.pt")
-    for split in SPLITS:
-        matrix = results["confusion matrix"][f"{split} confusion"]
-        plot_confusion(matrix, results["classes"], f"{results['label']} {split} (best epoch "
-                       f"{results['best_epoch']})", out / f"confusion_{name}_{split}.png")
-    plot_hardest(results, dataset_dir, out / f"hardest_{name}.png")
-
-
-def plot_samples(manifest: dict, dataset_dir: str | Path, path: Path, seed: int, per_class: int = 5) -> None:
-    """samples.png: per_class random training images of each class, one row per class."""
-    rng = random.Random(seed)
-    classes = manifest["classes"]
+def draw_samples(runs: dict[str, list[Results]], data: SubsetTensors, per_class: int = 5):
+    """per_class random training images of each class, one row per class."""
+    first = next(iter(runs.values()))[0]
+    gen = torch.Generator().manual_seed(first.train_seed)
+    classes = first.classes
     fig = new_figure(figsize=(per_class * 1.3, len(classes) * 1.4))
     axes = fig.subplots(len(classes), per_class, squeeze=False)
+    labels = data.train_y.cpu()
     for row, name in enumerate(classes):
-        entries = [e for e in manifest["entries"] if e["split"] == "train" and e["class"] == name]
-        chosen = rng.sample(entries, min(per_class, len(entries)))
+        members = torch.nonzero(labels == row).flatten()
+        chosen = members[torch.randperm(len(members), generator=gen)[:per_class]].tolist()
         for col in range(per_class):
             ax = axes[row][col]
             ax.axis("off")
             if col < len(chosen):
-                with Image.open(Path(dataset_dir) / chosen[col]["path"]) as img:
-                    ax.imshow(np.asarray(img.convert("RGB")))
+                ax.imshow(as_image(data.train_x[chosen[col]]))
                 ax.set_title(f"{name} {col + 1}", fontsize=7)
-    savefig_atomic(fig, path)
+    return fig
 
 
-def mean_and_spread(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point mean and standard deviation across seeds (std 0 for one seed)."""
-    arr = np.asarray(runs, dtype=np.float64)
-    return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1]))
-
-
-def seeds_note(runs_by_net: dict[str, list[dict]], what: str = "mean ± std") -> str:
-    seeds = len(next(iter(runs_by_net.values())))
+def seeds_note(runs: dict[str, list[Results]], what: str = "mean ± std") -> str:
+    seeds = len(next(iter(runs.values())))
     return f" ({what} over {seeds} seeds)" if seeds > 1 else ""
 
 
-def plot_line(ax, x: np.ndarray, runs: list[list[float]], **style) -> None:
+def plot_line(ax, x: np.ndarray, series: list[list[float]], **style) -> None:
     """The mean over seeds, with a ±1 std band when there are several."""
-    mean, std = mean_and_spread(runs)
+    mean, std = mean_std(series)
     ax.plot(x, mean, **style)
-    if len(runs) > 1:
+    if len(series) > 1:
         ax.fill_between(x, mean - std, mean + std, color=style.get("color"), alpha=0.15)
 
 
-def finish_axes(axes: Iterable, xlabel: str) -> None:
+def colour(k: int, n: int) -> Any:
+    """The k-th of n nets' colour: matplotlib's ten default colours, or tab20's when more nets are drawn."""
+    from matplotlib import colormaps
+
+    return f"C{k}" if n <= 10 else colormaps["tab20"](k % 20)
+
+
+def finish_axes(axes: Iterable, xlabel: str, integer_x: bool = False) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel(xlabel)
         ax.grid(True, linewidth=0.5)
-        legend_if_labelled(ax, fontsize=7)
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_curves_epoch(runs_by_net: dict[str, list[dict]], path: Path) -> None:
-    """curves_epoch.png: every metric per epoch, all nets, train solid and val dashed."""
-    from matplotlib.ticker import MaxNLocator
+def finish_figure(fig, runs: dict[str, list[Results]], title: str, what: str = "mean ± std") -> None:
+    """One title (with the seed count) and one legend for the whole figure, the legend right of the plots so
+    that it hides no curve or title, with each label's first handle."""
+    entries: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=7)
+    fig.suptitle(title + seeds_note(runs, what), fontsize=10)
 
+
+def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
+    """Every metric per epoch, all nets, train solid and val dashed."""
     fig = new_figure(figsize=(5.5 * len(METRICS), 4.2), layout="constrained")
     axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
-    for k, (name, runs) in enumerate(runs_by_net.items()):
+    for k, (name, seeds) in enumerate(runs.items()):
         for ax, m in zip(axes, METRICS):
             for split, style in (("train", "-"), ("val", "--")):
-                series = [r["epoch"][f"{split}_{m.key}"] for r in runs]
-                plot_line(ax, np.arange(1, len(series[0]) + 1), series, linestyle=style, color=f"C{k}",
-                          label=f"{net_label(name)} {split}")
+                plot_line(ax, np.arange(1, seeds[0].epochs + 1), [r.epoch[f"{split}_{m.key}"] for r in seeds],
+                          linestyle=style, color=colour(k, len(runs)), label=net_label(name) if split == "train" else None)
     for ax, m in zip(axes, METRICS):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(m.axis)
-        ax.set_title(f"{m.axis} per epoch{seeds_note(runs_by_net)}", fontsize=9)
-    finish_axes(axes, "epoch")
-    savefig_atomic(fig, path)
+        ax.set_title(m.axis, fontsize=9)
+    finish_axes(axes, "epoch", integer_x=True)
+    finish_figure(fig, runs, "learning curves per epoch: train solid, val dashed")
+    return fig
 
 
-def val_window_positions(epochs: int, windows: int) -> np.ndarray:
-    """x of each val window: the val pass after epoch e evaluates one model, so all its windows sit
-    at e, spread over ±0.3 so that they can be told apart."""
-    offsets = np.linspace(-0.3, 0.3, windows) if windows > 1 else np.zeros(1)
-    return (np.arange(1, epochs + 1)[:, None] + offsets[None, :]).ravel()
-
-
-def plot_curves_100steps(runs_by_net: dict[str, list[dict]], path: Path) -> None:
-    """curves_100steps.png: each 100-iteration (400-image) point on an honest axis.
+def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
+    """Each 100-iteration (400-image) point on an honest axis.
 
     Top row, train: x = epochs of training done (images seen / train size), one point per
     100 iterations. Bottom row, val: each 400-image window of the val pass after epoch e,
@@ -2023,49 +1977,42 @@ def plot_curves_100steps(runs_by_net: dict[str, list[dict]], path: Path) -> None
     """
     fig = new_figure(figsize=(5.5 * len(METRICS), 8.5), layout="constrained")
     axes = fig.subplots(2, len(METRICS), squeeze=False)
-    for k, (name, runs) in enumerate(runs_by_net.items()):
-        first, colour = runs[0], f"C{k}"
-        epochs = len(first["epoch"]["train_class_acc"])
+    first = next(iter(runs.values()))[0]
+    window_images = WINDOW_STEPS * first.config["batch_size"]
+    for k, (name, seeds) in enumerate(runs.items()):
+        r0, tint, epochs = seeds[0], colour(k, len(runs)), seeds[0].epochs
         for col, m in enumerate(METRICS):
-            train = [r["100steps"][f"train_{m.key}"] for r in runs]
+            train = [r.steps100[f"train_{m.key}"] for r in seeds]
             if train[0]:
                 per_epoch = len(train[0]) // epochs
-                window = WINDOW_STEPS * first["config"]["batch_size"] / first["n_train"]
-                x = (np.arange(epochs)[:, None] + window * np.arange(1, per_epoch + 1)[None, :]).ravel()
-                plot_line(axes[0][col], x, train, color=colour, marker=".", label=net_label(name))
-            val = [r["100steps"][f"val_{m.key}"] for r in runs]
-            if val[0]:
-                x = val_window_positions(epochs, len(val[0]) // epochs)
-                axes[1][col].plot(x, mean_and_spread(val)[0], ".", color=colour)
-            plot_line(axes[1][col], np.arange(1, epochs + 1), [r["epoch"][f"val_{m.key}"] for r in runs],
-                      color=colour, linestyle="--", linewidth=1, label=net_label(name))
-    window_images = WINDOW_STEPS * next(iter(runs_by_net.values()))[0]["config"]["batch_size"]
+                x = (np.arange(epochs)[:, None] + window_images / r0.n_train * np.arange(1, per_epoch + 1)).ravel()
+                plot_line(axes[0][col], x, train, color=tint, marker=".", label=net_label(name))
+            val = [r.steps100[f"val_{m.key}"] for r in seeds]
+            if val[0]:  # every window of the pass after epoch e evaluates one model: all sit at e, ±0.3
+                spread = np.linspace(-0.3, 0.3, len(val[0]) // epochs) if len(val[0]) > epochs else np.zeros(1)
+                axes[1][col].plot((np.arange(1, epochs + 1)[:, None] + spread).ravel(), mean_std(val)[0], ".",
+                                  color=tint)
+            plot_line(axes[1][col], np.arange(1, epochs + 1), [r.epoch[f"val_{m.key}"] for r in seeds],
+                      color=tint, linestyle="--", linewidth=1, label=net_label(name))
     for col, m in enumerate(METRICS):
-        axes[0][col].set_title(f"train {m.axis} per 100 iterations ({window_images} images)"
-                               f"{seeds_note(runs_by_net)}", fontsize=9)
-        axes[1][col].set_title(f"val {m.axis}: {window_images}-image windows (dots), epoch value (dashed)",
-                               fontsize=9)
+        axes[0][col].set_title(f"train {m.axis} per 100 iterations", fontsize=9)
+        axes[1][col].set_title(f"val {m.axis}: windows (dots), epoch value (dashed)", fontsize=9)
         for row in (0, 1):
             axes[row][col].set_ylabel(m.axis)
     finish_axes(axes[0], "epochs of training (images seen / train size)")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes[1]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    finish_axes(axes[1], "val pass after epoch (its windows spread ±0.3)")
-    savefig_atomic(fig, path)
+    finish_axes(axes[1], "val pass after epoch (its windows spread ±0.3)", integer_x=True)
+    finish_figure(fig, runs, f"learning curves per 100 iterations ({window_images} images)")
+    return fig
 
 
-def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
-    """grad_norms.png: per-epoch mean gradient norm of the first conv, last conv and fc1.
+def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
+    """Per-epoch mean gradient norm of the first conv, last conv and fc1, on a log axis.
 
     A log axis cannot show 0, and a dead net's gradient is exactly 0 (its ReLUs pass
     nothing back), so zeros are drawn as x markers on the axis floor, not dropped.
     """
-    from matplotlib.ticker import MaxNLocator
-
-    means = {name: {layer: mean_and_spread([r["grad_norms"][layer] for r in runs])[0] for layer in GRAD_LAYERS}
-             for name, runs in runs_by_net.items()}
+    means = {name: {layer: mean_std([r.grad_norms[layer] for r in seeds])[0] for layer in GRAD_LAYERS}
+             for name, seeds in runs.items()}
     positive = [v for layers in means.values() for arr in layers.values() for v in arr if v > 0]
     floor = min(positive) / 10 if positive else 1e-12
     fig = new_figure(figsize=(13, 4), layout="constrained")
@@ -2074,59 +2021,133 @@ def plot_grad_norms(runs_by_net: dict[str, list[dict]], path: Path) -> None:
         for ax, layer in zip(axes, GRAD_LAYERS):
             values = layers[layer]
             x = np.arange(1, len(values) + 1)
-            ax.plot(x, np.where(values > 0, values, np.nan), color=f"C{k}", marker=".", label=net_label(name))
+            ax.plot(x, np.where(values > 0, values, np.nan), color=colour(k, len(means)), marker=".",
+                    label=net_label(name))
             zero = values <= 0
             if zero.any():
-                ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=f"C{k}", markersize=8,
+                ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(means)), markersize=8,
                         label=f"{net_label(name)}: exactly 0 (drawn at the floor)")
     for ax, layer in zip(axes, GRAD_LAYERS):
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"grad norm: {layer.replace('_', ' ')}{seeds_note(runs_by_net, 'mean')}", fontsize=9)
-    finish_axes(axes, "epoch")
-    savefig_atomic(fig, path)
+        ax.set_title(layer.replace("_", " "), fontsize=9)
+    finish_axes(axes, "epoch", integer_x=True)
+    finish_figure(fig, runs, "gradient norm per epoch", "mean")
+    return fig
 
 
-def plot_dead_units(runs_by_net: dict[str, list[dict]], path: Path) -> None:
-    """dead_units.png: per net, the share of each ReLU layer's units (rows) that output zero for
-    all of the first 256 val images, per epoch (columns). 1.0 = the whole layer is dead."""
-    import seaborn as sns
-
-    names = list(runs_by_net)
-    epochs = len(runs_by_net[names[0]][0]["epoch"]["val_class_acc"])
-    fig = new_figure(figsize=(max(4.0, 0.45 * epochs + 2.5) * min(len(names), 4), 4.2 * math.ceil(len(names) / 4)),
-                     layout="constrained")
-    axes = fig.subplots(math.ceil(len(names) / 4), min(len(names), 4), squeeze=False).ravel()
+def draw_dead_units(runs: dict[str, list[Results]], data: SubsetTensors):
+    """Per net, the share of each ReLU layer's units (rows) that output zero for all of the first 256 val
+    images, per epoch (columns); 1.0 = the whole layer is dead. Plain imshow: seaborn's heatmap took about
+    700 MB per panel on a figure this wide (9 GB for the 13 nets of `--nets all`)."""
+    names = list(runs)
+    epochs = next(iter(runs.values()))[0].epochs
+    cols, rows = min(len(names), 4), math.ceil(len(names) / 4)
+    fig = new_figure(figsize=(max(4.0, 0.45 * epochs + 2.5) * cols, 4.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
-        runs = runs_by_net[name]
-        layers = list(runs[0]["dead_units"])
-        matrix = np.array([mean_and_spread([r["dead_units"][layer] for r in runs])[0] for layer in layers])
-        sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, cmap="Reds", annot=matrix.shape[1] <= 15, fmt=".2f",
-                    annot_kws={"fontsize": 6}, xticklabels=list(range(1, matrix.shape[1] + 1)),
-                    yticklabels=layers, cbar=False)
-        ax.set(xlabel="epoch", title=f"{net_label(name)}: dead share{seeds_note(runs_by_net, 'mean')}")
+        layers = list(runs[name][0].dead_units)
+        matrix = np.array([mean_std([r.dead_units[layer] for r in runs[name]])[0] for layer in layers])
+        ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto", interpolation="nearest")
+        for (i, j), v in np.ndenumerate(matrix) if epochs <= 15 else ():
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.6 else "black")
+        ax.set_xticks(range(epochs), range(1, epochs + 1))
+        ax.set_yticks(range(len(layers)), layers)
+        ax.set(xlabel="epoch", title=f"{net_label(name)}: dead share{seeds_note(runs, 'mean')}")
     for ax in axes[len(names):]:
         ax.axis("off")
-    savefig_atomic(fig, path)
+    return fig
 
 
-def write_metrics_json(out: Path, cfg: Config, manifest: dict, results: dict[str, dict],
-                       timings: dict[str, float]) -> None:
-    """metrics.json: every finished net's results (as in its pickle) plus its training time."""
-    nets = {name: {**to_jsonable(r), "train_time_s": round(timings.get(name, 0.0), 2)}
-            for name, r in results.items()}
-    write_json_atomic(out / "metrics.json", {"config": results_config(cfg, manifest), "nets": nets})
+def draw_confusion(r: Results, data: SubsetTensors, split: str):
+    """Seaborn heatmap of the best epoch, rows true and columns predicted, accuracy in the title."""
+    import seaborn as sns
+
+    matrix = r.train_confusion if split == "train" else r.val_confusion
+    fig = new_figure(figsize=(5.2, 4.4))
+    ax = fig.add_subplot()
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", xticklabels=r.classes, yticklabels=r.classes,
+                ax=ax, cbar=True)
+    ax.set(xlabel="Predicted label", ylabel="True label")
+    acc = np.trace(matrix) / max(1, matrix.sum())
+    ax.set_title(f"{r.label} {split} (best epoch {r.best_epoch})  accuracy = {100 * acc:.1f}%")
+    return fig
 
 
-def write_run_figures(out: Path, runs_by_net: dict[str, list[dict]]) -> None:
-    plot_curves_epoch(runs_by_net, out / "curves_epoch.png")
-    plot_curves_100steps(runs_by_net, out / "curves_100steps.png")
-    plot_grad_norms(runs_by_net, out / "grad_norms.png")
-    plot_dead_units(runs_by_net, out / "dead_units.png")
+def draw_hardest(r: Results, data: SubsetTensors):
+    """Per class (rows) the highest-loss val images at the best epoch, titled true -> predicted with
+    the COCO id; images that also show another class get a red frame."""
+    rows = {c: [h for h in r.hardest if h.label == c] for c in r.classes}
+    cols = max(1, max(len(v) for v in rows.values()))
+    fig = new_figure(figsize=(cols * 1.9, len(r.classes) * 2.4), layout="constrained")
+    axes = fig.subplots(len(r.classes), cols, squeeze=False)
+    for i, name in enumerate(r.classes):
+        for c in range(cols):
+            ax = axes[i][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(rows[name]):
+                ax.axis("off")
+                continue
+            h = rows[name][c]
+            ax.imshow(as_image(data.val_x[h.val_position]))
+            title = f"{h.label} → {h.predicted}\nid {h.image_id}  loss {h.loss:.1f}"
+            if h.also_shows:
+                title += f"\n* also shows {', '.join(h.also_shows)}"
+                for spine in ax.spines.values():
+                    spine.set(color="red", linewidth=3)
+            ax.set_title(title, fontsize=7)
+    fig.suptitle(f"{r.label}: hardest val images at the best epoch ({r.best_epoch}); "
+                 "red frame = image shows another class too", fontsize=9)
+    return fig
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure file: what draws it, and the caption REPORT.md gives it. A per-net figure's file
+    name holds '{net}', and its draw function takes one net's Results instead of all runs."""
+
+    file: str
+    draw: Callable[..., Any]
+    caption: str
+    per_net: bool = False
+
+
+FIGURES = (
+    Plot("samples.png", draw_samples, "5 random training images per class"),
+    Plot("curves_epoch.png", draw_curves_epoch, "learning curves per epoch"),
+    Plot("curves_100steps.png", draw_curves_100steps, "learning curves per 100 iterations"),
+    Plot("grad_norms.png", draw_grad_norms, "gradient norms of the first conv, last conv and fc1"),
+    Plot("dead_units.png", draw_dead_units, "dead ReLU units per layer and epoch"),
+    Plot("confusion_{net}_train.png", functools.partial(draw_confusion, split="train"), "train confusion",
+         per_net=True),
+    Plot("confusion_{net}_val.png", functools.partial(draw_confusion, split="val"), "val confusion", per_net=True),
+    Plot("hardest_{net}.png", draw_hardest, "hardest val images", per_net=True),
+)
+
+
+def write_net_outputs(out: Path, r: Results, weights: dict[str, Any], data: SubsetTensors) -> None:
+    """The pickle, weights and per-net figures of one net, as soon as it finishes. Strings are interned so
+    that equal results give equal bytes: pickle shares equal strings only if they are one object, and a
+    --jobs worker builds them differently shared than a sequential run."""
+    interned = map_leaves(r.to_original(), lambda v: sys.intern(v) if isinstance(v, str) else v)
+    write_bytes_atomic(out / pickle_name(r.net), pickle.dumps(interned, protocol=4))
+    save_torch_atomic(weights, out / f"{r.net}.pt")
+    for plot in FIGURES:
+        if plot.per_net:
+            savefig_atomic(plot.draw(r, data), out / plot.file.format(net=r.net))
+
+
+def write_run_figures(out: Path, runs: dict[str, list[Results]], data: SubsetTensors) -> None:
+    for plot in FIGURES:
+        if not plot.per_net:
+            savefig_atomic(plot.draw(runs, data), out / plot.file)
+
+
 
 
 # =============================================================================
-# Running the experiment: nets in sequence or in parallel processes, one or many seeds
+# Running the experiment: nets in sequence or in worker processes, one or many seeds.
+# Hands Results per net and seed to the outputs above and to the report below.
 # =============================================================================
 
 
@@ -2135,22 +2156,19 @@ def prepare_torch(cfg: Config) -> torch.device:
     return pick_device(cfg.device)
 
 
-def train_and_write(name: str, cfg: Config, manifest: dict, data: SubsetTensors, device: torch.device,
-                    stop: StopRequest | None) -> tuple[dict, float]:
-    """Train one net and write its files at once; returns its results and training seconds."""
-    state = train(name, data, manifest, cfg, device, stop)
-    results = results_dict(state, cfg, manifest, data)
-    write_net_outputs(Path(cfg.out), state, results, cfg.dataset_dir)
-    return results, state.train_time_s
+def train_and_write(name: str, cfg: Config, manifest: dict, data: SubsetTensors, device: torch.device) -> Results:
+    """Train one net (or take its finished checkpoint) and write its files at once."""
+    state = train(name, data, manifest, cfg, device)
+    results = Results.from_state(state, cfg, manifest, data)
+    write_net_outputs(Path(cfg.out), results, state.best.state_dict, data)
+    return results
 
 
-def train_in_worker(name: str, cfg: Config, manifest: dict) -> tuple[dict, float]:
+def train_in_worker(name: str, cfg: Config, manifest: dict) -> Results:
     """Entry point of a --jobs worker process: it loads the cached tensors itself."""
-    stop = StopRequest()
-    stop.install()
     device = prepare_torch(cfg)
     data = load_dataset_tensors(cfg.dataset_dir, manifest).to(device)
-    return train_and_write(name, cfg, manifest, data, device, stop)
+    return train_and_write(name, cfg, manifest, data, device)
 
 
 def effective_jobs(cfg: Config, tasks: int) -> int:
@@ -2164,31 +2182,23 @@ def effective_jobs(cfg: Config, tasks: int) -> int:
     return jobs
 
 
-def run_tasks(tasks: list[tuple[Config, str]], manifest: dict, stop: StopRequest,
-              on_done: Callable[[Config, str, dict, float], None]) -> None:
-    """Train every (config, net) task; calls on_done(cfg, name, results, seconds) as each finishes.
+def run_tasks(tasks: list[tuple[Config, str]], manifest: dict, data: SubsetTensors,
+              on_done: Callable[[Config, str, Results], None]) -> None:
+    """Train every (config, net) task; calls on_done(cfg, name, results) as each finishes.
 
-    Metrics depend on --threads, never on --jobs: a worker uses exactly the
-    threads a sequential run would, so parallel and sequential agree bit for bit.
+    Metrics depend on --threads, never on --jobs: a worker uses exactly the threads a
+    sequential run would, so parallel and sequential agree bit for bit.
     """
     jobs = effective_jobs(tasks[0][0], len(tasks))
     if jobs == 1:
         device = prepare_torch(tasks[0][0])
-        data = load_dataset_tensors(tasks[0][0].dataset_dir, manifest).to(device)
+        on_device = data.to(device)
         for cfg, name in tasks:
-            on_done(cfg, name, *train_and_write(name, cfg, manifest, data, device, stop))
+            on_done(cfg, name, train_and_write(name, cfg, manifest, on_device, device))
         return
-    import multiprocessing
-    from concurrent.futures import as_completed
-
-    decoded_splits(tasks[0][0].dataset_dir, manifest)  # fill the cache once, before the workers
-    stop.forward_to_children = True
-    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads is unsafe
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(train_in_worker, name, cfg, manifest): (cfg, name) for cfg, name in tasks}
-        for future in as_completed(futures):
-            cfg, name = futures[future]
-            on_done(cfg, name, *future.result())
+    # spawn: a fork after torch has started its thread pools can deadlock the child
+    run_in_processes(train_in_worker, [(name, cfg, manifest) for cfg, name in tasks], jobs, "spawn",
+                     lambda k, results: on_done(*tasks[k], results))
 
 
 def seed_configs(cfg: Config) -> list[Config]:
@@ -2202,52 +2212,53 @@ def seed_configs(cfg: Config) -> list[Config]:
 
 
 def remove_partial_writes(out: Path) -> None:
-    """Delete the temporary files of writes that a SIGKILL cut short (the real files are intact)."""
+    """Delete the temporary files of writes that a kill cut short (the real files are intact)."""
     for tmp in [*out.glob(".*.tmp-*"), *out.glob("checkpoints/.*.tmp-*")]:
         tmp.unlink(missing_ok=True)
 
 
-def run_experiment(cfg: Config, manifest: dict, stop: StopRequest) -> dict[str, list[dict]]:
+def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
     """Train every net for every seed and write all outputs; returns the results per net, per seed."""
     print_net_table(cfg.nets, cfg.image_size, manifest["classes"])
+    data = load_dataset_tensors(cfg.dataset_dir, manifest)  # also the first check of every thumbnail
     per_seed = seed_configs(cfg)
-    results: dict[str, dict[str, dict]] = {c.out: {} for c in per_seed}
-    timings: dict[str, dict[str, float]] = {c.out: {} for c in per_seed}
+    results: dict[str, dict[str, Results]] = {c.out: {} for c in per_seed}
     for c in per_seed:
         Path(c.out).mkdir(parents=True, exist_ok=True)
         remove_partial_writes(Path(c.out))
-        plot_samples(manifest, cfg.dataset_dir, Path(c.out) / "samples.png", c.training_seed)
 
-    def on_done(c: Config, name: str, res: dict, seconds: float) -> None:
+    def on_done(c: Config, name: str, res: Results) -> None:  # metrics.json: every finished net's Results
         results[c.out][name] = res
-        timings[c.out][name] = seconds
-        write_metrics_json(Path(c.out), c, manifest, results[c.out], timings[c.out])
+        write_json_atomic(Path(c.out) / "metrics.json", {"config": results_config(c, manifest), "nets": {
+            n: dataclasses.asdict(r) for n, r in results[c.out].items()}})
 
-    run_tasks([(c, name) for c in per_seed for name in cfg.nets], manifest, stop, on_done)
+    run_tasks([(c, name) for c in per_seed for name in cfg.nets], manifest, data, on_done)
     for c in per_seed:
-        ordered = {name: [results[c.out][name]] for name in cfg.nets}
-        write_run_figures(Path(c.out), ordered)
-        write_report(Path(c.out), c, ordered, {name: [timings[c.out][name]] for name in cfg.nets}, manifest)
+        runs = {name: [results[c.out][name]] for name in cfg.nets}
+        write_run_figures(Path(c.out), runs, data)
+        write_report(Path(c.out), Experiment(runs, manifest))
     runs_by_net = {name: [results[c.out][name] for c in per_seed] for name in cfg.nets}
     if cfg.seeds > 1:
         out = Path(cfg.out)
-        plot_samples(manifest, cfg.dataset_dir, out / "samples.png", cfg.training_seed)
-        write_run_figures(out, runs_by_net)
-        times = {name: [timings[c.out][name] for c in per_seed] for name in cfg.nets}
-        write_seeds_summary(out, cfg, runs_by_net, times)
-        write_report(out, cfg, runs_by_net, times, manifest)
+        write_run_figures(out, runs_by_net, data)
+        experiment = Experiment(runs_by_net, manifest)
+        write_seeds_summary(out, experiment)
+        write_report(out, experiment)
     return runs_by_net
 
 
 # =============================================================================
-# Report: the exercise's five questions, answered from this run's numbers
+# Report: REPORT.md, every sentence computed from the run's Results. Statistics first, then one table
+# each for the exercise's questions (QUESTIONS), Q5's remedies (REMEDIES) and the original's claims (CLAIMS).
 # =============================================================================
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042)
-CHANCE_FACTOR = 1.5  # a net whose train accuracy never passes 1.5 x chance did not learn
+OVERFIT_GAP = 0.10  # a final train - val accuracy gap above 10 points is "large": the net overfits
+SEED_SPREAD = 0.02  # a seed-to-seed std of best val accuracy under 2 points is "no significant change"
+BEST_VAL = "best_val_class_acc"
 
 
 def t_quantile_975(df: int) -> float:
@@ -2259,22 +2270,36 @@ def t_quantile_975(df: int) -> float:
             + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
 
 
-def stat(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+@dataclass(frozen=True)
+class Comparison:
+    """A mean difference over paired seeds, its spread, and its 95% t-interval (none for one seed)."""
+
+    diff: float
+    sd: float
+    seeds: int
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        half = t_quantile_975(self.seeds - 1) * self.sd / math.sqrt(self.seeds) if self.seeds > 1 else None
+        return None if half is None else (self.diff - half, self.diff + half)
+
+    @property
+    def excludes_zero(self) -> bool | None:
+        return None if self.ci95 is None else bool(self.ci95[0] > 0 or self.ci95[1] < 0)
+
+    def seeds_to_resolve(self) -> int | None:
+        """About how many paired seeds would exclude 0 at this size and spread: the smallest n with
+        t(n-1) sd / sqrt(n) < |diff|; None beyond 1000 or for a zero difference."""
+        if self.diff == 0 or not math.isfinite(self.diff + self.sd):
+            return None
+        return next((n for n in range(2, 1001) if t_quantile_975(n - 1) * self.sd / math.sqrt(n) < abs(self.diff)),
+                    None)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """b - a over paired seeds: the mean difference and its 95% t-interval (none for one seed)."""
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> Comparison:
+    """b - a, seed by seed."""
     diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    n = len(diffs)
-    mean = float(diffs.mean())
-    if n < 2:
-        return {"diff": mean, "seeds": n, "ci95": None, "excludes_zero": None}
-    half = t_quantile_975(n - 1) * float(diffs.std(ddof=1)) / math.sqrt(n)
-    low, high = mean - half, mean + half
-    return {"diff": mean, "seeds": n, "ci95": [low, high], "excludes_zero": bool(low > 0 or high < 0)}
+    return Comparison(float(diffs.mean()), float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0, len(diffs))
 
 
 def pct(x: float) -> str:
@@ -2282,45 +2307,112 @@ def pct(x: float) -> str:
 
 
 def pm(values: Sequence[float], scale: float = 100.0, digits: int = 1, unit: str = "%") -> str:
-    mean, std = stat(values)
-    if len(values) == 1:
-        return f"{scale * mean:.{digits}f}{unit}"
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}{unit}"
+    """'mean ± std' over seeds, or the one value."""
+    mean, std = (float(v) for v in mean_std(values))
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if len(values) > 1 else "") + unit
 
 
-def at_chance(run: dict) -> bool:
-    return max(run["epoch"]["train_class_acc"]) < CHANCE_FACTOR / len(run["classes"])
+def seeds_text(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
-def net_summary(runs: list[dict]) -> dict[str, list]:
-    """Per-seed headline numbers of one net: best val accuracy, its epoch, whether it stayed at
-    chance, every final metric."""
-    s = {"best_val_acc": [max(r["epoch"]["val_class_acc"]) for r in runs],
-         "best_epoch": [r["best_epoch"] for r in runs],
-         "at_chance": [at_chance(r) for r in runs]}
-    for split in SPLITS:
-        for m in METRICS:
-            s[f"final_{split}_{m.key}"] = [r["epoch"][f"{split}_{m.key}"][-1] for r in runs]
-    return s
+def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
+    """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'."""
+    digits = 1 if scale == 100 else 3
+    if cmp.ci95 is None:
+        return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed)"
+    low, high = (scale * v for v in cmp.ci95)
+    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low:+.{digits}f}, {high:+.{digits}f}], {cmp.seeds} paired seeds)"
 
 
-def comparisons(nets: Iterable[str]) -> list[tuple[str, str]]:
-    """The (base, other) pairs the report compares: Q1's, Q2's, and every variant against its base."""
-    nets = list(nets)
-    pairs = [("net1", "net2"), ("net1", "net3"), *((s.base, n) for n, s in NETS.items() if s.base)]
-    return [(a, b) for a, b in pairs if a in nets and b in nets]
+@dataclass
+class Experiment:
+    """What the report reads: Results per net and per training seed (seeds paired across nets)."""
+
+    runs: dict[str, list[Results]]
+    manifest: dict | None = None
+
+    @property
+    def nets(self) -> list[str]:
+        return list(self.runs)
+
+    @property
+    def seeds(self) -> int:
+        return len(next(iter(self.runs.values())))
+
+    @property
+    def first(self) -> Results:
+        return next(iter(self.runs.values()))[0]
+
+    def values(self, name: str, what: str) -> list[float]:
+        """Results.value(what) of one net, seed by seed."""
+        return [r.value(what) for r in self.runs[name]]
+
+    def compare(self, a: str, b: str, what: str = BEST_VAL) -> Comparison:
+        return paired_difference(self.values(a, what), self.values(b, what))
+
+    def stuck(self, name: str) -> int:
+        """In how many seeds a net stayed at chance."""
+        return sum(r.at_chance for r in self.runs[name])
+
+    def learned(self, name: str) -> list[Results]:
+        return [r for r in self.runs[name] if not r.at_chance]
+
+    def figure(self, r: Results, file: str) -> str:
+        """Where a per-net figure of one seed lies, relative to REPORT.md."""
+        return (f"seed_{r.train_seed}/" if self.seeds > 1 else "") + file.format(net=r.net)
+
+    def base_pairs(self) -> list[tuple[str, str]]:
+        """(base, net) for every net of the run whose base is in the run too."""
+        return [(NETS[n].base, n) for n in self.nets if NETS[n].base in self.runs]
 
 
-def describe_difference(a: str, b: str, cmp: dict) -> str:
-    text = f"{net_label(b)} − {net_label(a)} = {100 * cmp['diff']:+.1f} points of best val accuracy"
-    if cmp["seeds"] == 1:
-        return (text + ". This is one seed, so the run-to-run noise is unknown; rerun with "
-                "`--seeds 3` or more before reading anything into a difference of this size.")
-    low, high = (100 * v for v in cmp["ci95"])
-    verdict = ("excludes 0: the seeds resolve a difference" if cmp["excludes_zero"]
-               else "includes 0: the seeds do not resolve a difference")
-    return (text + f" (mean of {cmp['seeds']} paired seeds; 95% t-interval [{low:+.1f}, {high:+.1f}] points), "
-            f"and the interval {verdict}.")
+def changed_fields(name: str) -> set[str]:
+    """The spec fields in which a net differs from its base, descriptive fields aside."""
+    spec, base = NETS[name].trained(), NETS[NETS[name].base].trained()
+    return {k for k in spec if spec[k] != base[k]}
+
+
+def nets_arg(names: Iterable[str]) -> str:
+    """`--nets ...` naming these nets (they exist: they come from the table) after their bases."""
+    names = list(names)
+    return "`--nets " + " ".join(dict.fromkeys([*(NETS[n].base for n in names if NETS[n].base), *names])) + "`"
+
+
+def report_table(exp: Experiment) -> list[str]:
+    finals = [(split, m) for split in SPLITS for m in METRICS]
+    lines = ["| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
+             + " | params | training time | diagnosis |", "|---" * (6 + len(finals)) + "|"]
+    for name, runs in exp.runs.items():
+        cells = [pm(exp.values(name, f"final_{s}_{m.key}"), *(() if m.percent else (1, 3, ""))) for s, m in finals]
+        lines.append(f"| {net_label(name)} | {pm(exp.values(name, BEST_VAL))} | "
+                     f"{pm(exp.values(name, 'best_epoch'), 1, int(len(runs) > 1), '')} | {' | '.join(cells)} | "
+                     f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | {diagnosis(exp, name)} |")
+    return lines
+
+
+def describe_difference(exp: Experiment, a: str, b: str) -> str:
+    """'Net2 − Net1: +0.4 points of best val accuracy (95% CI ...), and the seeds (do not) resolve it.'"""
+    cmp = exp.compare(a, b)
+    text = f"{net_label(b)} − {net_label(a)}: {difference_text(cmp)} of best val accuracy"
+    if cmp.seeds == 1:
+        return text + "; the run-to-run noise is unknown, so rerun with `--seeds 3` or more before reading anything into it."
+    return text + ("; the interval excludes 0, so the seeds resolve a difference." if cmp.excludes_zero else
+                   "; the interval includes 0, so the seeds do not resolve a difference.")
+
+
+def answer_padding(exp: Experiment) -> list[str]:
+    pairs = [(a, b) for a, b in exp.base_pairs() if changed_fields(b) == {"padding"}]
+    if not pairs:
+        padded = [n for n, s in NETS.items() if s.base and changed_fields(n) == {"padding"}]
+        return [f"Not measured: this run trained no net that differs from its base only in padding "
+                f"({nets_arg(padded)} measures it)."]
+    return [describe_difference(exp, a, b) for a, b in pairs]
+
+
+def dead_layers(r: Results, epoch: int) -> list[str]:
+    """ReLU layers all of whose units output 0 on the dead-unit images after `epoch` (1-based)."""
+    return [layer for layer, v in r.dead_units.items() if v[epoch - 1] >= 1.0]
 
 
 def first_epoch_from(flags: Sequence[bool]) -> int | None:
@@ -2331,395 +2423,496 @@ def first_epoch_from(flags: Sequence[bool]) -> int | None:
     return start
 
 
-def dead_layers(run: dict, epoch: int) -> list[str]:
-    """ReLU layers all of whose units output 0 on the dead-unit images after `epoch` (1-based)."""
-    return [layer for layer, v in run["dead_units"].items() if v[epoch - 1] >= 1.0]
+def gradient_ratio(r: Results) -> float:
+    """Mean conv1 gradient norm over the mean fc1 gradient norm: what reaches the first layer,
+    relative to what the classifier gets."""
+    return float(np.mean(r.grad_norms["conv1"]) / max(1e-12, np.mean(r.grad_norms["fc1"])))
 
 
-def ends_with_dead_layer(run: dict) -> bool:
-    return bool(dead_layers(run, len(run["epoch"]["val_class_acc"])))
+def gradient_story(deep: Results, base: Results) -> str:
+    """'dead' (a ReLU layer died, or the first-layer gradient is exactly 0), 'vanishing' (that gradient,
+    relative to fc1, is over 3x smaller than the base net's, no layer dead) or 'healthy'."""
+    if dead_layers(deep, deep.epochs) or deep.grad_norms["conv1"][-1] == 0:
+        return "dead"
+    return "vanishing" if gradient_ratio(deep) < gradient_ratio(base) / 3 else "healthy"
 
 
-def describe_units(name: str, run: dict) -> str:
-    """Q2 for one net and seed: dead layers and when, or how much the gradient shrinks."""
-    epochs = len(run["epoch"]["val_class_acc"])
-    chain = [layer for layer in run["dead_units"] if layer.startswith("chain")]
-    zero_from = first_epoch_from([g == 0 for g in run["grad_norms"]["conv1"]])
-    dead_from = first_epoch_from([bool(dead_layers(run, e)) for e in range(1, epochs + 1)])
-    parts = []
-    if dead_from is not None:
-        dead = dead_layers(run, epochs)
-        dead_chain = [d for d in dead if d.startswith("chain")]
-        others = [d for d in dead if not d.startswith("chain")]
-        what = " and ".join(filter(None, [f"{len(dead_chain)} of its {len(chain)} chain layers" if dead_chain
-                                          else "", ", ".join(others)]))
-        parts.append(f"from epoch {dead_from}, {what} {'is' if len(dead) == 1 else 'are'} dead (every unit "
-                     f"outputs 0 on the first {DEAD_UNIT_IMAGES} val images)")
-    if zero_from is not None:
-        parts.append(f"the gradient reaching conv1 is exactly 0 from epoch {zero_from}: not a small gradient "
-                     "but none at all, because dead ReLUs pass nothing back")
-    if parts:
-        return f"{net_label(name)}: " + "; ".join(parts) + "."
-    g_fc1, g_conv1 = (float(np.mean(run["grad_norms"][k])) for k in ("fc1", "conv1"))
-    shrink = math.log10(g_fc1 / g_conv1) if g_conv1 > 0 and g_fc1 > 0 else 0.0
-    alive = max((max(v) for v in run["dead_units"].values()), default=0.0)
-    return (f"{net_label(name)}: no layer dies (at most {pct(alive)} of a layer's units are dead in any epoch); the "
-            f"mean gradient norm is {g_fc1:.3g} at fc1 and {g_conv1:.3g} at conv1, "
-            f"{'a shrink by 10^' + format(shrink, '.1f') if shrink > 0 else 'no shrink'} from fc1 to conv1.")
+def unit_facts(r: Results) -> list[str]:
+    """Q2's table cells for one net and seed: when layers died, which, when the gradient reaching conv1
+    became exactly 0, and that gradient relative to fc1's."""
+    dead_from = first_epoch_from([bool(dead_layers(r, e)) for e in range(1, r.epochs + 1)])
+    zero_from = first_epoch_from([g == 0 for g in r.grad_norms["conv1"]])
+    dead = dead_layers(r, r.epochs)
+    chain = sum(d.startswith("chain") for d in dead)
+    what = ", ".join(([f"{chain} of {sum(k.startswith('chain') for k in r.dead_units)} chain layers"] if chain else [])
+                     + [d for d in dead if not d.startswith("chain")])
+    return [str(dead_from or "never"), what or "none", str(zero_from or "never"), f"{gradient_ratio(r):.3g}"]
 
 
-def first_to_fc1(runs: list[dict]) -> float:
-    """Mean over seeds of (mean conv1 grad norm) / (mean fc1 grad norm)."""
-    return float(np.mean([np.mean(r["grad_norms"]["conv1"]) / max(1e-12, np.mean(r["grad_norms"]["fc1"]))
-                          for r in runs]))
-
-
-def answer_vanishing(runs_by_net: dict[str, list[dict]], summaries: dict) -> list[str]:
-    deep = [n for n in runs_by_net if n == "net1" or NETS[n].extra_convs > 0]
-    if not any(NETS[n].extra_convs for n in deep):
-        return ["Not measured: this run trained no net with the extra conv chain (net3, net3bn, net3res)."]
-    lines = ["Per net, from the gradient norms and the dead-unit counts (`grad_norms.png`, `dead_units.png`):", ""]
-    for name in deep:
-        runs = runs_by_net[name]
-        if len(runs) == 1:
-            lines.append(f"- {describe_units(name, runs[0])}")
-        else:
-            lines += [f"- seed {r['config']['train_seed']}: {describe_units(name, r)}" for r in runs]
+def answer_vanishing(exp: Experiment) -> list[str]:
+    deep = [n for n in exp.nets if NETS[n].extra_convs]
+    if not deep:
+        chained = [n for n, s in NETS.items() if s.base and changed_fields(n) == {"extra_convs"}]
+        return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
+    lines = [f"A layer is dead when every unit outputs 0 on the first {DEAD_UNIT_IMAGES} val images; a dead layer "
+             "passes no gradient back, so the gradient reaching conv1 is then exactly 0, not small. The gradient "
+             "ratio is the mean conv1 gradient norm over fc1's (`grad_norms.png`, `dead_units.png`).", "",
+             "| net | seed | layers dead from epoch | dead at the end | conv1 gradient exactly 0 from epoch | "
+             "gradient ratio conv1 / fc1 | reading |", "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys([n for b, n in exp.base_pairs() if n in deep or b in deep] + deep):
+        base = NETS[name].base
+        for k, r in enumerate(exp.runs[name]):
+            story = gradient_story(r, exp.runs[base][k]) if base in exp.runs else ""
+            lines.append(f"| {r.label} | {r.train_seed} | {' | '.join(unit_facts(r))} | {story} |")
     lines.append("")
-    if {"net1", "net3"} <= set(runs_by_net):
-        r1, r3 = first_to_fc1(runs_by_net["net1"]), first_to_fc1(runs_by_net["net3"])
-        if r3 == 0:
-            ratio = "none at all"
-        elif r3 < r1:
-            ratio = f"{r1 / r3:.2g}× less gradient, relative to its classifier, than Net1's"
-        else:
-            ratio = f"{r3 / r1:.2g}× more gradient, relative to its classifier, than Net1's (no vanishing)"
-        lines.append(f"Mean gradient norm of the first conv relative to fc1: Net1 {r1:.3g}, Net3 {r3:.3g}, so "
-                     f"Net3's first layer gets {ratio}.")
-        loss1, loss3 = (stat(summaries[n]["final_train_cross_entropy"])[0] for n in ("net1", "net3"))
-        lines.append(f"Final training loss: Net1 {loss1:.3f}, Net3 {loss3:.3f}.")
-        runs3 = runs_by_net["net3"]
-        dead3 = sum(map(ends_with_dead_layer, runs3))
-        if dead3:
-            where = "" if len(runs3) == 1 else f" in {dead3} of its {len(runs3)} seeds"
-            lines.append(f"So Net3's failure{where} is dead units, not merely vanishing gradients: a dead layer "
-                         "blocks all gradient to the layers before it, and no learning rate can revive it.")
-        elif r3 < r1 / 3 and loss3 > loss1:
-            lines.append("Both point the same way: the deep chain shrinks the gradient reaching the early "
-                         "layers and Net3 fits the training set worse, which is what vanishing gradients look like.")
-        elif r3 < r1 / 3:
-            lines.append("The early-layer gradient is clearly smaller in Net3, but Net3 still fits the training "
-                         "set as well as Net1, so the effect does not stop it from learning here.")
-        else:
-            lines.append("The first-layer gradient of Net3 is not much smaller than Net1's, so this run shows no "
-                         "clear sign of vanishing gradients.")
-    for name in runs_by_net:
-        if NETS[name].block in ("bn", "res"):
-            runs = runs_by_net[name]
-            dead = sum(map(ends_with_dead_layer, runs))
-            lines.append(f"{net_label(name)} {'keeps its units alive' if dead == 0 else 'still loses whole layers'}: "
-                         f"{dead} of {len(runs)} seed{'s' if len(runs) > 1 else ''} end with a dead layer.")
+    for base, name in exp.base_pairs():
+        stories = [gradient_story(d, b) for d, b in zip(exp.runs[name], exp.runs[base])]
+        lb, ld, n = net_label(base), net_label(name), seeds_text(exp.seeds)
+        if changed_fields(name) == {"extra_convs"}:
+            lines.append(f"{ld} against {lb}: dead units in {stories.count('dead')} of {n} (no learning rate revives "
+                         f"them), vanishing gradients (a first-layer gradient over 3× smaller than {lb}'s, no layer "
+                         f"dead) in {stories.count('vanishing')}, a healthy gradient in {stories.count('healthy')}; "
+                         f"final training loss {pm(exp.values(name, 'final_train_cross_entropy'), 1, 3, '')} against "
+                         f"{pm(exp.values(base, 'final_train_cross_entropy'), 1, 3, '')}.")
+        elif NETS[base].extra_convs and NETS[name].extra_convs:
+            lines.append(f"{ld} {'keeps its units alive' if 'dead' not in stories else 'still loses whole layers'}: "
+                         f"dead units in {stories.count('dead')} of {n} ({lb}: "
+                         f"{sum(bool(dead_layers(r, r.epochs)) for r in exp.runs[base])}).")
     return lines
 
 
-def report_table(runs_by_net: dict[str, list[dict]], times: dict[str, list[float]]) -> list[str]:
-    finals = [(split, m) for split in SPLITS for m in METRICS]
-    lines = ["| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
-             + " | params | training time |",
-             "|---" * (5 + len(finals)) + "|"]
-    for name, runs in runs_by_net.items():
-        s = net_summary(runs)
-        cells = [pm(s[f"final_{split}_{m.key}"]) if m.percent else pm(s[f"final_{split}_{m.key}"], 1, 3, "")
-                 for split, m in finals]
-        lines.append(f"| {net_label(name)} | {pm(s['best_val_acc'])} | {pm(s['best_epoch'], 1, int(len(runs) > 1), '')} "
-                     f"| {' | '.join(cells)} | {runs[0]['params']:,} | {pm(times[name], 1, 0, ' s')} |")
-    return lines
-
-
-def answer_padding(runs_by_net: dict, summaries: dict) -> list[str]:
-    if not {"net1", "net2"} <= set(runs_by_net):
-        return ["Not measured: this run did not train both net1 and net2."]
-    cmp = paired_difference(summaries["net1"]["best_val_acc"], summaries["net2"]["best_val_acc"])
-    line = describe_difference("net1", "net2", cmp)
-    if cmp["excludes_zero"]:
-        line += f" Padding {'helped' if cmp['diff'] > 0 else 'hurt'} here."
-    elif cmp["seeds"] > 1:
-        line += " On these numbers padding makes no difference that the runs can resolve."
-    return [line]
-
-
-def answer_ranking(runs_by_net: dict, summaries: dict) -> list[str]:
-    order = sorted(summaries, key=lambda n: -stat(summaries[n]["best_val_acc"])[0])
-    ranked = " > ".join(f"{net_label(n)} ({pm(summaries[n]['best_val_acc'])})" for n in order)
-    lines = [f"By best val accuracy: {ranked}."]
-    seeds = len(summaries[order[0]]["best_val_acc"])
-    if seeds == 1 and len(order) > 1:
+def answer_ranking(exp: Experiment) -> list[str]:
+    order = sorted(exp.nets, key=lambda n: -np.mean(exp.values(n, BEST_VAL)))
+    lines = [f"By best val accuracy: {' > '.join(f'{net_label(n)} ({pm(exp.values(n, BEST_VAL))})' for n in order)}."]
+    if exp.seeds == 1 and len(order) > 1:
         lines.append("With one seed, gaps of a few points may be noise; `--seeds N` measures it.")
-    for a, b in comparisons(summaries) if seeds > 1 else []:
-        lines.append(f"- {describe_difference(a, b, paired_difference(summaries[a]['best_val_acc'], summaries[b]['best_val_acc']))}")
-    if seeds > 1:
-        lines += [line for name, runs in runs_by_net.items() if (line := collapse_line(name, runs))]
-    lines.append(f"Best performer in this run: {net_label(order[0])}.")
-    return lines
+    if exp.seeds > 1:
+        lines += [f"- {describe_difference(exp, a, b)}" for a, b in exp.base_pairs()]
+    for name, runs in exp.runs.items():
+        stuck, learned = [r for r in runs if r.at_chance], exp.learned(name)
+        if stuck and exp.seeds > 1:
+            lines.append(f"- {net_label(name)}: {len(stuck)} of {seeds_text(len(runs))} stayed at chance (best val "
+                         f"{pm([r.value(BEST_VAL) for r in stuck])}, seeds {', '.join(str(r.train_seed) for r in stuck)})"
+                         + (f"; the {len(learned)} that learned reached {pm([r.value(BEST_VAL) for r in learned])}, so "
+                            "its mean hides two regimes." if learned else "."))
+    return lines + [f"Best performer in this run: {net_label(order[0])}."]
 
 
-def collapse_line(name: str, runs: list[dict]) -> str | None:
-    """How many seeds of a net stayed at chance; collapsed and learning seeds summarised apart."""
-    stuck = [r for r in runs if at_chance(r)]
-    if not stuck:
-        return None
-    text = (f"- {net_label(name)}: {len(stuck)} of {len(runs)} seeds stayed at chance "
-            f"(best val {pm(net_summary(stuck)['best_val_acc'])}, seeds "
-            f"{', '.join(str(r['config']['train_seed']) for r in stuck)})")
-    learned = [r for r in runs if not at_chance(r)]
-    if learned:
-        text += (f"; the {len(learned)} that learned reached {pm(net_summary(learned)['best_val_acc'])}, so its "
-                 "mean hides two regimes")
-    return text + "."
-
-
-def most_confused_pair(matrix: np.ndarray, classes: Sequence[str]) -> tuple[str, str, int, int] | None:
-    """The class pair with the largest symmetric off-diagonal sum, its count and all errors;
-    None when there is no error at all."""
-    errors = int(matrix.sum() - np.trace(matrix))
-    if errors == 0:
-        return None
+def confused_pairs(matrix: np.ndarray, classes: Sequence[str]) -> list[tuple[str, str, int]]:
+    """Class pairs with errors by their symmetric off-diagonal count, most confused first."""
     sym = matrix + matrix.T
-    np.fill_diagonal(sym, 0)
-    i, j = np.unravel_index(int(np.argmax(np.triu(sym))), sym.shape)
-    return classes[i], classes[j], int(sym[i, j]), errors
+    pairs = [(classes[i], classes[j], int(sym[i, j])) for i in range(len(classes)) for j in range(i + 1, len(classes))]
+    return sorted((p for p in pairs if p[2] > 0), key=lambda p: -p[2])
 
 
-def single_predicted_class(matrix: np.ndarray) -> int | None:
-    """The one class a collapsed net predicts for every image, or None."""
-    used = np.flatnonzero(matrix.sum(0))
-    return int(used[0]) if len(used) == 1 else None
-
-
-def answer_hardest(runs_by_net: dict, manifest: dict | None, figure_dir: str = "") -> list[str]:
+def answer_hardest(exp: Experiment) -> list[str]:
     lines, pairs = [], []
-    for name, runs in runs_by_net.items():
-        classes = runs[0]["classes"]
-        matrix = sum(r["confusion matrix"]["val confusion"] for r in runs)
-        only = single_predicted_class(matrix)
-        pair = most_confused_pair(matrix, classes)
-        recall = np.diag(matrix) / np.maximum(1, matrix.sum(1))
-        worst = classes[int(np.argmin(recall))]
-        if only is not None:
-            lines.append(f"- {net_label(name)} predicts one class ({classes[only]}) for every val image, so it has no "
-                         "confused pair: it has not learned to tell the classes apart.")
+    for name, runs in exp.runs.items():
+        learned = exp.learned(name)
+        left_out = (f" (its {seeds_text(len(runs) - len(learned))} at chance left out)"
+                    if 0 < len(learned) < len(runs) else "")
+        matrix = sum(r.val_confusion for r in learned) if learned else None
+        if matrix is None or len(np.flatnonzero(matrix.sum(0))) == 1:
+            lines.append(f"- {net_label(name)} {'stayed at chance' if not learned else 'predicts one class'}"
+                         f"{' in every seed' if exp.seeds > 1 and not learned else ''}: it has not learned to tell the "
+                         "classes apart, so its confusions say nothing about which classes are hard.")
             continue
-        if pair is None:
+        ranked = confused_pairs(matrix, learned[0].classes)
+        if not ranked:
             lines.append(f"- {net_label(name)}: no val errors.")
             continue
-        a, b, n, errors = pair
+        (a, b, n), errors = ranked[0], int(matrix.sum() - np.trace(matrix))
+        recall = np.diag(matrix) / np.maximum(1, matrix.sum(1))
         pairs.append((a, b))
-        hard = runs[0]["hardest"]
-        noisy = sum(bool(h["also_shows"]) for h in hard)
-        lines.append(f"- {net_label(name)}: most confused pair **{a} / {b}** ({n} images, {100 * n / errors:.0f}% of "
-                     f"its {errors} val errors); lowest recall: {worst} ({pct(float(recall.min()))}). Its hardest "
-                     f"val images ([`hardest_{name}.png`]({figure_dir}hardest_{name}.png)): {noisy} of the "
-                     f"{len(hard)} shown also show another class.")
-    lines.append("Confusions come from the symmetric off-diagonal sums of the best-epoch val confusion "
-                 "matrices (summed over seeds).")
-    if manifest is not None and all(e.get("also_shows") is not None for e in manifest["entries"]):
-        for a, b in dict.fromkeys(pairs):
-            lines.append(shared_scene_sentence(manifest, a, b))
+        shown, figure = learned[0], exp.figure(learned[0], "hardest_{net}.png")
+        lines.append(f"- {net_label(name)}{left_out}: most confused pair **{a} / {b}** ({n} images, {100 * n / errors:.0f}% "
+                     f"of its {errors} val errors); lowest recall: {shown.classes[int(np.argmin(recall))]} "
+                     f"({pct(float(recall.min()))}). Its hardest val images ([`{figure}`]({figure})): "
+                     f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown also show "
+                     "another class.")
+    lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
+                 "the seeds in which a net learned.")
+    val = [e for e in (exp.manifest or {}).get("entries", []) if e["split"] == "val" and e.get("also_shows") is not None]
+    for a, b in dict.fromkeys(pairs) if val else ():  # label noise that no net can resolve
+        a_b, b_a = (sum(e["class"] == x and y in e["also_shows"] for e in val) for x, y in ((a, b), (b, a)))
+        lines.append(f"No val image of {a} or {b} shows the other class, so their confusion comes from how alike they "
+                     "look at this resolution, not from label noise." if a_b + b_a == 0 else
+                     f"{a_b + b_a} of the {sum(e['class'] in (a, b) for e in val)} val images of {a} and {b} "
+                     f"{'shows' if a_b + b_a == 1 else 'show'} both ({a_b} labelled {a}, {b_a} labelled {b}); each "
+                     "carries only the class it was drawn for, so part of this confusion is label noise that no net "
+                     "can resolve.")
     return lines
 
 
-def shared_scene_sentence(manifest: dict, a: str, b: str) -> str:
-    """How many val images of the pair show both classes: label noise no net can resolve."""
-    val = [e for e in manifest["entries"] if e["split"] == "val"]
-    a_with_b = sum(e["class"] == a and b in e["also_shows"] for e in val)
-    b_with_a = sum(e["class"] == b and a in e["also_shows"] for e in val)
-    n_pair = sum(e["class"] in (a, b) for e in val)
-    both = a_with_b + b_with_a
-    if both == 0:
-        return (f"No val image of {a} or {b} shows the other class, so their confusion comes from how "
-                "alike they look at this resolution, not from label noise.")
-    return (f"{both} of the {n_pair} val images of {a} and {b} {'shows' if both == 1 else 'show'} both "
-            f"({a_with_b} labelled {a}, {b_with_a} labelled {b}); each carries only the class it was drawn for, "
-            "so part of this confusion is label noise that no net can resolve.")
+@dataclass(frozen=True)
+class Remedy:
+    """A remedy of the original report's Q5; the nets that measure it name it in NetSpec.remedy."""
+
+    key: str
+    words: str      # as the original proposes it
+    treats: str     # "overfitting", "depth" (Net3's failure) or "underfitting": the advice that names it
+    unmeasured: str = ""  # why no net of a run can measure it, and what would
 
 
-def train_val_gap(s: dict) -> float:
-    return stat(s["final_train_class_acc"])[0] - stat(s["final_val_class_acc"])[0]
+REMEDIES = (
+    Remedy("residual", "residual connections for Net3", "depth"),
+    Remedy("batchnorm", "batch normalisation for Net3", "depth"),
+    Remedy("init", "Xavier initialisation (and He's, the one for ReLU)", "depth"),
+    Remedy("resolution", "a higher resolution than 64×64", "underfitting",
+           "it needs a dataset built at another `--image-size` from full-size COCO pictures, so one run cannot "
+           "measure it; `python hw4.py --data_dir DIR --download --image-size 128 --dataset-dir hw4_dataset_128 "
+           "--out results/size128` gives the run to compare with a 64×64 one"),
+    Remedy("data", "more training images per class", "overfitting"),
+    Remedy("augment", "noise or augmentation against overfitting", "overfitting"),
+    Remedy("dropout", "dropout", "overfitting"),
+    Remedy("fc", "more fully connected layers", "underfitting"),
+)
 
 
-def variant_of(base: str, *, augment: bool) -> list[str]:
-    return [n for n, s in NETS.items() if s.base == base and s.augment == augment]
+def remedy_nets(treats: str, base: str) -> list[str]:
+    """The nets of the table that measure, on `base`, a remedy against `treats`."""
+    keys = {r.key for r in REMEDIES if r.treats == treats}
+    return [n for n, s in NETS.items() if s.remedy in keys and s.base == base]
 
 
-def measured_variant_line(name: str, summaries: dict) -> str:
-    """A Q5 variant's effect, as numbers against its base net."""
-    spec, s, b = NETS[name], summaries[name], summaries[NETS[name].base]
-    cmp = paired_difference(b["best_val_acc"], s["best_val_acc"])
-    interval = (f" (paired 95% t-interval [{100 * cmp['ci95'][0]:+.1f}, {100 * cmp['ci95'][1]:+.1f}] points, "
-                f"{'excludes' if cmp['excludes_zero'] else 'includes'} 0)") if cmp["ci95"] else " (one seed)"
-    if spec.augment:
-        before, after = train_val_gap(b), train_val_gap(s)
-        verb = "cut" if abs(after) < abs(before) else "did not cut"
-        return (f"- Measured: augmentation {verb} {net_label(spec.base)}'s train − val accuracy gap (from "
-                f"{100 * before:.1f} to {100 * after:.1f} points) and moved its best val accuracy from "
-                f"{pm(b['best_val_acc'])} to {pm(s['best_val_acc'])}{interval}.")
-    return (f"- Measured: {net_label(name)} ({spec.about}) reaches {pm(s['best_val_acc'])} best val accuracy "
-            f"({net_label(spec.base)}: {pm(b['best_val_acc'])}){interval}.")
+def effect_text(cmp: Comparison) -> str:
+    """A variant's effect on best val accuracy against its base, in words that follow the interval."""
+    size = f"{100 * cmp.diff:+.1f} points"
+    if cmp.ci95 is None:
+        return f"{size} on one seed; the noise is unknown, so use `--seeds 3` or more"
+    if cmp.excludes_zero:
+        return f"{'helps' if cmp.diff > 0 else 'hurts'}: {size}, resolved at {cmp.seeds} seeds"
+    n = cmp.seeds_to_resolve()
+    return f"no effect resolved at {cmp.seeds} seeds ({size}" + (f"; about {n} seeds would resolve it)" if n else ")")
 
 
-def answer_improvement(summaries: dict, epochs: int, num_classes: int) -> list[str]:
-    lines = []
-    for name, s in summaries.items():
-        gap, train_acc = train_val_gap(s), stat(s["final_train_class_acc"])[0]
-        peak = stat(s["best_epoch"])[0]
-        stuck = sum(s["at_chance"])
-        if 0 < stuck < len(s["at_chance"]):
-            lines.append(f"- {net_label(name)}: {stuck} of its {len(s['at_chance'])} seeds stay at chance "
-                         "and the others learn (see Q3), so its means below mix two regimes.")
-        if gap > 0.1:
-            measured = any(v in summaries for v in variant_of(name, augment=True))
-            advice = ("" if measured else " Data augmentation (flips, crops; measure it with "
-                      f"`--nets {name} {(variant_of(name, augment=True) or [name + 'aug'])[0]}`), dropout or "
-                      "weight decay, and stopping at the best epoch would help.")
-            lines.append(f"- {net_label(name)}: train accuracy ends {100 * gap:.1f} points above val accuracy and val "
-                         f"peaks at epoch {peak:.0f} of {epochs}: it overfits.{advice}")
-        elif all(s["at_chance"]):
-            lines.append(f"- {net_label(name)}: train accuracy {pm(s['final_train_class_acc'])} is at chance level "
-                         f"({pct(1 / num_classes)}): it does not learn at all (see Q2).")
-        elif train_acc < 0.8:
-            lines.append(f"- {net_label(name)}: train accuracy is only {pm(s['final_train_class_acc'])} with a gap of "
-                         f"{100 * gap:.1f} points: it underfits. More epochs, a higher resolution than "
-                         "64×64 or more capacity would help.")
-        else:
-            lines.append(f"- {net_label(name)}: train/val gap {100 * gap:.1f} points, train accuracy "
-                         f"{pm(s['final_train_class_acc'])}: neither strong over- nor underfitting.")
-    lines += [measured_variant_line(n, summaries) for n in summaries if NETS[n].base in summaries]
-    deep_fixes = variant_of("net3", augment=False)
-    if ({"net1", "net3"} <= set(summaries) and not any(v in summaries for v in deep_fixes)
-            and stat(summaries["net3"]["best_val_acc"])[0] < stat(summaries["net1"]["best_val_acc"])[0]):
-        lines.append("- Net3 does worse than Net1 despite its depth: batch normalisation or residual "
-                     f"connections in the conv chain would let the extra layers train (not measured in this "
-                     f"run; `--nets net3 {' '.join(deep_fixes)}` measures it).")
+def remedy_verdict(exp: Experiment, name: str) -> str:
+    spec, cmp = NETS[name], exp.compare(NETS[name].base, name)
+    if spec.train_fraction < 1:
+        cost = f"{100 * -cmp.diff:.1f}"
+        return (f"training on {pct(spec.train_fraction)} of the images costs {cost} points"
+                f"{'' if cmp.excludes_zero else f'; {effect_text(cmp)}'}. Doubling the data is not measured here; "
+                f"returns per doubling usually shrink, so it would likely gain less than {cost} points, and only a "
+                "larger subset of COCO 2014 can show it")
+    stuck = exp.stuck(spec.base), exp.stuck(name)
+    return (f"at chance in {stuck[1]} of {seeds_text(exp.seeds)} against {stuck[0]} for {net_label(spec.base)}; "
+            if stuck[0] != stuck[1] else "") + effect_text(cmp)
+
+
+def remedy_table(exp: Experiment) -> list[str]:
+    lines = ["| remedy the original proposes | net (vs its base) | best val acc | final train − val gap | "
+             "seeds at chance | Δ best val acc | verdict |", "|---|---|---|---|---|---|---|"]
+    for remedy in REMEDIES:
+        nets = [n for n, s in NETS.items() if s.remedy == remedy.key]
+        measured = [n for n in nets if n in exp.runs and NETS[n].base in exp.runs]
+        if not measured:
+            lines.append(f"| {remedy.words} | {', '.join(nets) or '—'} | | | | | not measured in this run; "
+                         f"{remedy.unmeasured or nets_arg(nets) + ' measures it'} |")
+        for n in measured:
+            b = NETS[n].base
+            lines.append(f"| {remedy.words} | {net_label(n)} (vs {net_label(b)}) | {pm(exp.values(n, BEST_VAL))} vs "
+                         f"{pm(exp.values(b, BEST_VAL))} | {100 * np.mean(exp.values(n, 'gap')):.1f} vs "
+                         f"{100 * np.mean(exp.values(b, 'gap')):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
+                         f"{exp.seeds} | {difference_text(exp.compare(b, n))} | {remedy_verdict(exp, n)} |")
     return lines
 
 
-def write_report(out: Path, cfg: Config, runs_by_net: dict[str, list[dict]],
-                 times: dict[str, list[float]], manifest: dict | None = None) -> None:
-    """REPORT.md: tables, figures and the five answers, every sentence computed from the numbers."""
-    summaries = {name: net_summary(runs) for name, runs in runs_by_net.items()}
-    seeds = len(next(iter(runs_by_net.values())))
-    first = next(iter(runs_by_net.values()))[0]
-    conf = first["config"]
-    seed_text = (f"training seeds {cfg.training_seed}..{cfg.training_seed + seeds - 1}, paired across nets "
-                 "(mean ± std)" if seeds > 1 else f"training seed {conf.get('train_seed', cfg.training_seed)}")
+def diagnosis(exp: Experiment, name: str) -> str:
+    """One net's fit in a few words (the results table's last column): diverged, at chance, overfits,
+    underfits, or neither; with advice that names only nets of the table."""
+    runs, gap = exp.runs[name], float(np.mean(exp.values(name, "gap")))
+    diverged = [r.diverged_epoch for r in runs if r.diverged_epoch]
+    if diverged:
+        return f"diverged in epoch {min(diverged)}: lower `--lr`"
+    stuck = exp.stuck(name)
+    mixed = f"at chance in {stuck} of {seeds_text(len(runs))}, so its means mix two regimes; " if 0 < stuck < len(runs) else ""
+    if gap > OVERFIT_GAP:
+        helpers = [n for n in remedy_nets("overfitting", name) if n not in exp.runs]
+        return (mixed + f"overfits: train accuracy ends {100 * gap:.1f} points above val, val peaks at epoch "
+                f"{np.mean(exp.values(name, 'best_epoch')):.0f}" + (f" ({nets_arg(helpers)} measures remedies)"
+                                                                     if helpers else ""))
+    if stuck == len(runs):
+        return f"at chance ({pct(1 / len(exp.first.classes))}): it does not learn (Q2)"
+    if np.mean(exp.values(name, "final_train_class_acc")) < 0.8:
+        return mixed + "underfits: more epochs, resolution or capacity would help"
+    return mixed + "neither over- nor underfits"
+
+
+def answer_improvement(exp: Experiment) -> list[str]:
+    lines = ["The results table's last column diagnoses each net's fit."]
+    for base, name in exp.base_pairs():
+        fixes = remedy_nets("depth", name)
+        if (changed_fields(name) == {"extra_convs"} and fixes and not any(n in exp.runs for n in fixes)
+                and np.mean(exp.values(name, BEST_VAL)) < np.mean(exp.values(base, BEST_VAL))):
+            lines.append(f"{net_label(name)} does worse than {net_label(base)} despite its depth: batch normalisation, "
+                         "residual connections or a better initialisation could let the extra layers train (not "
+                         f"measured in this run; {nets_arg(fixes)} measures them).")
+    return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
+                    "variant vs base; Δ: variant − base, paired by seed):", "", *remedy_table(exp)]
+
+
+@dataclass(frozen=True)
+class Question:
+    heading: str
+    answer: Callable[[Experiment], list[str]]
+
+
+QUESTIONS = (
+    Question("Q1. Does padding make a difference?", answer_padding),
+    Question("Q2. Does Net3 show vanishing gradients?", answer_vanishing),
+    Question("Q3. Which net is best?", answer_ranking),
+    Question("Q4. Which classes are hardest, and why?", answer_hardest),
+    Question("Q5. What would improve the results?", answer_improvement),
+)
+
+# --- The original report's claims, checked: one row each, with the function that measures it.
+
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+NET1, NET2, NET3 = DEFAULT_NETS  # the nets the original report's claims are about
+
+
+def claim_verdict(ci: tuple[float, float] | None, claimed: float | None, seeds: int,
+                  seeds_needed: int | None = None) -> str:
+    """The rule for a claimed positive difference (its value, or None for a direction only): reproduced
+    when the 95% paired interval excludes 0 on the claimed side, not reproduced when it excludes the
+    claim, otherwise not resolved at this many seeds."""
+    if ci is None:
+        return f"not resolved at {seeds_text(seeds)} (one seed has no interval; rerun with `--seeds 3` or more)"
+    if ci[0] > 0:
+        return REPRODUCED
+    if ci[1] <= 0 if claimed is None else ci[1] < claimed:
+        return NOT_REPRODUCED
+    return f"not resolved at {seeds_text(seeds)}" + (f" (about {seeds_needed} would likely resolve it)" if seeds_needed
+                                                     else " (the difference is too small to resolve with seeds)")
+
+
+def difference_claim(cmp: Comparison, claimed: float | None = None) -> str:
+    return claim_verdict(cmp.ci95, claimed, cmp.seeds, cmp.seeds_to_resolve())
+
+
+def combined_verdict(verdicts: Sequence[str]) -> str:
+    """Any part not reproduced: not reproduced; all reproduced: reproduced; else the first unresolved part."""
+    return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else next((v for v in verdicts if v != REPRODUCED), REPRODUCED)
+
+
+def check_differences(pairs: list[tuple[str, str]], what: str, claimed: float | None = None) -> Callable:
+    """A claim that each (a, b) pair has b > a in `what` (by `claimed`, or in direction only)."""
+    def check(exp: Experiment) -> tuple[str, str]:
+        cmps = [exp.compare(a, b, what) for a, b in pairs]
+        return (what.replace("_class_acc", " accuracy").replace("_", " ") + ": " + "; ".join(
+            f"{net_label(b)} − {net_label(a)} {difference_text(c)}" for (a, b), c in zip(pairs, cmps)),
+            combined_verdict([difference_claim(c, claimed) for c in cmps]))
+    return check
+
+
+def check_vanishing(exp: Experiment) -> tuple[str, str]:
+    loss = exp.compare(NET1, NET3, "final_train_cross_entropy")
+    stories = [gradient_story(d, b) for d, b in zip(exp.runs[NET3], exp.runs[NET1])]
+    dead, vanishing, n = stories.count("dead"), stories.count("vanishing"), exp.seeds
+    measured = (f"final train loss {net_label(NET3)} − {net_label(NET1)}: {difference_text(loss, 1, '')}. In {dead} of "
+                f"{seeds_text(n)} a ReLU layer of {net_label(NET3)} died and the gradient reaching conv1 became exactly "
+                f"0 (not small: none); in {vanishing} its first-layer gradient, relative to fc1, was over 3× smaller "
+                f"than {net_label(NET1)}'s with no layer dead; it stayed at chance in {exp.stuck(NET3)}.")
+    if dead * 2 > n or dead == vanishing == 0:  # the usual mechanism is another one, or there is none
+        return measured, NOT_REPRODUCED
+    return measured, combined_verdict([difference_claim(loss), REPRODUCED if vanishing == n
+                                       else f"not resolved at {seeds_text(n)}"])
+
+
+def check_cat_dog(exp: Experiment) -> tuple[str, str]:
+    parts, verdicts = [], []
+    for name in (NET1, NET2, NET3):
+        learned = exp.learned(name)
+        if not learned:
+            parts.append(f"{net_label(name)} stayed at chance in every seed (no confusion pattern)")
+            verdicts.append(f"not resolved at {seeds_text(exp.seeds)} ({net_label(name)} learned in none)")
+            continue
+        top = confused_pairs(sum(r.val_confusion for r in learned), exp.first.classes)[:1]
+        per_seed = sum({p[0], p[1]} == {"cat", "dog"} for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
+        parts.append(f"{net_label(name)}: {'/'.join(top[0][:2]) if top else 'none'} (cat/dog first in {per_seed} of "
+                     f"{len(learned)} learning seeds)")
+        verdicts.append(REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"} else NOT_REPRODUCED)
+    return "most confused val pair: " + "; ".join(parts), combined_verdict(verdicts)
+
+
+def check_net3_airplane_bus(exp: Experiment) -> tuple[str, str]:
+    learned = exp.learned(NET3)
+    if not learned:
+        return (f"{net_label(NET3)} stayed at chance in every seed, predicting about one class, so it has no "
+                "confusion pattern to compare", f"not resolved at {seeds_text(exp.seeds)} ({net_label(NET3)} "
+                                                       "learned in none)")
+    matrix = sum(r.val_confusion for r in learned)
+    ranked = confused_pairs(matrix, exp.first.classes)
+    rank = next((k for k, p in enumerate(ranked, 1) if {p[0], p[1]} == {"airplane", "bus"}), None)
+    where = (f"#{rank} of its confused pairs ({ranked[rank - 1][2]} of {int(matrix.sum() - np.trace(matrix))} errors)"
+             if rank else "never confused")
+    return (f"airplane/bus is {net_label(NET3)}'s {where}, over the {len(learned)} seeds in which it learned (claimed: "
+            "second after cat/dog)", REPRODUCED if rank and rank <= 2 else NOT_REPRODUCED)
+
+
+def check_overfit(exp: Experiment) -> tuple[str, str]:
+    gaps = {name: paired_difference([OVERFIT_GAP] * exp.seeds, exp.values(name, "gap")) for name in (NET1, NET2)}
+    return (f"final train − val accuracy gap (claimed: large, taken as over {100 * OVERFIT_GAP:.0f} points): "
+            + "; ".join(f"{net_label(n)} {difference_text(dataclasses.replace(g, diff=g.diff + OVERFIT_GAP))}"
+                        for n, g in gaps.items()),
+            combined_verdict([difference_claim(g) for g in gaps.values()]))
+
+
+def check_randomness(exp: Experiment) -> tuple[str, str]:
+    """The original allows the order of the nets to vary with the seed and claims only that performance
+    will not change significantly: reproduced when every net's best val accuracy varies by under
+    SEED_SPREAD across seeds (sample std) and no net learns in some seeds but not in others."""
+    nets = [NET1, NET2, NET3]
+    if exp.seeds < 2:
+        return "one seed", claim_verdict(None, None, 1)
+    orders: dict[str, list[int]] = {}
+    for k in range(exp.seeds):
+        ranked = sorted(nets, key=lambda n: -exp.runs[n][k].value(BEST_VAL))
+        orders.setdefault(" > ".join(map(net_label, ranked)), []).append(exp.runs[NET1][k].train_seed)
+    mixed = [net_label(n) for n in nets if 0 < exp.stuck(n) < exp.seeds]
+    spread = {n: float(mean_std(exp.values(n, BEST_VAL))[1]) for n in nets}
+    measured = (f"std of best val accuracy over the seeds: " + ", ".join(f"{net_label(n)} {100 * v:.1f}"
+                                                                         for n, v in spread.items())
+                + f" points (claimed: insignificant, taken as under {100 * SEED_SPREAD:.0f}); order by best val "
+                "accuracy: " + "; ".join(f"{o} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})" for o, s in orders.items())
+                + (f". {', '.join(mixed)} learned in some seeds and stayed at chance in others" if mixed else "") + ".")
+    return measured, REPRODUCED if max(spread.values()) < SEED_SPREAD and not mixed else NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A finding of the original report: its words, the nets and classes it is about, and the check that
+    turns this run's numbers into (what was measured, a verdict)."""
+
+    question: str
+    words: str
+    check: Callable[[Experiment], tuple[str, str]]
+    nets: tuple[str, ...] = (NET1, NET2, NET3)
+    classes: tuple[str, ...] = ()
+
+
+CLAIMS = (
+    Claim("Q1", "Padding increased train accuracy by 0.8 points (Net2 over Net1).",
+          check_differences([(NET1, NET2)], "best_train_class_acc", 0.008), (NET1, NET2)),
+    Claim("Q1", "Padding increased val accuracy by 0.4 points (Net2 over Net1).",
+          check_differences([(NET1, NET2)], BEST_VAL, 0.004), (NET1, NET2)),
+    Claim("Q2", "Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small.",
+          check_vanishing, (NET1, NET3)),
+    Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on train.",
+          check_differences([(NET1, NET2), (NET3, NET1)], "best_train_class_acc")),
+    Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on val.",
+          check_differences([(NET1, NET2), (NET3, NET1)], BEST_VAL)),
+    Claim("Q4", "Cat/dog is the hardest pair for all three nets.", check_cat_dog, classes=("cat", "dog")),
+    Claim("Q4", "Net3 also confuses airplane and bus (less than cat and dog).", check_net3_airplane_bus, (NET3,),
+          ("airplane", "bus")),
+    Claim("Discussion", "Net1 and Net2 overfit, with a large gap between train and val accuracy.", check_overfit,
+          (NET1, NET2)),
+    Claim("Discussion", "The run-to-run randomness (no seed fixed) will not change the performance significantly.",
+          check_randomness),
+)
+
+
+def claim_row(exp: Experiment, claim: Claim) -> tuple[str, str]:
+    """(measured, verdict), or not applicable when the run lacks a net or a class the claim is about."""
+    missing = [n for n in claim.nets if n not in exp.runs] or [c for c in claim.classes if c not in exp.first.classes]
+    if missing:
+        return "—", f"not applicable (this run has no {', '.join(missing)})"
+    return claim.check(exp)
+
+
+def write_report(out: Path, exp: Experiment) -> None:
+    """REPORT.md: results, the original's claims checked, the figures of FIGURES, and QUESTIONS' answers."""
+    conf, seeds = exp.first.config, sorted(r.train_seed for r in next(iter(exp.runs.values())))
+    seed_text = (f"training seeds {seeds[0]}..{seeds[-1]}, paired across nets (mean ± std)" if len(seeds) > 1
+                 else f"training seed {seeds[0]}")
+    per_net = [p for p in FIGURES if p.per_net]
     lines = [
         "# hw4 report", "",
-        f"Classes: {', '.join(first['classes'])}; {conf['train_per_class']} train and {conf['val_per_class']} "
-        f"val images per class at {conf['image_size']}×{conf['image_size']} (subset seed "
-        f"{conf.get('subset_seed', cfg.seed)}); batch size {conf['batch_size']}, {conf['epochs']} epochs, "
-        f"Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); {seed_text}.", "",
-        "Every number and verdict below is computed from this run's metrics.", "",
-        "## Results", "", *report_table(runs_by_net, times), "",
-        "## Figures", "",
-        "![training samples](samples.png)", "",
-        "![learning curves per epoch](curves_epoch.png)", "",
-        "![learning curves per 100 iterations](curves_100steps.png)", "",
-        "![gradient norms](grad_norms.png)", "",
-        "![dead units](dead_units.png)", "",
+        f"Classes: {', '.join(exp.first.classes)}; {conf['train_per_class']} train and {conf['val_per_class']} val "
+        f"images per class at {conf['image_size']}×{conf['image_size']} (subset seed {conf['subset_seed']}); batch size "
+        f"{conf['batch_size']}, {conf['epochs']} epochs, Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); "
+        f"{seed_text}.", "", "Every number and verdict below is computed from this run's metrics.", "",
+        "## Results", "", *report_table(exp), "",
+        "## Does this reproduce the original report?", "",
+        "Each finding of the original report (its Q1–Q4 answers and discussion), checked against this run. A difference "
+        "is **reproduced** when its 95% paired interval over the seeds excludes 0 on the claimed side, **not "
+        "reproduced** when the interval excludes the claim, and **not resolved** when it holds both.", "",
+        "| question | the original's claim | measured in this run | verdict |", "|---|---|---|---|",
+        *(f"| {c.question} | {c.words} | {' | '.join(claim_row(exp, c))} |" for c in CLAIMS), "",
+        "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in FIGURES if not p.per_net),
+        *([" ".join(f"![{net_label(n)} {p.caption}]({p.file.format(net=n)})" for p in per_net) + "\n" for n in exp.nets]
+          if exp.seeds == 1 else [f"Per-net figures ({', '.join(p.caption for p in per_net)}) of each seed are in "
+                                  "`seed_<s>/`.\n"]),
     ]
-    figure_dir = "" if seeds == 1 else f"seed_{cfg.training_seed}/"
-    if seeds == 1:
-        for name in runs_by_net:
-            lines += [f"![{name} train confusion](confusion_{name}_train.png) "
-                      f"![{name} val confusion](confusion_{name}_val.png)", ""]
-    else:
-        lines += ["Confusion matrices and hardest images of each seed are in `seed_<s>/`; Q4 links the "
-                  "first seed's.", ""]
-    lines += ["## Q1. Does padding make a difference?", "", *answer_padding(runs_by_net, summaries), "",
-              "## Q2. Does Net3 show vanishing gradients?", "", *answer_vanishing(runs_by_net, summaries), "",
-              "## Q3. Which net is best?", "", *answer_ranking(runs_by_net, summaries), "",
-              "## Q4. Which classes are hardest, and why?", "", *answer_hardest(runs_by_net, manifest, figure_dir),
-              "", "## Q5. What would improve the results?", "",
-              *answer_improvement(summaries, conf["epochs"], len(first["classes"])), ""]
+    for question in QUESTIONS:
+        lines += [f"## {question.heading}", "", *question.answer(exp), ""]
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
-def write_seeds_summary(out: Path, cfg: Config, runs_by_net: dict[str, list[dict]],
-                        times: dict[str, list[float]]) -> None:
-    """The top-level metrics.json of a --seeds run: per-net mean ± std, paired comparisons with
-    95% t-intervals, and the seeds that stayed at chance."""
-    summaries = {name: net_summary(runs) for name, runs in runs_by_net.items()}
+def write_seeds_summary(out: Path, exp: Experiment) -> None:
+    """The top-level metrics.json of a --seeds run: per net the numbers per seed with mean and std, the
+    paired comparisons with 95% t-intervals, the seeds at chance, and the claims table."""
     nets = {}
-    for name, s in summaries.items():
-        runs = runs_by_net[name]
-        nets[name] = {"seeds": [r["config"]["train_seed"] for r in runs], **s, "train_time_s": times[name],
-                      "seeds_at_chance": [r["config"]["train_seed"] for r, c in zip(runs, s["at_chance"]) if c],
-                      "dead_units": {k: mean_and_spread([r["dead_units"][k] for r in runs])[0].tolist()
-                                     for k in runs[0]["dead_units"]}}
-        for key in ("best_val_acc", "final_val_class_acc"):
-            nets[name][f"{key}_mean"], nets[name][f"{key}_std"] = stat(s[key])
-    pairs = {f"{b}-{a}": paired_difference(summaries[a]["best_val_acc"], summaries[b]["best_val_acc"])
-             for a, b in comparisons(summaries)}
-    write_json_atomic(out / "metrics.json", {"config": next(iter(runs_by_net.values()))[0]["config"],
-                                            "seeds": cfg.seeds, "nets": nets, "comparisons": pairs})
+    for name, runs in exp.runs.items():
+        nets[name] = {"seeds": [r.train_seed for r in runs], "train_time_s": [r.train_time_s for r in runs],
+                      "seeds_at_chance": [r.train_seed for r in runs if r.at_chance],
+                      "dead_units": {k: mean_std([r.dead_units[k] for r in runs])[0].tolist() for k in runs[0].dead_units}}
+        for what in (BEST_VAL, "best_train_class_acc", "best_epoch", "gap", *(f"final_{k}" for k in runs[0].epoch)):
+            values = exp.values(name, what)
+            nets[name][what] = values
+            nets[name][f"{what}_mean"], nets[name][f"{what}_std"] = (float(v) for v in mean_std(values))
+    pairs = {f"{b}-{a}": {**dataclasses.asdict(c := exp.compare(a, b)), "ci95": c.ci95, "excludes_zero": c.excludes_zero}
+             for a, b in exp.base_pairs()}
+    claims = [dict(zip(("question", "claim", "measured", "verdict"), (c.question, c.words, *claim_row(exp, c))))
+              for c in CLAIMS]
+    write_json_atomic(out / "metrics.json", {"config": exp.first.config, "seeds": exp.seeds, "nets": nets,
+                                             "comparisons": pairs, "claims": claims})
 
 
 # =============================================================================
-# Predict: classify images with saved weights
+# Predict: classify images with saved weights (the weights carry the net's spec and classes).
 # =============================================================================
 
 
-def spec_from_meta(meta: dict) -> NetSpec:
-    """The net's spec as saved in its weights (weights of older hw4 versions name a table entry)."""
-    if "spec" not in meta:
-        return NETS[meta["net"]]
-    saved = dict(meta["spec"])
-    saved["channels"] = tuple(saved["channels"])
-    return NetSpec(**saved)
-
-
-def load_trained_net(weights: str | Path, device: torch.device) -> tuple[HW4Net, dict]:
-    """Rebuild a net from its .pt file alone: the spec, image size and classes travel inside."""
-    path = Path(weights)
+def predict_images(weights: str | Path, images: Sequence[str | Path], device: str = "cpu") -> list[dict]:
+    """Class probabilities for each image, with the training preprocessing (RGB, resize, to_input). The
+    net is rebuilt from its .pt file alone: its spec, image size and classes travel inside."""
+    dev, path = pick_device(device), Path(weights)
     if not path.is_file():
         raise UserError(f"weights file not found: {path} (train first, e.g. `python hw4.py --demo`)")
     try:
         state = quiet_torch_load(path)
         meta = state["_extra_state"]
-        net = build_net(meta["net"], meta["image_size"], meta["classes"], spec_from_meta(meta))
+        spec = NetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["spec"].items()})
+        net = build_net(meta["net"], meta["image_size"], meta["classes"], spec)
         net.load_state_dict(state)
     except Exception as exc:
         raise UserError(f"{path} is not hw4 weights ({type(exc).__name__}); pass a <net>.pt written by hw4, "
                         "such as results/net1.pt") from None
-    return net.to(device, memory_format=memory_format(device)).eval(), meta
-
-
-def predict_images(weights: str | Path, images: Sequence[str | Path], device: str = "cpu") -> list[dict]:
-    """Class probabilities for each image, with the training preprocessing (RGB, resize, to_input)."""
-    dev = pick_device(device)
-    net, meta = load_trained_net(weights, dev)
+    net = net.to(dev, memory_format=memory_format(dev)).eval()
     batch = []
-    for path in images:
-        if not Path(path).is_file():
-            raise UserError(f"image not found: {path}")
+    for image in images:
+        if not Path(image).is_file():
+            raise UserError(f"image not found: {image}")
         try:
-            img = decode_rgb_thumbnail(path, meta["image_size"])
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise UserError(f"cannot read {path} as an image ({type(exc).__name__}); pass JPEG/PNG files") from None
-        batch.append(np.asarray(img).transpose(2, 0, 1))
+            batch.append(np.asarray(decode_rgb_thumbnail(image, meta["image_size"])).transpose(2, 0, 1))
+        except IMAGE_ERRORS as exc:
+            raise UserError(f"cannot read {image} as an image ({type(exc).__name__}); pass JPEG or PNG files of "
+                            "reasonable size") from None
     with torch.no_grad():
         probs = torch.softmax(net(to_input(torch.from_numpy(np.stack(batch)).to(dev))), dim=1).cpu().numpy()
     classes = meta["classes"]
-    return [{"image": str(path), "class": classes[int(p.argmax())], "probs": dict(zip(classes, p.tolist()))}
-            for path, p in zip(images, probs)]
+    return [{"image": str(image), "class": classes[int(p.argmax())], "probs": dict(zip(classes, p.tolist()))}
+            for image, p in zip(images, probs)]
 
 
 def predict_main(argv: Sequence[str]) -> int:
     parser = OneLineErrorParser(prog="hw4.py predict",
                                 description="Classify images with weights saved by hw4 (net1.pt ...).")
-    parser.add_argument("--weights", required=True, help="a <net>.pt written by hw4 (required)")
+    parser.add_argument("--weights", required=True, type=path_argument, help="a <net>.pt written by hw4 (required)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="(default: cpu)")
-    parser.add_argument("images", nargs="+", help="image files (any mode PIL reads; converted to RGB)")
+    parser.add_argument("images", nargs="+", type=path_argument,
+                        help="image files (any mode PIL reads; converted to RGB)")
     args = parser.parse_args(argv)
     for row in predict_images(args.weights, args.images, args.device):
         probs = "  ".join(f"{c} {p:.3f}" for c, p in row["probs"].items())
@@ -2728,7 +2921,7 @@ def predict_main(argv: Sequence[str]) -> int:
 
 
 # =============================================================================
-# CLI: argparse built from the Config fields, then main()
+# CLI: argparse built from the Config fields, the checks that run before any work, then main().
 # =============================================================================
 
 
@@ -2753,13 +2946,13 @@ def help_default(f: dataclasses.Field) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every Config field with a flag becomes an option; its help and default come from the field."""
+    """Every Config field with a flag becomes an option; its help, default and range come from the field."""
     p = OneLineErrorParser(
         prog="hw4.py",
         description="Build the 5-class COCO subset, train Net1/Net2/Net3 (and opt-in variants) and report. "
                     "Also: `hw4.py predict --weights W IMAGE...`.")
     groups = {name: p.add_argument_group(name) for name in ("data", "download", "training")}
-    groups["data"].add_argument("--data_dir", "--data-dir", dest="data_dir", default=".",
+    groups["data"].add_argument("--data_dir", "--data-dir", dest="data_dir", default=".", type=path_argument,
                                 help="folder holding coco/annotations/instances_train2014.json and "
                                      "coco/images/ (default: .)")
     for f in dataclasses.fields(Config):
@@ -2785,7 +2978,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Fill in the mode-dependent defaults (--demo or full) and check what argparse cannot."""
+    """Fill in the mode-dependent defaults (--demo or full) and check what one flag alone cannot."""
     data_dir = Path(DEMO_DATA_DIR if args.demo else args.data_dir)
     values = {}
     for f in dataclasses.fields(Config):
@@ -2797,65 +2990,79 @@ def config_from_args(args: argparse.Namespace) -> Config:
         values[f.name] = tuple(value) if isinstance(value, list) else value
     values["ann_file"] = args.ann_file or str(data_dir / "coco" / "annotations" / "instances_train2014.json")
     values["image_dir"] = args.image_dir or str(data_dir / "coco" / "images")
-    nets = values["nets"]
-    values["nets"] = tuple(NETS) if "all" in nets else tuple(dict.fromkeys(nets))
-    if len(set(args.classes)) != len(args.classes):
-        raise UserError(f"--classes lists a class twice: {' '.join(args.classes)}")
-    if len(args.classes) < 2:
+    values["nets"] = tuple(NETS) if "all" in values["nets"] else tuple(dict.fromkeys(values["nets"]))
+    cfg = Config(**values)
+    if len(set(cfg.classes)) != len(cfg.classes):
+        raise UserError(f"--classes lists a class twice: {' '.join(cfg.classes)}")
+    if len(cfg.classes) < 2:
         raise UserError("--classes needs at least two classes")
-    if values["image_size"] < MIN_IMAGE_SIZE:  # the cheap check; check_before_work builds the nets
-        raise UserError(f"--image-size {values['image_size']} is too small for these nets; use at least "
-                        f"{MIN_IMAGE_SIZE}")
-    return Config(**values)
-
-
-def prepare_demo(cfg: Config, args: argparse.Namespace) -> None:
-    """Generate enough demo images for the requested subset (10% of them show two classes)."""
-    if args.ann_file or args.image_dir:
-        return
-    per_class = math.ceil(1.2 * (cfg.train_per_class + cfg.val_per_class)) + 10
-    ensure_demo_data(Path(DEMO_DATA_DIR), per_class)
+    if cfg.seed + cfg.seeds - 1 > MAX_SEED:
+        raise UserError(f"--seed {cfg.seed} with --seeds {cfg.seeds} runs past the largest seed, {MAX_SEED}; "
+                        "use a smaller --seed")
+    if args.demo and cfg.train_per_class + cfg.val_per_class > DEMO_MAX_PER_CLASS:
+        raise UserError(f"--demo generates at most {DEMO_MAX_PER_CLASS} images per class, but "
+                        f"--train-per-class {cfg.train_per_class} + --val-per-class {cfg.val_per_class} need more; "
+                        "lower them, or use real COCO with --data_dir")
+    return cfg
 
 
 def check_before_work(cfg: Config, args: argparse.Namespace) -> None:
     """Everything that can fail cheaply fails before the build and before any training."""
-    check_writable_dir(cfg.dataset_dir, "--dataset-dir")
-    if not args.build_only:
-        check_writable_dir(cfg.out, "--out")
-        if cfg.device != "auto":
-            pick_device(cfg.device)
-        for name in cfg.nets:  # a net that does not fit the image size fails here, not after the build
-            net_outline(name, cfg.image_size, cfg.classes)
+    check_folder_creatable(cfg.dataset_dir, "--dataset-dir")
+    if args.build_only:
+        return
+    check_folder_creatable(cfg.out, "--out")
+    if Path(cfg.out).resolve().is_relative_to(Path(cfg.dataset_dir).resolve()):
+        raise UserError(f"--out {cfg.out} lies inside --dataset-dir {cfg.dataset_dir}, which a rebuild replaces as "
+                        "a whole; put the results in another folder")
+    if cfg.device != "auto":
+        pick_device(cfg.device)
+    for name in cfg.nets:  # a net that does not fit the image size fails here, not after the build
+        net_outline(name, cfg.image_size, cfg.classes)
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handled like Ctrl-C: the run stops where it is, and every file it wrote stays whole."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    stage = "checking the arguments"
     try:
         if argv[:1] == ["predict"]:
             return predict_main(argv[1:])
         args = build_parser().parse_args(argv)
         cfg = config_from_args(args)
         check_before_work(cfg, args)
-        if args.demo:
-            prepare_demo(cfg, args)
-        coco = download_subset_images(cfg) if cfg.download and reusable_manifest(cfg) is None else None
+        if args.demo and not (args.ann_file or args.image_dir):  # enough images: 10% of them show two classes
+            stage = "generating the demo data"
+            ensure_demo_data(Path(DEMO_DATA_DIR), math.ceil(1.2 * (cfg.train_per_class + cfg.val_per_class)) + 10)
+        coco = None
+        if cfg.download and reusable_manifest(cfg) is None:
+            stage = "downloading the images"
+            coco = download_subset_images(cfg)
+        stage = "building the dataset"
         manifest = build_subset(cfg, coco)
         if args.build_only:
             print(f"dataset ready in {cfg.dataset_dir}")
             return 0
-        stop = StopRequest()
-        stop.install()
-        run_experiment(cfg, manifest, stop)
+        stage = "training"
+        run_experiment(cfg, manifest)
         print(f"results are in {cfg.out}/ (REPORT.md, metrics.json, results*.pkl, <net>.pt, *.png)")
         return 0
     except UserError as exc:
         print(f"hw4: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (Interrupted, KeyboardInterrupt) as exc:
-        detail = f" ({exc})" if str(exc) else ""
-        print(f"hw4: interrupted{detail}. Finished nets are kept; to continue, rerun the same command "
-              f"with --resume.", file=sys.stderr)
+    except (KeyboardInterrupt, BrokenProcessPool):  # Ctrl-C, SIGTERM, or a worker killed from outside
+        print("hw4: interrupted. Finished nets and epochs are kept; to continue, rerun the same command with "
+              "--resume (it redoes at most the epoch that was running)." if stage == "training" else
+              f"hw4: interrupted while {stage}; nothing was trained. Rerun the same command to start that again.",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""Shared helpers: the hw4 module, the third-party fixtures, generated demo COCO data, the CLI."""
+"""Shared helpers: the hw4 module, the third-party fixtures, generated demo COCO data, the CLI in-process
+and as a process, and one reference run that several tests compare against."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +19,66 @@ import hw4  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"  # copied in: a clone must pass with nothing beside it
 VISION_SYNTH = FIXTURES / "vision-synth" / "train"
+VS_ANN = VISION_SYNTH / "_annotations.coco.json"
 KWCOCO = FIXTURES / "kwcoco-shapes"
 PHOTOS = FIXTURES / "photos"
+# Every test that trains pins the CPU: the byte-for-byte comparisons hold on the CPU (README).
+CPU = ("--device", "cpu", "--threads", "1")
 
 
-def run_cli(*args, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python hw4.py ARGS` as a user would; returns the finished process."""
-    return subprocess.run([sys.executable, str(ROOT / "hw4.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+@dataclasses.dataclass
+class Ran:
+    """What a CLI run left: its exit code and its output (like subprocess.CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args) -> Ran:
+    """`python hw4.py ARGS` in this process: the same main(), exit code and streams, without the ~2 s
+    of a new interpreter importing torch. argparse's own exit is caught as the exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = hw4.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def run_cli(*args, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python hw4.py ARGS` as a new process, as a user runs it (for signals and process-level behaviour)."""
+    return subprocess.run([sys.executable, str(ROOT / "hw4.py"), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_cli(*args) -> subprocess.Popen:
+    """A running `python hw4.py ARGS`, unbuffered, so that a test can watch it and signal it."""
+    return subprocess.Popen([sys.executable, str(ROOT / "hw4.py"), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def assert_one_line_exit_2(result, *messages: str) -> None:
+    """Bad input: exit code 2 and one line on stderr that says what is wrong, never a traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    for message in messages:
+        assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
 
 
 def make_config(ann_file, image_dir, dataset_dir, **overrides) -> hw4.Config:
-    """A Config for tests: one build worker, small counts unless overridden."""
-    base = hw4.Config(ann_file=str(ann_file), image_dir=str(image_dir), dataset_dir=str(dataset_dir),
-                      workers=1, threads=1)
+    """A Config for tests: one build worker and one thread unless overridden."""
+    base = hw4.Config(ann_file=str(ann_file), image_dir=str(image_dir), dataset_dir=str(dataset_dir), workers=1,
+                      threads=1, device="cpu")
     return dataclasses.replace(base, **overrides)
 
 
 @pytest.fixture(scope="session")
 def demo_coco(tmp_path_factory) -> Path:
-    """A generated COCO-format set: 130 images per class, ~10% grayscale, ~10% with two classes."""
+    """A generated COCO-format set: 110 images per class, ~10% grayscale, ~10% with two classes."""
     root = tmp_path_factory.mktemp("demo_coco")
-    hw4.make_demo_coco(root, images_per_class=130, seed=0)
+    hw4.make_demo_coco(root, images_per_class=110, seed=0)
     return root
 
 
@@ -46,8 +88,31 @@ def demo_paths(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_built(demo_coco, tmp_path_factory):
-    """The demo set built at 32x32 with 100 train + 20 val per class: 125 iterations per epoch."""
+    """The demo set built at 16x16 with 85 train + 15 val per class: 107 iterations per epoch, so one
+    100-iteration window per epoch."""
     ann, images = demo_paths(demo_coco)
-    cfg = make_config(ann, images, tmp_path_factory.mktemp("tiny") / "ds", train_per_class=100,
-                      val_per_class=20, image_size=32, epochs=2)
-    return cfg, hw4.build_subset(cfg)
+    cfg = make_config(ann, images, tmp_path_factory.mktemp("tiny") / "ds", train_per_class=85, val_per_class=15,
+                      image_size=16, epochs=2)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cfg, hw4.build_subset(cfg)
+
+
+REFERENCE_NETS = ("net1", "net1drop", "net1aug", "net3bn")  # every RNG stream, and BatchNorm statistics
+
+
+def reference_args(tiny_built, out: Path) -> list:
+    """The CLI arguments of the reference run: tiny data, 2 epochs, nets that draw from every RNG stream
+    (order, augmentation, dropout) and that keep running statistics (BatchNorm)."""
+    cfg, _ = tiny_built
+    return ["--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85", "--val-per-class",
+            "15", "--image-size", "16", "--epochs", "2", "--dataset-dir", cfg.dataset_dir, "--out", out,
+            "--nets", *REFERENCE_NETS, *CPU]
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_built, tmp_path_factory) -> Path:
+    """One uninterrupted run, as a user starts it; resume, --jobs and predict tests compare against it."""
+    out = tmp_path_factory.mktemp("reference") / "r"
+    result = run_cli(*reference_args(tiny_built, out))
+    assert result.returncode == 0, result.stderr
+    return out

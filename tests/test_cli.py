@@ -1,61 +1,183 @@
-"""The command line: bad output folders fail at once, before any build or training, and --help."""
+"""The command line: bad input is one line and exit 2 before any work, interrupts stop cleanly, --help."""
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
 import hw4
-from conftest import VISION_SYNTH, run_cli
-
-VS_ANN = VISION_SYNTH / "_annotations.coco.json"
+from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, reference_args, run_cli,
+                      start_cli)
+from test_resume import assert_same_outputs, wait_for
 
 
 def base_args(tmp_path):
     return ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe",
             "--train-per-class", "4", "--val-per-class", "2", "--image-size", "32", "--epochs", "1",
-            "--threads", "1"]
+            "--workers", "1", "--dataset-dir", tmp_path / "ds", "--out", tmp_path / "out", *CPU]
 
 
-def assert_one_line_exit_2(result, *messages: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    for message in messages:
-        assert message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+def nothing_done(tmp_path) -> bool:
+    return not (tmp_path / "ds").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("flag", ["--out", "--dataset-dir"])
 def test_folder_flag_that_is_a_file_fails_before_any_work(tmp_path, flag):
     a_file = tmp_path / "taken"
     a_file.write_text("keep me")
-    folders = {"--out": tmp_path / "out", "--dataset-dir": tmp_path / "ds", flag: a_file}
-    result = run_cli(*base_args(tmp_path), "--out", folders["--out"], "--dataset-dir", folders["--dataset-dir"])
+    result = cli(*base_args(tmp_path), flag, a_file)
     assert_one_line_exit_2(result, f"{flag} {a_file} is a file", "pass a folder path")
-    assert a_file.read_text() == "keep me"
-    assert "epoch" not in result.stdout and "train" not in result.stdout, "nothing may be built or trained first"
-    assert not (tmp_path / "ds").exists() and not (tmp_path / "out").exists()
+    assert a_file.read_text() == "keep me" and nothing_done(tmp_path)
 
 
 def test_folder_below_a_file_fails_before_any_work(tmp_path):
     a_file = tmp_path / "taken"
     a_file.write_text("x")
-    result = run_cli(*base_args(tmp_path), "--out", a_file / "results", "--dataset-dir", tmp_path / "ds")
+    result = cli(*base_args(tmp_path), "--out", a_file / "results")
     assert_one_line_exit_2(result, f"--out {a_file / 'results'} cannot be created: {a_file} is a file")
-    assert not (tmp_path / "ds").exists()
+    assert nothing_done(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_out_that_cannot_be_created_fails_before_any_work(tmp_path):
+    assert_one_line_exit_2(cli(*base_args(tmp_path), "--out", "/proc/hw4-results"),
+                           "--out /proc/hw4-results cannot be created or written")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert_one_line_exit_2(cli(*base_args(tmp_path), "--out", loop / "r"), "is a broken symlink or a symlink loop")
+    assert nothing_done(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--dataset-dir", "--ann-file", "--image-dir", "--data_dir"])
+def test_a_path_component_longer_than_the_file_system_allows(tmp_path, flag):
+    assert_one_line_exit_2(cli(*base_args(tmp_path), flag, tmp_path / ("n" * 300)),
+                           f"argument {flag}", "path component", "is 300 bytes long; file systems allow 255")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "argument --seed: must be in [0, 4.29497e+09], got -1"),
+    (["--seed", "4294967296"], "argument --seed: must be in [0, 4.29497e+09], got 4294967296"),
+    (["--seed", "4294967295", "--seeds", "2"], "--seed 4294967295 with --seeds 2 runs past the largest seed"),
+    (["--lr", "0"], "argument --lr: must be in (0"),
+    (["--lr", "nan"], "argument --lr: must be in (0"),
+    (["--train-per-class", "100000000"], "argument --train-per-class: must be in [1, 100000], got 100000000"),
+    (["--workers", "0"], "argument --workers: must be in [1, 512], got 0"),
+    (["--jobs", "0"], "argument --jobs: must be in [1, 256], got 0"),
+    (["--seeds", "x"], "argument --seeds: expected an integer, got 'x'"),
+    (["--download-timeout", "0"], "argument --download-timeout: must be in (0, 86400], got 0"),
+])
+def test_every_numeric_flag_is_checked_when_parsed(tmp_path, args, message):
+    assert_one_line_exit_2(cli(*base_args(tmp_path), *args), message)
+    assert nothing_done(tmp_path)
+
+
+def test_results_inside_the_dataset_folder_are_refused_before_any_work(tmp_path):
+    """A rebuild replaces the dataset folder, so results there would be deleted: the layout is refused."""
+    for out in (tmp_path / "ds", tmp_path / "ds" / "results"):
+        assert_one_line_exit_2(cli(*base_args(tmp_path), "--out", out), f"--out {out} lies inside --dataset-dir")
+    assert nothing_done(tmp_path)
 
 
 def test_build_only_does_not_check_the_output_folder(tmp_path):
     a_file = tmp_path / "taken"
     a_file.write_text("x")
-    result = run_cli(*base_args(tmp_path), "--out", a_file, "--dataset-dir", tmp_path / "ds", "--build-only")
-    assert result.returncode == 0, result.stderr
+    assert cli(*base_args(tmp_path), "--out", a_file, "--build-only").returncode == 0
+
+
+def test_demo_sizes_are_bounded_before_the_demo_data_is_touched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    keep = tmp_path / "demo_data" / "coco" / "demo.json"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("earlier demo data")
+    assert_one_line_exit_2(cli("--demo", "--train-per-class", "100000000"), "must be in [1, 100000]")
+    assert_one_line_exit_2(cli("--demo", "--train-per-class", "4000", "--val-per-class", "2000"),
+                           "--demo generates at most 5000 images per class")
+    assert keep.read_text() == "earlier demo data"
+
+
+def test_an_interrupt_before_training_does_not_talk_about_resuming(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(hw4, "build_subset", interrupted)
+    result = cli(*base_args(tmp_path))
+    assert result.returncode == 130
+    assert result.stderr.strip() == ("hw4: interrupted while building the dataset; nothing was trained. Rerun the same "
+                                     "command to start that again.")
+
+
+def test_a_damaged_thumbnail_is_one_line_before_any_figure(tmp_path):
+    assert cli(*base_args(tmp_path), "--build-only").returncode == 0
+    victim = next((tmp_path / "ds" / "train_data").iterdir())
+    victim.write_bytes(b"no longer an image")
+    result = cli(*base_args(tmp_path))
+    assert_one_line_exit_2(result, f"cannot read {victim}", "rebuild")
+    assert not list(tmp_path.rglob("*.png")), "the decoding check comes before any figure"
+
+
+def stop(proc, sig, when: str) -> None:
+    """Signal a run once `when` ('start': its net table is printed and its workers start right after;
+    else a file that must exist first), then expect exit 130 with one line and no traceback."""
+    if when == "start":
+        while "fc1 in" not in proc.stdout.readline():
+            assert proc.poll() is None
+    else:
+        wait_for(Path(when), proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.startswith("hw4: interrupted.") and "--resume" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_jobs_2_stop_at_any_moment_with_130_and_resume_exactly(tiny_built, reference, tmp_path):
+    """With --jobs 2: Ctrl-C or SIGTERM while the workers start, and Ctrl-C while they train, stop the run
+    with exit 130 and one line; --resume then ends equal to the uninterrupted sequential run, so parallel
+    workers give exactly the sequential results."""
+    out = tmp_path / "r"
+    args = [*reference_args(tiny_built, out), "--jobs", "2"]
+    stop(start_cli(*args), signal.SIGINT, "start")
+    stop(start_cli(*args, "--resume"), signal.SIGTERM, "start")
+    stop(start_cli(*args, "--resume"), signal.SIGINT, str(out / "checkpoints" / "net1_last.pt"))
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_outputs(reference, out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """A SIGKILLed run must not leave its decoders or trainers running as orphans."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        import hw4
+        hw4.run_in_processes(time.sleep, [(60,), (60,)], 2, "fork", print)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)])
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+    deadline = time.time() + 30
+    while len(pids := children.read_text().split()) < 2:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in pids):
+        assert time.time() < deadline, "the workers outlived their parent"
+        time.sleep(0.05)
 
 
 def test_help_states_every_default_from_the_config():
-    text = hw4.build_parser().format_help()
+    text = " ".join(hw4.build_parser().format_help().split())
     for flag in ("--epochs", "--lr", "--nets", "--seeds", "--train-per-class", "--download-retries"):
         assert flag in text
-    assert text.count("(default:") >= 25
-    assert "(default: 15; 5 with --demo)" in " ".join(text.split())
-    assert "net3bn" in text and "net1aug" in text
+    assert text.count("(default:") >= 25 and "(default: 15; 5 with --demo)" in text
+    assert all(name in text for name in hw4.NETS)
 
 
 def test_nets_all_expands_to_the_whole_table():
@@ -63,3 +185,9 @@ def test_nets_all_expands_to_the_whole_table():
     assert cfg.nets == tuple(hw4.NETS)
     cfg = hw4.config_from_args(hw4.build_parser().parse_args(["--demo"]))
     assert (cfg.epochs, cfg.out, cfg.train_seed, cfg.training_seed) == (5, "results/demo", None, 5)
+
+
+def test_main_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    cli(*base_args(tmp_path), "--epochs", "0")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import hw4
-from conftest import ROOT, VISION_SYNTH, run_cli
+from conftest import ROOT, VISION_SYNTH, assert_one_line_exit_2, cli
 
 CLASSES = ["elephant", "giraffe", "kite"]
 
@@ -110,7 +110,7 @@ def mirror():
 def cli_args(data_dir: Path, mirror: Mirror, *extra) -> list:
     return ["--data_dir", data_dir, "--download", "--coco-url-base", mirror.url, "--classes", *CLASSES,
             "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", data_dir / "ds", "--build-only",
-            "--download-timeout", "1", "--download-retries", "3", *extra]
+            "--download-timeout", "1", "--download-retries", "3", "--workers", "1", *extra]
 
 
 def chosen_files(data_dir: Path) -> list[str]:
@@ -122,7 +122,7 @@ def no_partial_files(folder: Path) -> bool:
 
 
 def test_from_an_empty_data_dir_to_a_finished_subset(mirror, tmp_path):
-    result = run_cli(*cli_args(tmp_path, mirror))
+    result = cli(*cli_args(tmp_path, mirror))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "coco" / "annotations" / "instances_train2014.json").is_file()
     chosen = chosen_files(tmp_path)
@@ -131,7 +131,7 @@ def test_from_an_empty_data_dir_to_a_finished_subset(mirror, tmp_path):
     assert fetched == sorted(chosen), "exactly the chosen images are downloaded"
     assert "download: 18 downloaded, 0 already present, 0 retries, 0 failed for good" in result.stdout
     assert no_partial_files(tmp_path)
-    again = run_cli(*cli_args(tmp_path, mirror))
+    again = cli(*cli_args(tmp_path, mirror))
     assert again.returncode == 0 and "reusing" in again.stdout
     assert all(n == 1 for path, n in mirror.requests.items() if path.startswith("/train2014/"))
 
@@ -141,13 +141,13 @@ def test_faults_end_in_correct_files_and_a_reported_replacement(mirror, tmp_path
     cfg = hw4.Config(ann_file=str(VISION_SYNTH / "_annotations.coco.json"), image_dir=str(VISION_SYNTH),
                      classes=tuple(CLASSES), train_per_class=4, val_per_class=2)
     coco = hw4.load_coco(cfg.ann_file)
-    picks, *_ = hw4.select_subset(coco, cfg)
+    picks = hw4.select_subset(coco, cfg).picks
     names = [coco.imgs[i]["file_name"] for ids in picks.values() for i in ids]
     plan = {names[0]: ["503"], names[1]: ["cut"], names[2]: ["reset"], names[3]: ["slow"], names[4]: ["404"],
             names[5]: ["503", "cut", "reset"]}
     for name, faults in plan.items():
         mirror.faults[f"/train2014/{name}"] = list(faults)
-    result = run_cli(*cli_args(tmp_path, mirror))
+    result = cli(*cli_args(tmp_path, mirror))
     assert result.returncode == 0, result.stderr
     images = tmp_path / "coco" / "images"
     for name in names[:4] + names[5:6]:
@@ -169,16 +169,16 @@ def test_coco_url_is_used_without_a_base_and_bad_schemes_are_refused(mirror, tmp
     ann["images"][0]["coco_url"] = "file:///etc/passwd"
     ann_file = tmp_path / "instances.json"
     ann_file.write_text(json.dumps(ann))
-    result = run_cli("--ann-file", ann_file, "--image-dir", tmp_path / "img", "--download", "--classes", *CLASSES,
-                     "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "ds",
-                     "--build-only", "--download-timeout", "1")
+    result = cli("--ann-file", ann_file, "--image-dir", tmp_path / "img", "--download", "--classes", *CLASSES,
+                 "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "ds", "--build-only",
+                 "--download-timeout", "1", "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert len(chosen_files(tmp_path)) == 18
     assert ann["images"][0]["file_name"] not in chosen_files(tmp_path)
     assert not Path("/etc/passwd").read_bytes().startswith(b"\xff\xd8")
 
-    bad = run_cli(*cli_args(tmp_path / "other", mirror)[:-4], "--coco-url-base", "ftp://127.0.0.1/")
-    assert bad.returncode == 2 and "only http and https" in bad.stderr
+    bad = cli(*cli_args(tmp_path / "other", mirror), "--coco-url-base", "ftp://127.0.0.1/")
+    assert_one_line_exit_2(bad, "only http and https")
 
 
 def test_unsafe_names_never_leave_the_image_dir(mirror, tmp_path):
@@ -188,10 +188,10 @@ def test_unsafe_names_never_leave_the_image_dir(mirror, tmp_path):
             img["file_name"] = "../../escape.jpg"
     ann_file = tmp_path / "instances.json"
     ann_file.write_text(json.dumps(ann))
-    result = run_cli("--ann-file", ann_file, "--image-dir", tmp_path / "img", "--download", "--coco-url-base",
-                     mirror.url, "--classes", *CLASSES, "--train-per-class", "4", "--val-per-class", "2",
-                     "--dataset-dir", tmp_path / "ds", "--build-only")
-    assert result.returncode == 2 and "unsafe file_name '../../escape.jpg'" in result.stderr
+    result = cli("--ann-file", ann_file, "--image-dir", tmp_path / "img", "--download", "--coco-url-base",
+                 mirror.url, "--classes", *CLASSES, "--train-per-class", "4", "--val-per-class", "2",
+                 "--dataset-dir", tmp_path / "ds", "--build-only")
+    assert_one_line_exit_2(result, "unsafe file_name '../../escape.jpg'")
     assert not list(tmp_path.parent.glob("escape.jpg")) and not (tmp_path / "escape.jpg").exists()
 
 
@@ -209,7 +209,7 @@ def test_killed_download_resumes_without_refetching(mirror, tmp_path):
     done_before = {p.name for p in images.glob("*.jpg")}
     assert 5 <= len(done_before) < 18
     mirror.delay = 0.0
-    result = run_cli(*cli_args(tmp_path, mirror))
+    result = cli(*cli_args(tmp_path, mirror))
     assert result.returncode == 0, result.stderr
     assert f"{len(done_before)} already present" in result.stdout
     for name in done_before:
@@ -222,12 +222,11 @@ def test_truncated_file_from_an_earlier_tool_is_fetched_again(mirror, tmp_path):
     cfg = hw4.Config(ann_file=str(VISION_SYNTH / "_annotations.coco.json"), image_dir=str(VISION_SYNTH),
                      classes=tuple(CLASSES), train_per_class=4, val_per_class=2)
     coco = hw4.load_coco(cfg.ann_file)
-    picks, *_ = hw4.select_subset(coco, cfg)
-    first = coco.imgs[picks["elephant"][0]]["file_name"]
+    first = coco.imgs[hw4.select_subset(coco, cfg).picks["elephant"][0]]["file_name"]
     images = tmp_path / "coco" / "images"
     images.mkdir(parents=True)
     (images / first).write_bytes((VISION_SYNTH / first).read_bytes()[:500])  # like COCO.download's leftovers
-    result = run_cli(*cli_args(tmp_path, mirror))
+    result = cli(*cli_args(tmp_path, mirror))
     assert result.returncode == 0, result.stderr
     assert (images / first).read_bytes() == (VISION_SYNTH / first).read_bytes()
     assert mirror.requests[f"/train2014/{first}"] == 1
@@ -237,7 +236,24 @@ def test_unreachable_mirror_is_a_clean_error(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = run_cli("--data_dir", tmp_path, "--download", "--coco-url-base", f"http://127.0.0.1:{port}",
-                     "--build-only", "--download-retries", "0")
-    assert result.returncode == 2
-    assert "could not download" in result.stderr and "Traceback" not in result.stderr
+    result = cli("--data_dir", tmp_path, "--download", "--coco-url-base", f"http://127.0.0.1:{port}",
+                 "--build-only", "--download-retries", "0")
+    assert_one_line_exit_2(result, "could not download")
+
+
+def test_present_images_need_no_url(mirror, tmp_path):
+    """Images already in --image-dir are used even when the annotations give no coco_url and no mirror
+    is named: only a missing image needs a URL."""
+    ann = json.loads(json.dumps(mirror.ann))
+    images = tmp_path / "img"
+    images.mkdir()
+    for img in ann["images"]:
+        img.pop("coco_url", None)
+        (images / img["file_name"]).write_bytes((VISION_SYNTH / img["file_name"]).read_bytes())
+    ann_file = tmp_path / "instances.json"
+    ann_file.write_text(json.dumps(ann))
+    result = cli("--ann-file", ann_file, "--image-dir", images, "--download", "--classes", *CLASSES,
+                 "--train-per-class", "4", "--val-per-class", "2", "--dataset-dir", tmp_path / "ds", "--build-only",
+                 "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "0 downloaded, 18 already present" in result.stdout and not mirror.requests

@@ -38,7 +38,9 @@ def test_architectures_match_the_exercise():
     assert net3.watched_weights()[1] is net3.conv_chain[-1].conv.weight
     assert net1.watched_weights()[1] is net1.conv2.weight
     assert hw4.build_net("net1", 64, ("a", "b", "c")).fc2.out_features == 3
-    assert net3.relu_layers() == ["conv1", "conv2", *(f"chain{k}" for k in range(1, 11)), "fc1"]
+    taps = {}
+    net3(torch.rand(1, 3, 64, 64), taps)
+    assert list(taps) == ["conv1", "conv2", *(f"chain{k}" for k in range(1, 11)), "fc1"]
 
 
 def test_bn_and_residual_blocks():
@@ -61,7 +63,7 @@ def test_weights_carry_their_metadata(tmp_path):
     state = torch.load(tmp_path / "w.pt", weights_only=True)
     meta = state["_extra_state"]
     assert (meta["net"], meta["image_size"], meta["classes"]) == ("net2", 60, list(CLASSES))
-    assert meta["spec"]["padding"] == 1 and hw4.spec_from_meta(meta) == hw4.NETS["net2"]
+    assert meta["spec"]["padding"] == 1 and meta["spec"]["label"] == "Net2"
     again = hw4.build_net("net2", 60, CLASSES)
     again.load_state_dict(state)
     x = torch.rand(2, 3, 60, 60)
@@ -79,8 +81,58 @@ def test_net_table_is_printed(capsys):
     assert "6272" in out and "8192" in out and "406,885" in out
 
 
-def test_to_input_scales_like_totensor():
-    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+def test_to_input_is_exactly_totensor_scaling():
+    import torchvision.transforms.functional as TF
+
+    values = torch.arange(256, dtype=torch.uint8)
+    x = values.view(1, 1, 16, 16).expand(2, 3, 16, 16)
     y = hw4.to_input(x)
     assert y.dtype == torch.float32 and y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(y[0, :, 0, 0], torch.tensor([0.0, 0.2, 1.0]))
+    image = values.view(16, 16, 1).expand(16, 16, 3).numpy()
+    assert torch.equal(y[0], TF.to_tensor(image)), "bit for bit what torchvision's ToTensor gives"
+
+
+def test_dropout_variant_drops_only_while_training():
+    net = hw4.build_net("net1drop", 32, CLASSES)
+    x = torch.rand(2, 3, 32, 32)
+    net.eval()
+    assert torch.equal(net(x), net(x)), "no dropout in eval mode"
+    net.train()
+    torch.manual_seed(0)
+    a = net(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, net(x)) and not torch.equal(a, net(x)), "dropout draws from the seeded global RNG"
+    plain = hw4.build_net("net1", 32, CLASSES).train()
+    state = torch.get_rng_state()
+    plain(x)
+    assert torch.equal(state, torch.get_rng_state()), "a net without dropout draws nothing"
+
+
+def test_initialisation_and_fc_variants():
+    torch.manual_seed(0)
+    he, xavier = hw4.build_net("net3he", 64, CLASSES), hw4.build_net("net3xavier", 64, CLASSES)
+    fan_in = 32 * 9
+    for block in he.conv_chain:
+        assert abs(block.conv.weight.std().item() - (2 / fan_in) ** 0.5) < 0.01  # Kaiming normal, fan-in, ReLU
+        assert torch.equal(block.conv.bias, torch.zeros(32))
+    bound = (6 / (2 * fan_in)) ** 0.5  # Xavier uniform: fan_in = fan_out = 32 * 9
+    assert all(block.conv.weight.abs().max() <= bound for block in xavier.conv_chain)
+    assert xavier.conv_chain[0].conv.weight.abs().max() > 0.9 * bound, "uses the whole Xavier range"
+    fc = hw4.build_net("net1fc", 64, CLASSES)
+    assert [layer.out_features for layer in (fc.fc1, *fc.extra_fcs, fc.fc2)] == [64, 64, 5]
+    taps = {}
+    fc(torch.rand(1, 3, 64, 64), taps)
+    assert list(taps)[-2:] == ["fc1", "fc1_2"]
+
+
+def test_the_fingerprint_sees_what_changes_numbers_not_labels():
+    spec = hw4.NETS["net1drop"]
+    assert "label" not in spec.trained() and "about" not in spec.trained() and spec.trained()["dropout"] == 0.5
+    assert hw4.changed_fields("net1drop") == {"dropout"} and hw4.changed_fields("net2") == {"padding"}
+    assert hw4.changed_fields("net1half") == {"train_fraction"} and hw4.changed_fields("net3he") == {"init"}
+
+
+def test_every_remedy_net_is_a_table_row_with_a_base():
+    for name, spec in hw4.NETS.items():
+        if spec.remedy:
+            assert spec.base in hw4.NETS and spec.remedy in {r.key for r in hw4.REMEDIES}, name

@@ -1,39 +1,38 @@
-"""REPORT.md answers from the numbers, --seeds statistics, and the predict mode."""
+"""REPORT.md answers from the numbers, the claims table's verdicts, --seeds statistics, and predict."""
 from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import hw4
-from conftest import PHOTOS, demo_paths, run_cli
+from conftest import CPU, PHOTOS, assert_one_line_exit_2, cli, reference_args
 
 CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
 
 
 def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1: float,
-                 val_confusion: np.ndarray, seed: int = 5, dead: float = 0.25) -> dict:
+                 val_confusion: np.ndarray, seed: int = 5, dead: float = 0.25) -> hw4.Results:
+    """Hand-made Results: train accuracy flat at train_acc, val accuracy as given, conv1's gradient."""
     epochs = len(val_accs)
     chain = [f"chain{k}" for k in range(1, 11)] if hw4.NETS[name].extra_convs else []
-    return {
-        "100steps": {k: [] for k in hw4.METRIC_KEYS},
-        "epoch": {"train_cross_entropy": [1.0] * (epochs - 1) + [1.0 - train_acc],
-                  "train_class_acc": [train_acc] * epochs,
-                  "val_cross_entropy": [1.0] * epochs, "val_class_acc": val_accs},
-        "confusion matrix": {"train confusion": np.eye(5, dtype=np.int64) * 10, "val confusion": val_confusion},
-        "net": name, "label": hw4.NETS[name].label, "best_epoch": int(np.argmax(val_accs)) + 1,
-        "classes": CLASSES, "params": 1000, "n_train": 50, "n_val": 50,
-        "grad_norms": {"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
-        "dead_units": {layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
-        "hardest": [{"class": "cat", "predicted": "dog", "loss": 3.0, "image_id": 7, "path": "val_data/cat_7.jpg",
-                     "also_shows": ["dog"]}],
-        "config": {"train_per_class": 10, "val_per_class": 10, "image_size": 64, "batch_size": 4,
-                   "epochs": epochs, "lr": 0.001, "betas": [0.9, 0.99], "subset_seed": 5, "train_seed": seed},
-    }
+    return hw4.Results(
+        net=name, label=hw4.NETS[name].label, classes=CLASSES,
+        config={"train_per_class": 10, "val_per_class": 10, "image_size": 64, "batch_size": 4, "epochs": epochs,
+                "lr": 0.001, "betas": [0.9, 0.99], "subset_seed": 5, "train_seed": seed},
+        steps100={k: [] for k in hw4.metric_keys()},
+        epoch={"train_cross_entropy": [1.0] * (epochs - 1) + [1.0 - train_acc], "train_class_acc": [train_acc] * epochs,
+               "val_cross_entropy": [1.0] * epochs, "val_class_acc": list(val_accs)},
+        train_confusion=np.eye(5, dtype=np.int64) * 10, val_confusion=val_confusion,
+        best_epoch=int(np.argmax(val_accs)) + 1,
+        grad_norms={"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
+        dead_units={layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
+        fc1_in_features=100, params=1000, n_train=50, n_val=50,
+        hardest=[hw4.HardImage("cat", "dog", 3.0, 7, "val_data/cat_7.jpg", ["dog"], 0)], train_time_s=1.0)
 
 
 def confusion_with_cat_dog_errors(n: int) -> np.ndarray:
@@ -42,8 +41,13 @@ def confusion_with_cat_dog_errors(n: int) -> np.ndarray:
     return m
 
 
+def report(tmp_path, runs, manifest=None) -> str:
+    hw4.write_report(tmp_path, hw4.Experiment(runs, manifest))
+    return (tmp_path / "REPORT.md").read_text()
+
+
 def test_report_follows_the_numbers(tmp_path):
-    """Net1 beats Net2 here, Net3's first layer starves: the report must say exactly that."""
+    """Net1 beats Net2 here and Net3's first layer starves: the report must say exactly that."""
     runs = {
         "net1": [fake_results("net1", [0.5, 0.70, 0.68], 0.95, 2.0, confusion_with_cat_dog_errors(6))],
         "net2": [fake_results("net2", [0.5, 0.62, 0.61], 0.90, 2.0, confusion_with_cat_dog_errors(5))],
@@ -51,56 +55,173 @@ def test_report_follows_the_numbers(tmp_path):
     }
     val = [{"split": "val", "class": c, "also_shows": also} for c, also in
            [("cat", ["dog"]), ("cat", []), ("dog", ["cat"]), ("dog", ["cat", "pizza"]), ("pizza", ["dog"])]]
-    manifest = {"entries": val + [{"split": "train", "class": "cat", "also_shows": ["dog"]}]}
-    cfg = hw4.Config(ann_file="a", image_dir="b", epochs=3)
-    hw4.write_report(tmp_path, cfg, runs, {n: [1.0] for n in runs}, manifest)
-    text = (tmp_path / "REPORT.md").read_text()
+    text = report(tmp_path, runs, {"entries": val + [{"split": "train", "class": "cat", "also_shows": ["dog"]}]})
     assert "3 of the 4 val images of cat and dog show both (1 labelled cat, 2 labelled dog)" in text
-    assert "Net2 − Net1 = -8.0 points of best val accuracy" in text
+    assert "Net2 − Net1: -8.0 points (one seed) of best val accuracy; the run-to-run noise is unknown" in text
     assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
     assert "Best performer in this run: Net1." in text
-    assert "Net3's first layer gets 2e+03× less gradient" in text
-    assert "what vanishing gradients look like" in text
-    assert "- Net3: no layer dies" in text and "a shrink by 10^3.0 from fc1 to conv1" in text
+    assert "| Net3 | 5 | never | none | never | 0.001 | vanishing |" in text
+    assert "vanishing gradients (a first-layer gradient over 3× smaller than Net1's, no layer dead) in 1" in text
     assert "most confused pair **cat / dog** (11 images" in text
-    assert "- Net1: train accuracy ends 27.0 points above val accuracy and val peaks at epoch 2 of 3: it overfits" in text
-    assert "- Net3: train accuracy is only 35.0%" in text
-    assert "| Net1 | 70.0% | 2 |" in text
+    assert "| Net1 | 70.0% | 2 |" in text and "overfits: train accuracy ends 27.0 points above val, val peaks at epoch 2" in text
+    assert "| Net3 | 31.0% | 3 |" in text and "underfits" in text.split("| Net3 | 31.0%")[1].split("\n")[0]
 
 
-def test_report_names_chance_level_and_appearance_confusions(tmp_path):
-    m = confusion_with_cat_dog_errors(2)
-    runs = {"net3": [fake_results("net3", [0.2, 0.21], 0.2, 1.0, m)]}
-    manifest = {"entries": [{"split": "val", "class": "cat", "also_shows": []},
-                            {"split": "val", "class": "dog", "also_shows": []}]}
-    hw4.write_report(tmp_path, hw4.Config(ann_file="a", image_dir="b", epochs=2), runs, {"net3": [1.0]}, manifest)
-    text = (tmp_path / "REPORT.md").read_text()
-    assert "- Net3: train accuracy 20.0% is at chance level (20.0%): it does not learn at all" in text
-    assert "No val image of cat or dog shows the other class" in text
-    assert "Not measured: this run did not train both net1 and net2." in text
+def test_a_net_at_chance_gets_one_plain_sentence(tmp_path):
+    """A net at chance in every seed (here predicting one class per seed, as Net3 does on real COCO) has
+    no confusion analysis: summing two constant predictors would invent a 'most confused pair'."""
+    one_class = [np.zeros((5, 5), dtype=np.int64) for _ in range(2)]
+    one_class[0][:, 4], one_class[1][:, 2] = 10, 10
+    runs = {"net1": [fake_results("net1", [0.6], 0.9, 1.0, confusion_with_cat_dog_errors(2), seed=s) for s in (5, 6)],
+            "net3": [fake_results("net3", [0.2], 0.2, 0.0, m, seed=s) for m, s in zip(one_class, (5, 6))]}
+    manifest = {"entries": [{"split": "val", "class": c, "also_shows": []} for c in ("cat", "dog")]}
+    q4 = report(tmp_path, runs, manifest).split("## Q4")[1].split("## Q5")[0]
+    assert "- Net3 stayed at chance in every seed: it has not learned to tell the classes apart" in q4
+    assert q4.count("most confused pair") == 1 and "lowest recall: pizza" not in q4
+    assert "No val image of cat or dog shows the other class" in q4
+    assert "seed_5/hardest_net1.png" in q4
 
 
 def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
     m = confusion_with_cat_dog_errors(3)
-    runs = {"net1": [fake_results("net1", [0.60], 0.7, 1, m), fake_results("net1", [0.64], 0.7, 1, m)],
-            "net2": [fake_results("net2", [0.61], 0.7, 1, m), fake_results("net2", [0.63], 0.7, 1, m)],
-            "net3": [fake_results("net3", [0.40], 0.5, 1, m), fake_results("net3", [0.41], 0.5, 1, m)]}
-    cfg = hw4.Config(ann_file="a", image_dir="b", epochs=1, seeds=2)
-    hw4.write_report(tmp_path, cfg, runs, {n: [1.0, 2.0] for n in runs})
-    text = (tmp_path / "REPORT.md").read_text()
-    assert "Net2 − Net1 = +0.0 points" in text
-    assert "(mean of 2 paired seeds; 95% t-interval [-12.7, +12.7] points), and the interval includes 0" in text
-    assert "| Net1 | 62.0 ± 2.8% |" in text
-    assert "Net3 − Net1 = -21.5 points of best val accuracy (mean of 2 paired seeds; 95% t-interval " \
-           "[-40.6, -2.4] points), and the interval excludes 0" in text
+    runs = {"net1": [fake_results("net1", [0.60], 0.7, 1, m), fake_results("net1", [0.64], 0.7, 1, m, seed=6)],
+            "net2": [fake_results("net2", [0.61], 0.7, 1, m), fake_results("net2", [0.63], 0.7, 1, m, seed=6)],
+            "net3": [fake_results("net3", [0.40], 0.5, 1, m), fake_results("net3", [0.41], 0.5, 1, m, seed=6)]}
+    text = report(tmp_path, runs)
+    assert ("Net2 − Net1: +0.0 points (95% CI [-12.7, +12.7], 2 paired seeds) of best val accuracy; the interval "
+            "includes 0, so the seeds do not resolve a difference.") in text
+    assert "| Net1 | 62.0 ± 2.8% |" in text and "training seeds 5..6, paired across nets" in text
+    assert ("Net3 − Net1: -21.5 points (95% CI [-40.6, -2.4], 2 paired seeds) of best val accuracy; the interval "
+            "excludes 0") in text
 
 
-def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(demo_coco, tmp_path):
-    ann, images = demo_paths(demo_coco)
+def test_paired_interval_matches_a_hand_calculation():
+    # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.303
+    cmp = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
+    half = 4.303 * 0.01 / np.sqrt(3)
+    assert cmp.diff == pytest.approx(0.03) and cmp.ci95 == pytest.approx([0.03 - half, 0.03 + half])
+    assert cmp.excludes_zero is True
+    wide = hw4.paired_difference([0.5, 0.5], [0.6, 0.4])
+    assert wide.ci95 == pytest.approx([-0.1 * 12.706, 0.1 * 12.706]) and wide.excludes_zero is False
+    one = hw4.paired_difference([0.5], [0.6])
+    assert one.ci95 is None and one.seeds == 1 and one.excludes_zero is None
+    assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    # +3 points with sd 2 resolves at 4 paired seeds: t(3) 2 / 2 = 3.18 > 3 but t(4) 2 / sqrt(5) = 2.48 < 3
+    assert hw4.Comparison(0.03, 0.02, 3).seeds_to_resolve() == 5 and hw4.Comparison(0.0, 0.02, 3).seeds_to_resolve() is None
+
+
+def test_the_claims_verdict_rule():
+    """A claimed +0.4 point gain: [-1.2, +1.1] holds both 0 and the claim, [-3.0, -1.0] excludes the claim,
+    [+0.1, +2.0] excludes 0 on the claimed side."""
+    assert hw4.claim_verdict((-0.012, 0.011), 0.004, 3, 12) == "not resolved at 3 seeds (about 12 would likely resolve it)"
+    assert hw4.claim_verdict((-0.030, -0.010), 0.004, 3) == "not reproduced"
+    assert hw4.claim_verdict((0.001, 0.020), 0.004, 3) == "reproduced"
+    assert hw4.claim_verdict((-0.010, 0.002), 0.004, 3) == "not reproduced", "the interval excludes the claimed value"
+    assert hw4.claim_verdict((-0.010, 0.002), None, 3).startswith("not resolved"), "a direction only: 0 < 0.002"
+    assert hw4.claim_verdict(None, 0.004, 1).startswith("not resolved at 1 seed")
+    assert hw4.combined_verdict(["reproduced", "not resolved at 3 seeds"]) == "not resolved at 3 seeds"
+    assert hw4.combined_verdict(["reproduced", "not reproduced"]) == "not reproduced"
+
+
+def claims(text: str) -> dict[str, tuple[str, str]]:
+    """The claims table of a report: claim words -> (measured, verdict)."""
+    rows = [line.split(" | ") for line in text.split("## Does this reproduce")[1].split("## Figures")[0].splitlines()
+            if line.startswith("| Q") or line.startswith("| Discussion")]
+    return {row[1]: (row[2], row[3].rstrip(" |")) for row in rows}
+
+
+def test_claims_table_on_three_seeds(tmp_path):
+    m = confusion_with_cat_dog_errors(5)
+    runs = {"net1": [fake_results("net1", [0.60 + d], 0.95, 2.0, m, seed=5 + k) for k, d in enumerate((0, .01, .02))],
+            "net2": [fake_results("net2", [0.61 + d], 0.95, 2.0, m, seed=5 + k) for k, d in enumerate((0, -.02, .03))],
+            "net3": [fake_results("net3", [0.2], 0.2, 0.0, np.eye(5, dtype=np.int64), seed=5 + k, dead=1.0)
+                     for k in range(3)]}
+    rows = claims(report(tmp_path, runs))
+    assert len(rows) == len(hw4.CLAIMS)
+    q1_val = rows["Padding increased val accuracy by 0.4 points (Net2 over Net1)."]
+    assert q1_val[1].startswith("not resolved at 3 seeds") and "Net2 − Net1 +0.3 points (95% CI" in q1_val[0]
+    q2 = rows["Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small."]
+    assert q2[1] == "not reproduced" and "In 3 of 3 seeds a ReLU layer of Net3 died" in q2[0]
+    assert rows["Net2 is the best performer: Net2 > Net1 > Net3 on val."][1].startswith("not resolved")
+    assert rows["Cat/dog is the hardest pair for all three nets."][1].startswith("not resolved at 3 seeds (Net3")
+    assert rows["Net3 also confuses airplane and bus (less than cat and dog)."][1].startswith("not resolved")
+    assert rows["Net1 and Net2 overfit, with a large gap between train and val accuracy."][1] == "reproduced"
+    randomness = "The run-to-run randomness (no seed fixed) will not change the performance significantly."
+    assert rows[randomness][1] == "not reproduced" and "Net2 2.5" in rows[randomness][0], "Net2 varies by 2.5 points"
+    calm = {name: [fake_results(name, [v], 0.95, 2.0, m, seed=5 + k) for k, v in enumerate(values)]
+            for name, values in (("net1", (0.600, 0.605, 0.610)), ("net2", (0.603, 0.601, 0.609)))}
+    calm["net3"] = runs["net3"]
+    verdict = claims(report(tmp_path, calm))[randomness]
+    assert verdict[1] == "reproduced" and "Net2 > Net1 > Net3 (seed 5); Net1 > Net2 > Net3 (seeds 6, 7)" in verdict[0], \
+        "the order may change within the noise: the original allows it, and claims only no significant change"
+    only_net1 = claims(report(tmp_path, {"net1": runs["net1"]}))
+    assert only_net1["Cat/dog is the hardest pair for all three nets."] == ("—", "not applicable (this run has no net2, net3)")
+
+
+def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
+    m = confusion_with_cat_dog_errors(3)
+    runs = {"net1": [fake_results("net1", [0.6, 0.62], 0.95, 2.0, m)],
+            "net1half": [fake_results("net1half", [0.5, 0.55], 0.97, 2.0, m)],
+            "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m, dead=1.0)],
+            "net3he": [fake_results("net3he", [0.4, 0.5], 0.6, 1.0, m)]}
+    text = report(tmp_path, runs)
+    q5 = text.split("## Q5")[1]
+    assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4.REMEDIES)
+    assert "| more training images per class | Net1-half (vs Net1) | 55.0% vs 62.0% |" in q5
+    assert "training on 50.0% of the images costs 7.0 points" in q5 and "Doubling the data is not measured here" in q5
+    assert "| Xavier initialisation (and He's, the one for ReLU) | Net3-He (vs Net3) |" in q5 and "at chance in 0 of 1 seed against 1 for Net3" in q5
+    assert "| dropout | net1drop, net2drop | | | | | not measured in this run; `--nets net1 net2 net1drop net2drop`" in q5
+    assert "a higher resolution than 64×64 | — |" in q5 and "--image-size 128" in q5
+    for names in re.findall(r"`--nets ([^`]*)`", text):
+        assert set(names.split()) <= set(hw4.NETS), names
+
+
+def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    net3 = fake_results("net3", [0.2, 0.2, 0.2], 0.2, 0.0, m, dead=0.5)
+    net3.grad_norms["conv1"] = [0.01, 0.0, 0.0]
+    for layer in (*(f"chain{k}" for k in range(4, 11)), "fc1"):
+        net3.dead_units[layer] = [0.9, 1.0, 1.0]
+    runs = {"net1": [fake_results("net1", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3": [net3],
+            "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)]}
+    text = report(tmp_path, runs)
+    assert "| Net3 | 5 | 2 | 7 of 10 chain layers, fc1 | 2 | 0.00333 | dead |" in text
+    assert "Net3 against Net1: dead units in 1 of 1 seed" in text
+    assert "Net3-BN keeps its units alive: dead units in 0 of 1 seed (Net3: 1)." in text
+    assert "| batch normalisation for Net3 | Net3-BN (vs Net3) | 70.0% vs 20.0% |" in text
+    assert "batch normalisation, residual connections or a better initialisation could" not in text, \
+        "advice only for what was not run"
+
+
+def test_gradient_reading_and_chance_seeds(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    healthy = {"net1": [fake_results("net1", [0.6], 0.7, 0.5, m)], "net3": [fake_results("net3", [0.5], 0.6, 2.0, m)]}
+    assert "| Net3 | 5 | never | none | never | 2 | healthy |" in report(tmp_path, healthy)
+    net1 = [fake_results("net1", [0.60 + k / 100], 0.9, 1.0, m, seed=5 + k) for k in range(3)]
+    net3 = [fake_results("net3", [0.21], 0.2, 0.0, m, seed=5), fake_results("net3", [0.20], 0.2, 0.0, m, seed=6),
+            fake_results("net3", [0.55], 0.7, 1.0, m, seed=7)]
+    text = report(tmp_path, {"net1": net1, "net3": net3})
+    assert ("- Net3: 2 of 3 seeds stayed at chance (best val 20.5 ± 0.7%, seeds 5, 6); the 1 that learned reached "
+            "55.0%, so its mean hides two regimes.") in text
+    assert "at chance in 2 of 3 seeds, so its means mix two regimes" in text
+
+
+def test_grad_norm_figure_draws_exact_zeros():
+    m = confusion_with_cat_dog_errors(2)
+    runs = {"net1": [fake_results("net1", [0.5, 0.6], 0.7, 1.0, m)], "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m)]}
+    lines = hw4.draw_grad_norms(runs, None).axes[0].get_lines()
+    labels = [line.get_label() for line in lines]
+    zero_line = lines[labels.index("Net3: exactly 0 (drawn at the floor)")]
+    assert list(zero_line.get_xdata()) == [1, 2] and all(y > 0 for y in zero_line.get_ydata())
+
+
+def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp_path):
+    cfg, _ = tiny_built
     out = tmp_path / "r"
-    result = run_cli("--ann-file", ann, "--image-dir", images, "--train-per-class", "30", "--val-per-class", "10",
-                     "--image-size", "32", "--epochs", "2", "--dataset-dir", tmp_path / "ds", "--out", out,
-                     "--seeds", "2", "--nets", "net1", "net2", "--threads", "1")
+    result = cli("--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85",
+                 "--val-per-class", "15", "--image-size", "16", "--epochs", "1", "--dataset-dir", cfg.dataset_dir,
+                 "--out", out, "--seeds", "2", "--nets", "net1", "net2", *CPU)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "metrics.json").read_text())
     for name in ("net1", "net2"):
@@ -108,29 +229,23 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(demo_coco, tmp_
         for seed in (5, 6):
             with open(out / f"seed_{seed}" / hw4.pickle_name(name), "rb") as f:
                 best.append(max(pickle.load(f)["epoch"]["val_class_acc"]))
-        assert summary["nets"][name]["best_val_acc"] == best
-        assert summary["nets"][name]["best_val_acc_mean"] == pytest.approx(np.mean(best))
-        assert summary["nets"][name]["best_val_acc_std"] == pytest.approx(np.std(best, ddof=1))
-    diffs = np.subtract(summary["nets"]["net2"]["best_val_acc"], summary["nets"]["net1"]["best_val_acc"])
+        assert summary["nets"][name]["best_val_class_acc"] == best
+        assert summary["nets"][name]["best_val_class_acc_mean"] == pytest.approx(np.mean(best))
+        assert summary["nets"][name]["best_val_class_acc_std"] == pytest.approx(np.std(best, ddof=1))
+    diffs = np.subtract(summary["nets"]["net2"]["best_val_class_acc"], summary["nets"]["net1"]["best_val_class_acc"])
     half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)
     assert summary["comparisons"]["net2-net1"]["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half])
-    report = (out / "REPORT.md").read_text()
-    assert "training seeds 5..6, paired across nets" in report and "paired seeds; 95% t-interval" in report
-    assert "seed_5/hardest_net1.png" in report
-    for fig in ("curves_epoch.png", "curves_100steps.png", "grad_norms.png", "dead_units.png", "samples.png"):
-        assert (out / fig).is_file()
+    assert len(summary["claims"]) == len(hw4.CLAIMS)
+    text = (out / "REPORT.md").read_text()
+    assert "training seeds 5..6, paired across nets" in text and "seed_5/hardest_net1.png" in text
+    for plot in hw4.FIGURES:
+        assert (out / plot.file).is_file() if not plot.per_net else (out / "seed_6" / plot.file.format(net="net2")).is_file()
     assert (out / "seed_6" / "REPORT.md").is_file()
 
 
 @pytest.fixture(scope="module")
-def trained_weights(demo_coco, tmp_path_factory) -> Path:
-    ann, images = demo_paths(demo_coco)
-    tmp = tmp_path_factory.mktemp("weights")
-    result = run_cli("--ann-file", ann, "--image-dir", images, "--train-per-class", "30", "--val-per-class", "10",
-                     "--image-size", "32", "--epochs", "1", "--dataset-dir", tmp / "ds", "--out", tmp / "r",
-                     "--nets", "net2", "--threads", "1")
-    assert result.returncode == 0, result.stderr
-    return tmp / "r" / "net2.pt"
+def trained_weights(reference):
+    return reference / "net1.pt"
 
 
 def test_predict_on_fixture_photos(trained_weights):
@@ -139,13 +254,25 @@ def test_predict_on_fixture_photos(trained_weights):
     assert len(rows) == len(photos)
     for row in rows:
         probs = np.array(list(row["probs"].values()))
-        assert list(row["probs"]) == CLASSES
-        assert (probs >= 0).all() and probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert list(row["probs"]) == CLASSES and (probs >= 0).all() and probs.sum() == pytest.approx(1.0, abs=1e-5)
         assert row["class"] == CLASSES[int(probs.argmax())]
-    result = run_cli("predict", "--weights", trained_weights, *photos)
+    result = cli("predict", "--weights", trained_weights, *photos)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.strip().splitlines()) == len(photos)
-    assert "chelsea.png: " in result.stdout
+    assert len(result.stdout.strip().splitlines()) == len(photos) and "chelsea.png: " in result.stdout
+
+
+def decompression_bomb(path):
+    """A tiny PNG whose header claims 15000 x 15000 pixels: PIL refuses it as a decompression bomb."""
+    import struct
+    import zlib
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(path)
+    blob = bytearray(path.read_bytes())
+    blob[16:24] = struct.pack(">II", 15000, 15000)
+    blob[29:33] = struct.pack(">I", zlib.crc32(bytes(blob[12:29])))
+    path.write_bytes(bytes(blob))
+    return path
 
 
 def test_predict_errors_are_clean(trained_weights, tmp_path):
@@ -156,106 +283,20 @@ def test_predict_errors_are_clean(trained_weights, tmp_path):
     results_pickle = tmp_path / "results2.pkl"  # a likely mix-up; torch warns about its protocol
     results_pickle.write_bytes(pickle.dumps({"epoch": {}}, protocol=4))
     cases = [
-        ((str(results_pickle), PHOTOS / "chelsea.png"), "is not hw4 weights"),
-        ((str(trained_weights), text), f"cannot read {text} as an image"),
-        ((str(trained_weights), tmp_path / "missing.jpg"), "image not found"),
-        ((str(tmp_path / "none.pt"), PHOTOS / "chelsea.png"), "weights file not found"),
-        ((str(bogus), PHOTOS / "chelsea.png"), "is not hw4 weights"),
-        ((str(text), PHOTOS / "chelsea.png"), "is not hw4 weights"),
+        ((results_pickle, PHOTOS / "chelsea.png"), "is not hw4 weights"),
+        ((trained_weights, text), f"cannot read {text} as an image"),
+        ((trained_weights, decompression_bomb(tmp_path / "bomb.png")), "cannot read"),
+        ((trained_weights, tmp_path / "missing.jpg"), "image not found"),
+        ((trained_weights, tmp_path / ("y" * 300 + ".jpg")), "is 304 bytes long; file systems allow 255"),
+        ((tmp_path / "none.pt", PHOTOS / "chelsea.png"), "weights file not found"),
+        ((bogus, PHOTOS / "chelsea.png"), "is not hw4 weights"),
+        ((text, PHOTOS / "chelsea.png"), "is not hw4 weights"),
     ]
     for (weights, image), message in cases:
-        result = run_cli("predict", "--weights", weights, image)
-        assert result.returncode == 2, (weights, image)
-        assert message in result.stderr and "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert_one_line_exit_2(cli("predict", "--weights", weights, image), message)
 
 
-def test_paired_interval_matches_a_hand_calculation():
-    # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.303
-    cmp = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
-    half = 4.303 * 0.01 / np.sqrt(3)
-    assert cmp["diff"] == pytest.approx(0.03)
-    assert cmp["ci95"] == pytest.approx([0.03 - half, 0.03 + half])
-    assert cmp["excludes_zero"] is True
-    wide = hw4.paired_difference([0.5, 0.5], [0.6, 0.4])
-    assert wide["ci95"] == pytest.approx([-0.1 * 12.706, 0.1 * 12.706]) and wide["excludes_zero"] is False
-    one = hw4.paired_difference([0.5], [0.6])
-    assert one["ci95"] is None and one["seeds"] == 1
-    assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
-    assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
-
-
-def test_most_confused_pair_without_errors_and_single_class_nets():
-    assert hw4.most_confused_pair(np.eye(3, dtype=np.int64) * 4, ["a", "b", "c"]) is None
-    collapsed = np.zeros((5, 5), dtype=np.int64)
-    collapsed[:, 4] = 10
-    assert hw4.single_predicted_class(collapsed) == 4
-    runs = {"net3": [fake_results("net3", [0.2], 0.2, 1.0, collapsed)],
-            "net1": [fake_results("net1", [0.9], 0.9, 1.0, np.eye(5, dtype=np.int64) * 10)]}
-    text = "\n".join(hw4.answer_hardest(runs, None))
-    assert "Net3 predicts one class (pizza) for every val image, so it has no confused pair" in text
-    assert "most confused pair" not in text and "- Net1: no val errors." in text
-
-
-def test_dead_net3_is_reported_dead_with_an_exactly_zero_gradient(tmp_path):
-    m = confusion_with_cat_dog_errors(2)
-    net3 = fake_results("net3", [0.2, 0.2, 0.2], 0.2, 0.0, m, dead=0.5)
-    net3["grad_norms"]["conv1"] = [0.01, 0.0, 0.0]
-    for layer in (*(f"chain{k}" for k in range(4, 11)), "fc1"):
-        net3["dead_units"][layer] = [0.9, 1.0, 1.0]
-    runs = {"net1": [fake_results("net1", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3": [net3],
-            "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)]}
-    hw4.write_report(tmp_path, hw4.Config(epochs=3), runs, {n: [1.0] for n in runs})
-    text = (tmp_path / "REPORT.md").read_text()
-    assert ("- Net3: from epoch 2, 7 of its 10 chain layers and fc1 are dead (every unit outputs 0 on the first "
-            "256 val images); the gradient reaching conv1 is exactly 0 from epoch 2") in text
-    assert "Net3's failure is dead units, not merely vanishing gradients" in text
-    assert "Net3-BN keeps its units alive: 0 of 1 seed end with a dead layer." in text
-    assert "- Measured: Net3-BN (Net3 with BatchNorm in the chain) reaches 70.0% best val accuracy (Net3: 20.0%)" in text
-    assert "batch normalisation or residual connections" not in text, "advice only for what was not run"
-
-
-def test_gradient_ratio_direction_and_grammar(tmp_path):
-    m = confusion_with_cat_dog_errors(2)
-    runs = {"net1": [fake_results("net1", [0.6], 0.7, 0.5, m)], "net3": [fake_results("net3", [0.5], 0.6, 2.0, m)]}
-    manifest = {"entries": [{"split": "val", "class": "cat", "also_shows": ["dog"]},
-                            *[{"split": "val", "class": c, "also_shows": []} for c in ("cat", "dog", "dog")]]}
-    hw4.write_report(tmp_path, hw4.Config(epochs=1), runs, {n: [1.0] for n in runs}, manifest)
-    text = (tmp_path / "REPORT.md").read_text()
-    assert "Net3's first layer gets 4× more gradient, relative to its classifier, than Net1's (no vanishing)" in text
-    assert "1 of the 4 val images of cat and dog shows both" in text
-
-
-def test_seeds_that_stay_at_chance_are_counted_apart(tmp_path):
-    m = confusion_with_cat_dog_errors(2)
-    net1 = [fake_results("net1", [0.60 + k / 100], 0.9, 1.0, m, seed=5 + k) for k in range(3)]
-    net3 = [fake_results("net3", [0.21], 0.2, 0.0, m, seed=5), fake_results("net3", [0.20], 0.2, 0.0, m, seed=6),
-            fake_results("net3", [0.55], 0.7, 1.0, m, seed=7)]
-    hw4.write_report(tmp_path, hw4.Config(epochs=1, seeds=3), {"net1": net1, "net3": net3}, {"net1": [1.0] * 3,
-                                                                                        "net3": [1.0] * 3})
-    text = (tmp_path / "REPORT.md").read_text()
-    assert ("- Net3: 2 of 3 seeds stayed at chance (best val 20.5 ± 0.7%, seeds 5, 6); the 1 that learned "
-            "reached 55.0%") in text
-    assert "Net1: " not in text.split("## Q3")[1].split("## Q4")[0].replace("Net1 (", "")
-
-
-def test_grad_norm_figure_draws_exact_zeros(tmp_path):
-    m = confusion_with_cat_dog_errors(2)
-    runs = {"net1": [fake_results("net1", [0.5, 0.6], 0.7, 1.0, m)],
-            "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m)]}
-    fig_calls = []
-    original = hw4.savefig_atomic
-
-    def capture(fig, path):
-        fig_calls.append(fig)
-        original(fig, path)
-    hw4.savefig_atomic, saved = capture, hw4.savefig_atomic
-    try:
-        hw4.plot_grad_norms(runs, tmp_path / "g.png")
-    finally:
-        hw4.savefig_atomic = saved
-    labels = [ln.get_label() for ln in fig_calls[0].axes[0].get_lines()]
-    assert "Net3: exactly 0 (drawn at the floor)" in labels
-    zero_line = fig_calls[0].axes[0].get_lines()[labels.index("Net3: exactly 0 (drawn at the floor)")]
-    assert list(zero_line.get_xdata()) == [1, 2] and all(y > 0 for y in zero_line.get_ydata())
-    assert (tmp_path / "g.png").stat().st_size > 1000
+def test_reference_args_are_what_the_report_describes(tiny_built, reference):
+    text = (reference / "REPORT.md").read_text()
+    assert "85 train and 15 val images per class at 16×16" in text and "2 epochs" in text
+    assert any("--epochs" == str(a) for a in reference_args(tiny_built, reference))
