@@ -639,7 +639,8 @@ def note_other_classes(entries: list[dict], coco, cat_ids: dict[str, int]) -> No
     """Record in each entry the other requested classes its image shows (label noise, for Q4)."""
     name_of = {cid: name for name, cid in cat_ids.items()}
     for e in entries:
-        shown = {name_of[a["category_id"]] for a in coco.imgToAnns.get(e["image_id"], []) if a["category_id"] in name_of}
+        anns = coco.imgToAnns.get(e["image_id"], [])
+        shown = {name_of[a["category_id"]] for a in anns if a["category_id"] in name_of}
         e["also_shows"] = sorted(shown - {e["class"]})
 
 
@@ -1591,7 +1592,8 @@ def record_epoch(history: History, train_logits: torch.Tensor, train_labels: tor
         for m in METRICS:
             key, per_sample = f"{split}_{m.key}", m.per_sample(logits, labels).double()
             full = per_sample.numel() // window * window  # whole windows of 100 iterations; a partial one is dropped
-            history.steps100.setdefault(key, []).extend(per_sample[:full].view(-1, window).mean(1).tolist() if full else [])
+            windows = per_sample[:full].view(-1, window).mean(1).tolist() if full else []
+            history.steps100.setdefault(key, []).extend(windows)
             values[key] = float(per_sample.sum()) / len(labels)
             history.epoch.setdefault(key, []).append(values[key])
     for layer, value in zip(GRAD_LAYERS, grad_norms.cpu().double().mean(0).tolist()):
@@ -1958,7 +1960,8 @@ def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
         for ax, m in zip(axes, METRICS):
             for split, style in (("train", "-"), ("val", "--")):
                 plot_line(ax, np.arange(1, seeds[0].epochs + 1), [r.epoch[f"{split}_{m.key}"] for r in seeds],
-                          linestyle=style, color=colour(k, len(runs)), label=net_label(name) if split == "train" else None)
+                          linestyle=style, color=colour(k, len(runs)),
+                          label=net_label(name) if split == "train" else None)
     for ax, m in zip(axes, METRICS):
         ax.set_ylabel(m.axis)
         ax.set_title(m.axis, fontsize=9)
@@ -2227,10 +2230,10 @@ def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
         Path(c.out).mkdir(parents=True, exist_ok=True)
         remove_partial_writes(Path(c.out))
 
-    def on_done(c: Config, name: str, res: Results) -> None:  # metrics.json: every finished net's Results
-        results[c.out][name] = res
+    def on_done(c: Config, name: str, res: Results) -> None:  # metrics.json: every finished net's Results,
+        results[c.out][name] = res                                # in --nets order whatever order they finish in
         write_json_atomic(Path(c.out) / "metrics.json", {"config": results_config(c, manifest), "nets": {
-            n: dataclasses.asdict(r) for n, r in results[c.out].items()}})
+            n: dataclasses.asdict(results[c.out][n]) for n in cfg.nets if n in results[c.out]}})
 
     run_tasks([(c, name) for c in per_seed for name in cfg.nets], manifest, data, on_done)
     for c in per_seed:
@@ -2322,7 +2325,8 @@ def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points"
     if cmp.ci95 is None:
         return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed)"
     low, high = (scale * v for v in cmp.ci95)
-    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low:+.{digits}f}, {high:+.{digits}f}], {cmp.seeds} paired seeds)"
+    return (f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low:+.{digits}f}, {high:+.{digits}f}], "
+            f"{cmp.seeds} paired seeds)")
 
 
 @dataclass
@@ -2387,7 +2391,8 @@ def report_table(exp: Experiment) -> list[str]:
         cells = [pm(exp.values(name, f"final_{s}_{m.key}"), *(() if m.percent else (1, 3, ""))) for s, m in finals]
         lines.append(f"| {net_label(name)} | {pm(exp.values(name, BEST_VAL))} | "
                      f"{pm(exp.values(name, 'best_epoch'), 1, int(len(runs) > 1), '')} | {' | '.join(cells)} | "
-                     f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | {diagnosis(exp, name)} |")
+                     f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | "
+                     f"{diagnosis(exp, name)} |")
     return lines
 
 
@@ -2396,7 +2401,8 @@ def describe_difference(exp: Experiment, a: str, b: str) -> str:
     cmp = exp.compare(a, b)
     text = f"{net_label(b)} − {net_label(a)}: {difference_text(cmp)} of best val accuracy"
     if cmp.seeds == 1:
-        return text + "; the run-to-run noise is unknown, so rerun with `--seeds 3` or more before reading anything into it."
+        return text + ("; the run-to-run noise is unknown, so rerun with `--seeds 3` or more before reading "
+                       "anything into it.")
     return text + ("; the interval excludes 0, so the seeds resolve a difference." if cmp.excludes_zero else
                    "; the interval includes 0, so the seeds do not resolve a difference.")
 
@@ -2492,7 +2498,8 @@ def answer_ranking(exp: Experiment) -> list[str]:
         stuck, learned = [r for r in runs if r.at_chance], exp.learned(name)
         if stuck and exp.seeds > 1:
             lines.append(f"- {net_label(name)}: {len(stuck)} of {seeds_text(len(runs))} stayed at chance (best val "
-                         f"{pm([r.value(BEST_VAL) for r in stuck])}, seeds {', '.join(str(r.train_seed) for r in stuck)})"
+                         f"{pm([r.value(BEST_VAL) for r in stuck])}, seeds "
+                         f"{', '.join(str(r.train_seed) for r in stuck)})"
                          + (f"; the {len(learned)} that learned reached {pm([r.value(BEST_VAL) for r in learned])}, so "
                             "its mean hides two regimes." if learned else "."))
     return lines + [f"Best performer in this run: {net_label(order[0])}."]
@@ -2525,14 +2532,16 @@ def answer_hardest(exp: Experiment) -> list[str]:
         recall = np.diag(matrix) / np.maximum(1, matrix.sum(1))
         pairs.append((a, b))
         shown, figure = learned[0], exp.figure(learned[0], "hardest_{net}.png")
-        lines.append(f"- {net_label(name)}{left_out}: most confused pair **{a} / {b}** ({n} images, {100 * n / errors:.0f}% "
+        lines.append(f"- {net_label(name)}{left_out}: most confused pair **{a} / {b}** ({n} images, "
+                     f"{100 * n / errors:.0f}% "
                      f"of its {errors} val errors); lowest recall: {shown.classes[int(np.argmin(recall))]} "
                      f"({pct(float(recall.min()))}). Its hardest val images ([`{figure}`]({figure})): "
                      f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown also show "
                      "another class.")
     lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
                  "the seeds in which a net learned.")
-    val = [e for e in (exp.manifest or {}).get("entries", []) if e["split"] == "val" and e.get("also_shows") is not None]
+    val = [e for e in (exp.manifest or {}).get("entries", [])
+           if e["split"] == "val" and e.get("also_shows") is not None]
     for a, b in dict.fromkeys(pairs) if val else ():  # label noise that no net can resolve
         a_b, b_a = (sum(e["class"] == x and y in e["also_shows"] for e in val) for x, y in ((a, b), (b, a)))
         lines.append(f"No val image of {a} or {b} shows the other class, so their confusion comes from how alike they "
@@ -2625,7 +2634,8 @@ def diagnosis(exp: Experiment, name: str) -> str:
     if diverged:
         return f"diverged in epoch {min(diverged)}: lower `--lr`"
     stuck = exp.stuck(name)
-    mixed = f"at chance in {stuck} of {seeds_text(len(runs))}, so its means mix two regimes; " if 0 < stuck < len(runs) else ""
+    mixed = (f"at chance in {stuck} of {seeds_text(len(runs))}, so its means mix two regimes; "
+             if 0 < stuck < len(runs) else "")
     if gap > OVERFIT_GAP:
         helpers = [n for n in remedy_nets("overfitting", name) if n not in exp.runs]
         return (mixed + f"overfits: train accuracy ends {100 * gap:.1f} points above val, val peaks at epoch "
@@ -2709,8 +2719,9 @@ def check_vanishing(exp: Experiment) -> tuple[str, str]:
     loss = exp.compare(NET1, NET3, "final_train_cross_entropy")
     stories = [gradient_story(d, b) for d, b in zip(exp.runs[NET3], exp.runs[NET1])]
     dead, vanishing, n = stories.count("dead"), stories.count("vanishing"), exp.seeds
-    measured = (f"final train loss {net_label(NET3)} − {net_label(NET1)}: {difference_text(loss, 1, '')}. In {dead} of "
-                f"{seeds_text(n)} a ReLU layer of {net_label(NET3)} died and the gradient reaching conv1 became exactly "
+    measured = (f"final train loss {net_label(NET3)} − {net_label(NET1)}: {difference_text(loss, 1, '')}. "
+                f"In {dead} of {seeds_text(n)} a ReLU layer of {net_label(NET3)} died and the gradient reaching "
+                "conv1 became exactly "
                 f"0 (not small: none); in {vanishing} its first-layer gradient, relative to fc1, was over 3× smaller "
                 f"than {net_label(NET1)}'s with no layer dead; it stayed at chance in {exp.stuck(NET3)}.")
     if dead * 2 > n or dead == vanishing == 0:  # the usual mechanism is another one, or there is none
@@ -2728,7 +2739,8 @@ def check_cat_dog(exp: Experiment) -> tuple[str, str]:
             verdicts.append(f"not resolved at {seeds_text(exp.seeds)} ({net_label(name)} learned in none)")
             continue
         top = confused_pairs(sum(r.val_confusion for r in learned), exp.first.classes)[:1]
-        per_seed = sum({p[0], p[1]} == {"cat", "dog"} for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
+        per_seed = sum({p[0], p[1]} == {"cat", "dog"}
+                       for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
         parts.append(f"{net_label(name)}: {'/'.join(top[0][:2]) if top else 'none'} (cat/dog first in {per_seed} of "
                      f"{len(learned)} learning seeds)")
         verdicts.append(REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"} else NOT_REPRODUCED)
@@ -2771,10 +2783,11 @@ def check_randomness(exp: Experiment) -> tuple[str, str]:
         orders.setdefault(" > ".join(map(net_label, ranked)), []).append(exp.runs[NET1][k].train_seed)
     mixed = [net_label(n) for n in nets if 0 < exp.stuck(n) < exp.seeds]
     spread = {n: float(mean_std(exp.values(n, BEST_VAL))[1]) for n in nets}
-    measured = (f"std of best val accuracy over the seeds: " + ", ".join(f"{net_label(n)} {100 * v:.1f}"
-                                                                         for n, v in spread.items())
+    measured = ("std of best val accuracy over the seeds: " + ", ".join(f"{net_label(n)} {100 * v:.1f}"
+                                                                        for n, v in spread.items())
                 + f" points (claimed: insignificant, taken as under {100 * SEED_SPREAD:.0f}); order by best val "
-                "accuracy: " + "; ".join(f"{o} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})" for o, s in orders.items())
+                "accuracy: " + "; ".join(f"{o} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})"
+                                         for o, s in orders.items())
                 + (f". {', '.join(mixed)} learned in some seeds and stayed at chance in others" if mixed else "") + ".")
     return measured, REPRODUCED if max(spread.values()) < SEED_SPREAD and not mixed else NOT_REPRODUCED
 
@@ -2829,12 +2842,14 @@ def write_report(out: Path, exp: Experiment) -> None:
     lines = [
         "# hw4 report", "",
         f"Classes: {', '.join(exp.first.classes)}; {conf['train_per_class']} train and {conf['val_per_class']} val "
-        f"images per class at {conf['image_size']}×{conf['image_size']} (subset seed {conf['subset_seed']}); batch size "
+        f"images per class at {conf['image_size']}×{conf['image_size']} (subset seed {conf['subset_seed']}); "
+        "batch size "
         f"{conf['batch_size']}, {conf['epochs']} epochs, Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); "
         f"{seed_text}.", "", "Every number and verdict below is computed from this run's metrics.", "",
         "## Results", "", *report_table(exp), "",
         "## Does this reproduce the original report?", "",
-        "Each finding of the original report (its Q1–Q4 answers and discussion), checked against this run. A difference "
+        "Each finding of the original report (its Q1–Q4 answers and discussion), checked against this run. "
+        "A difference "
         "is **reproduced** when its 95% paired interval over the seeds excludes 0 on the claimed side, **not "
         "reproduced** when the interval excludes the claim, and **not resolved** when it holds both.", "",
         "| question | the original's claim | measured in this run | verdict |", "|---|---|---|---|",
@@ -2856,12 +2871,14 @@ def write_seeds_summary(out: Path, exp: Experiment) -> None:
     for name, runs in exp.runs.items():
         nets[name] = {"seeds": [r.train_seed for r in runs], "train_time_s": [r.train_time_s for r in runs],
                       "seeds_at_chance": [r.train_seed for r in runs if r.at_chance],
-                      "dead_units": {k: mean_std([r.dead_units[k] for r in runs])[0].tolist() for k in runs[0].dead_units}}
+                      "dead_units": {k: mean_std([r.dead_units[k] for r in runs])[0].tolist()
+                                     for k in runs[0].dead_units}}
         for what in (BEST_VAL, "best_train_class_acc", "best_epoch", "gap", *(f"final_{k}" for k in runs[0].epoch)):
             values = exp.values(name, what)
             nets[name][what] = values
             nets[name][f"{what}_mean"], nets[name][f"{what}_std"] = (float(v) for v in mean_std(values))
-    pairs = {f"{b}-{a}": {**dataclasses.asdict(c := exp.compare(a, b)), "ci95": c.ci95, "excludes_zero": c.excludes_zero}
+    pairs = {f"{b}-{a}": {**dataclasses.asdict(c := exp.compare(a, b)), "ci95": c.ci95,
+                          "excludes_zero": c.excludes_zero}
              for a, b in exp.base_pairs()}
     claims = [dict(zip(("question", "claim", "measured", "verdict"), (c.question, c.words, *claim_row(exp, c))))
               for c in CLAIMS]

@@ -1,6 +1,7 @@
 """The command line: bad input is one line and exit 2 before any work, interrupts stop cleanly, --help."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import hw4
-from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, reference_args, run_cli,
-                      start_cli)
+from conftest import (CPU, REFERENCE_NETS, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli,
+                      reference_args, run_cli, start_cli)
 from test_resume import assert_same_outputs, wait_for
 
 
@@ -145,6 +146,8 @@ def test_jobs_2_stop_at_any_moment_with_130_and_resume_exactly(tiny_built, refer
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_outputs(reference, out)
+    assert list(json.loads((out / "metrics.json").read_text())["nets"]) == list(REFERENCE_NETS), \
+        "metrics.json lists the nets in --nets order, whichever worker finishes first"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

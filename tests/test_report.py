@@ -63,7 +63,8 @@ def test_report_follows_the_numbers(tmp_path):
     assert "| Net3 | 5 | never | none | never | 0.001 | vanishing |" in text
     assert "vanishing gradients (a first-layer gradient over 3× smaller than Net1's, no layer dead) in 1" in text
     assert "most confused pair **cat / dog** (11 images" in text
-    assert "| Net1 | 70.0% | 2 |" in text and "overfits: train accuracy ends 27.0 points above val, val peaks at epoch 2" in text
+    assert "| Net1 | 70.0% | 2 |" in text
+    assert "overfits: train accuracy ends 27.0 points above val, val peaks at epoch 2" in text
     assert "| Net3 | 31.0% | 3 |" in text and "underfits" in text.split("| Net3 | 31.0%")[1].split("\n")[0]
 
 
@@ -107,8 +108,9 @@ def test_paired_interval_matches_a_hand_calculation():
     assert one.ci95 is None and one.seeds == 1 and one.excludes_zero is None
     assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
     assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
-    # +3 points with sd 2 resolves at 4 paired seeds: t(3) 2 / 2 = 3.18 > 3 but t(4) 2 / sqrt(5) = 2.48 < 3
-    assert hw4.Comparison(0.03, 0.02, 3).seeds_to_resolve() == 5 and hw4.Comparison(0.0, 0.02, 3).seeds_to_resolve() is None
+    # +3 points with sd 2 resolves at 5 paired seeds: t(3) 0.02 / sqrt(4) = 0.032 > 0.03, t(4) 0.02 / sqrt(5) = 0.025
+    assert hw4.Comparison(0.03, 0.02, 3).seeds_to_resolve() == 5
+    assert hw4.Comparison(0.0, 0.02, 3).seeds_to_resolve() is None
 
 
 def test_the_claims_verdict_rule():
