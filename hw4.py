@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import dataclasses
 import difflib
+import errno
 import functools
 import hashlib
 import http.client
@@ -37,10 +38,13 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import pickle
 import random
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -66,10 +70,11 @@ from torch import nn
 
 DEFAULT_CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
 DEFAULT_NETS = ("net1", "net2", "net3")
+SPLITS = ("train", "val")
 MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to keep one pixel
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
 MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
-MANIFEST_VERSION = 3  # bump whenever the build writes different files (selection, decoding, naming)
+MANIFEST_VERSION = 4  # bump whenever the build writes different files (selection, decoding, naming)
 NAME_MAX = 255  # bytes in one path component on common file systems
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 DEMO_DATA_DIR = "demo_data"
@@ -138,13 +143,21 @@ class Config:
                             default_text="DATA_DIR/coco/annotations/instances_train2014.json")
     image_dir: str = setting("", "folder of the train2014 images", "build", "data", type=path_argument,
                              default_text="DATA_DIR/coco/images")
-    classes: tuple[str, ...] = setting(DEFAULT_CLASSES, "COCO category names", "build", "data", nargs="+")
-    train_per_class: int = setting(1500, "train images per class", "build", "data",
-                                   type=in_range(int, 1, MAX_PER_CLASS))
-    val_per_class: int = setting(500, "val images per class", "build", "data", type=in_range(int, 1, MAX_PER_CLASS))
+    image_folders: str | None = setting(None, "read the pictures from class folders ROOT/{train,val}/<class>/* "
+                                        "(torchvision's ImageFolder layout) instead of COCO; the folders decide "
+                                        "each picture's split and class", "build", "data", type=path_argument,
+                                        default_text="off: COCO", metavar="ROOT")
+    classes: tuple[str, ...] = setting(DEFAULT_CLASSES, "COCO category names (class folder names with "
+                                       "--image-folders)", "build", "data", nargs="+")
+    train_per_class: int | None = setting(1500, "train images per class (with --image-folders: at most this "
+                                          "many, a seeded draw; all by default)", "build", "data",
+                                          type=in_range(int, 1, MAX_PER_CLASS))
+    val_per_class: int | None = setting(500, "val images per class (with --image-folders: at most, as above)",
+                                        "build", "data", type=in_range(int, 1, MAX_PER_CLASS))
     image_size: int = setting(64, "square side in pixels", "build", "data", type=in_range(int, MIN_IMAGE_SIZE, 1024))
     seed: int = setting(5, "seed for the subset and the training", "build", "data", type=in_range(int, 0, MAX_SEED))
-    exclusive: bool = setting(False, "skip images that contain two or more of the classes", "build", "data")
+    exclusive: bool = setting(False, "skip images that contain two or more of the classes (with --image-folders: "
+                              "pictures that sit in two class folders or in both splits)", "build", "data")
     dataset_dir: str = setting("hw4_dataset", "where train_data/, val_data/ and manifest.json go", "run", "data",
                                type=path_argument)
     workers: int = setting(max(1, os.cpu_count() or 1), "processes that decode images during the build",
@@ -198,6 +211,9 @@ class Config:
     def build_fingerprint(self) -> str:
         """The build settings, where the paths really point and the annotation file's size and mtime:
         the same relative path from another folder, or an edited file, is another build."""
+        if self.image_folders is not None:  # the listing stands in for the annotation file
+            return fingerprint({**self.build_settings(), "image_folders": str(Path(self.image_folders).resolve()),
+                                "listing": folder_listing_digest(Path(self.image_folders))})
         ann = Path(self.ann_file)
         stat = ann.stat() if ann.is_file() else None
         return fingerprint({**self.build_settings(), "ann_file": str(ann.resolve()),
@@ -312,6 +328,12 @@ def stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def build_start_method() -> str:
+    """fork where the platform has it (the decoders need no torch, and a fork starts in milliseconds),
+    else spawn (Windows)."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def run_in_processes(fn: Callable, tasks: list[tuple], workers: int, start_method: str,
@@ -538,19 +560,40 @@ def decode_rgb_thumbnail(src: str | Path, size: int) -> Image.Image:
     return rgb.resize((size, size), Image.Resampling.BICUBIC)
 
 
+def write_thumbnail(src: str, dst: str, size: int) -> None:
+    """Write one picture at size x size: its bytes as they are when it already has that size, in the
+    destination's format, as RGB or grayscale (loading converts both to RGB as this would), so a
+    ready-made 64x64 set keeps every pixel; else decoded to RGB, resized and saved as JPEG quality 95 or
+    PNG, by the destination's extension."""
+    as_jpeg = dst.lower().endswith((".jpg", ".jpeg"))
+    with Image.open(src) as img:
+        fits = (img.size == (size, size) and img.mode in ("RGB", "L")
+                and img.format == ("JPEG" if as_jpeg else "PNG"))
+        if fits:
+            img.load()  # the whole file must decode: a truncated one is refused here, not while training
+    if fits:
+        shutil.copyfile(src, dst)
+        return
+    decode_rgb_thumbnail(src, size).save(dst, **({"format": "JPEG", "quality": 95} if as_jpeg else {"format": "PNG"}))
+
+
 def write_thumbnails(jobs: list[tuple[str, str, int]]) -> list[str | None]:
-    """Decode, resize and save each (source, destination, size): JPEG quality 95 or PNG, by the
-    destination's extension. Returns, per image, None or why it failed."""
+    """write_thumbnail for each (source, destination, size). Returns, per image, None or why it failed.
+    Only regular files are opened: a FIFO named x.jpg would block the read forever."""
     reasons = []
     for src, dst, size in jobs:
         try:
-            img = decode_rgb_thumbnail(src, size)
-            img.save(dst, **({"format": "JPEG", "quality": 95} if dst.lower().endswith((".jpg", ".jpeg"))
-                             else {"format": "PNG"}))
+            if not os.path.isfile(src):
+                reasons.append("not a regular file" if os.path.lexists(src) else "missing")
+                continue
+            write_thumbnail(src, dst, size)
             reasons.append(None)
         except FileNotFoundError:
             reasons.append("missing")
         except IMAGE_ERRORS as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC:  # the destination is full, not the picture bad
+                raise UserError(f"no space left on the device of --dataset-dir while writing {dst}; free some "
+                                "space (a full-size build needs about 40 MB) and rerun") from None
             reasons.append(f"unreadable ({type(exc).__name__}: {exc})")
     return reasons
 
@@ -570,11 +613,12 @@ class WriteJob:
                 "label": self.label, "image_id": self.image_id, "file_name": self.file_name}
 
 
-def run_write_jobs(jobs: list[WriteJob], cfg: Config, root: Path, desc: str) -> list[str | None]:
+def run_write_jobs(jobs: list[WriteJob], source_root: str | Path, cfg: Config, root: Path,
+                   desc: str) -> list[str | None]:
     """Write a batch of thumbnails, in worker processes when --workers > 1. Order is kept."""
     from tqdm import tqdm
 
-    args = [(str(source_path(cfg.image_dir, j.file_name)), str(root / f"{j.split}_data" / j.out_name),
+    args = [(str(source_path(source_root, j.file_name)), str(root / f"{j.split}_data" / j.out_name),
              cfg.image_size) for j in jobs]
     size = max(1, len(args) // (cfg.workers * 8))  # few round trips, yet an even spread
     chunks = [args[k:k + size] for k in range(0, len(args), size)]
@@ -587,8 +631,8 @@ def run_write_jobs(jobs: list[WriteJob], cfg: Config, root: Path, desc: str) -> 
         if cfg.workers == 1 or len(chunks) < 2:
             for k, chunk in enumerate(chunks):
                 collect(k, write_thumbnails(chunk))
-        else:  # fork: the decoders need no torch, and a fork starts in milliseconds
-            run_in_processes(write_thumbnails, [(c,) for c in chunks], cfg.workers, "fork", collect)
+        else:
+            run_in_processes(write_thumbnails, [(c,) for c in chunks], cfg.workers, build_start_method(), collect)
     return [reason for chunk in done for reason in chunk]
 
 
@@ -612,7 +656,8 @@ def write_subset(selection: Selection, coco, cfg: Config, root: Path) -> tuple[l
     replacements: list[dict] = []
     first_round = True
     while pending:
-        failures = run_write_jobs(pending, cfg, root, "writing images" if first_round else "replacements")
+        failures = run_write_jobs(pending, cfg.image_dir, cfg, root,
+                                  "writing images" if first_round else "replacements")
         if first_round and all(why is not None for why in failures):
             raise UserError(f"none of the {len(pending)} chosen images could be read (first: "
                             f"{source_path(cfg.image_dir, pending[0].file_name)}: {failures[0]}); the image dir "
@@ -695,8 +740,12 @@ def build_subset(cfg: Config, coco=None) -> dict:
         return manifest
     target = Path(cfg.dataset_dir)
     check_dataset_dir_is_ours(target)
-    coco = coco or load_coco(cfg.ann_file)
-    selection = select_subset(coco, cfg)
+    if cfg.image_folders is None:
+        coco = coco or load_coco(cfg.ann_file)
+        selection = select_subset(coco, cfg)
+    else:  # everything about the folders is checked before anything is written
+        pictures = scan_class_folders(Path(cfg.image_folders), cfg.classes)
+        chosen = choose_folder_pictures(pictures, cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds
         shutil.rmtree(stale, ignore_errors=True)
@@ -704,12 +753,17 @@ def build_subset(cfg: Config, coco=None) -> dict:
     for split in ("train", "val"):
         (tmp / f"{split}_data").mkdir(parents=True)
     try:
-        entries, replacements = write_subset(selection, coco, cfg, tmp)
-        note_other_classes(entries, coco, resolve_category_ids(coco, cfg.classes))
+        if cfg.image_folders is None:
+            entries, replacements = write_subset(selection, coco, cfg, tmp)
+            note_other_classes(entries, coco, resolve_category_ids(coco, cfg.classes))
+            source: dict[str, Any] = {"source": "coco"}
+        else:
+            entries, replacements = write_folder_subset(chosen, pictures, cfg, tmp), []
+            source = {"source": "image_folders", "shared_pictures": shared_pictures_summary(chosen, cfg)}
         counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
                   for split in ("train", "val")}
         manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
-                    "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts,
+                    "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts, **source,
                     "replacements": replacements, "entries": entries}
         write_json_atomic(tmp / "manifest.json", manifest)
         swap_into_place(tmp, target)
@@ -721,7 +775,166 @@ def build_subset(cfg: Config, coco=None) -> dict:
         print(f"{name:<{width}}  {counts['train'][name]:5d}  {counts['val'][name]:5d}")
     if replacements:
         print(f"{len(replacements)} missing or unreadable images were replaced (listed in manifest.json)")
+    if "shared_pictures" in manifest:
+        shared = manifest["shared_pictures"]
+        print(f"{shared['in_two_classes']} pictures sit in two class folders and {shared['in_both_splits']} in both "
+              f"splits ({'kept, as the folders give them' if shared['kept'] else 'dropped: --exclusive'}; listed in "
+              "manifest.json)")
     return manifest
+
+
+# =============================================================================
+# Class folders (--image-folders): the pictures as given, ROOT/{train,val}/<class>/<file>, checked
+# whole before anything is written. Hands the same manifest.json as the COCO build to loading.
+# =============================================================================
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+COCO_FILE_ID = re.compile(r"COCO_(?:train|val|test)\d{4}_0*(\d+)\.")
+
+
+@dataclass(frozen=True)
+class FolderPicture:
+    """One picture file of the class folders; the same image_id in two folders is the same picture."""
+
+    split: str
+    class_name: str
+    file_name: str  # relative to ROOT, with '/'
+    image_id: int
+
+
+def picture_id(file_name: str) -> int:
+    """The COCO id when the file name carries one (COCO_train2014_<id>.jpg), else a stable 48-bit id
+    from the relative path."""
+    found = COCO_FILE_ID.search(PurePosixPath(file_name).name)
+    return int(found.group(1)) if found else int(hashlib.sha256(file_name.encode()).hexdigest()[:12], 16)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The picture files under a folder (sub-folders too), sorted. Hidden files and folders (.DS_Store) and
+    other extensions are skipped; something that is not a regular file (a FIFO, a broken link) is refused."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = Path(dirpath) / name
+            if not path.is_file():
+                raise UserError(f"{path} is not a regular file (a FIFO, socket or broken link); remove it from the "
+                                "class folder")
+            found.append(path)
+    return sorted(found)
+
+
+def folder_listing_digest(root: Path) -> str:
+    """Every file's relative path, size and mtime under ROOT/{train,val}: an edited folder is another build."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for dirpath, dirnames, filenames in sorted(os.walk(root / split)):
+            dirnames.sort()
+            for name in sorted(filenames):
+                with contextlib.suppress(OSError):
+                    st = os.stat(Path(dirpath) / name)
+                    digest.update(f"{Path(dirpath, name).relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def scan_class_folders(root: Path, classes: Sequence[str]) -> list[FolderPicture]:
+    """Every picture of ROOT/{train,val}/<class>/, after checking the layout against --classes."""
+    if not root.is_dir():
+        raise UserError(f"--image-folders {root} is not a folder; pass the folder that holds train/ and val/")
+    pictures = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise UserError(f"--image-folders {root} has no {split}/ folder; it needs ROOT/train/<class>/ and "
+                            "ROOT/val/<class>/ (torchvision's ImageFolder layout, once per split)")
+        for entry in sorted(split_dir.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                if entry.suffix.lower() in IMAGE_EXTENSIONS:
+                    raise UserError(f"{entry} is not inside a class folder; move it into {split}/<class>/")
+                continue
+            if entry.name not in classes:
+                closest = difflib.get_close_matches(entry.name, classes, n=1, cutoff=0)
+                raise UserError(f"class folder {entry} is not one of --classes ({' '.join(classes)}); the closest "
+                                f"is {closest[0]!r}: rename the folder, or name it in --classes")
+        for name in classes:
+            files = image_files(split_dir / name) if (split_dir / name).is_dir() else []
+            if not files:
+                raise UserError(f"class {name!r} has no images in {split_dir / name}; add them, or leave {name!r} "
+                                "out of --classes")
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                pictures.append(FolderPicture(split, name, rel, picture_id(rel)))
+    return pictures
+
+
+def folders_by_picture(pictures: Sequence[FolderPicture]) -> dict[int, list[FolderPicture]]:
+    by_id: dict[int, list[FolderPicture]] = {}
+    for p in pictures:
+        by_id.setdefault(p.image_id, []).append(p)
+    return by_id
+
+
+def is_shared(copies: Sequence[FolderPicture]) -> bool:
+    """A picture in two class folders, or in both splits."""
+    return len({p.class_name for p in copies}) > 1 or len({p.split for p in copies}) > 1
+
+
+def choose_folder_pictures(pictures: list[FolderPicture], cfg: Config) -> list[FolderPicture]:
+    """The pictures as given: all of them, without shared ones with --exclusive, and at most
+    --train-per-class / --val-per-class per class when given (a draw seeded by --seed)."""
+    if cfg.exclusive:
+        shared = {i for i, copies in folders_by_picture(pictures).items() if is_shared(copies)}
+        pictures = [p for p in pictures if p.image_id not in shared]
+    rng, chosen = random.Random(cfg.seed), []
+    for split, cap in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
+        for name in cfg.classes:
+            group = [p for p in pictures if p.split == split and p.class_name == name]
+            if cap is not None and len(group) < cap:
+                raise UserError(f"class {name!r} has {len(group)} {split} pictures in --image-folders"
+                                f"{' without shared ones (--exclusive)' if cfg.exclusive else ''} but --{split}-per-"
+                                f"class asks for {cap}; lower it, or leave it out to take them all")
+            chosen += group if cap is None else sorted(rng.sample(group, cap), key=lambda p: p.file_name)
+    return chosen
+
+
+def shared_pictures_summary(chosen: Sequence[FolderPicture], cfg: Config) -> dict[str, Any]:
+    """The pictures of the dataset that sit in two class folders or in both splits: counted, by class pair,
+    and listed, with whether they were kept (the exercise's data) or dropped (--exclusive)."""
+    shared = {i: copies for i, copies in folders_by_picture(chosen).items() if is_shared(copies)}
+    pairs: dict[str, int] = {}
+    for copies in shared.values():
+        names = [c for c in cfg.classes if c in {p.class_name for p in copies}]
+        for k, a in enumerate(names):
+            for b in names[k + 1:]:
+                pairs[f"{a}/{b}"] = pairs.get(f"{a}/{b}", 0) + 1
+    return {"kept": not cfg.exclusive,
+            "in_two_classes": sum(len({p.class_name for p in c}) > 1 for c in shared.values()),
+            "in_both_splits": sum(len({p.split for p in c}) > 1 for c in shared.values()),
+            "class_pairs": dict(sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "pictures": [{"image_id": i, "files": [p.file_name for p in c]} for i, c in sorted(shared.items())]}
+
+
+def write_folder_subset(chosen: list[FolderPicture], pictures: list[FolderPicture], cfg: Config,
+                        root: Path) -> list[dict]:
+    """Write the chosen pictures (resized only if they are not image_size already). A picture that does not
+    decode stops the build: the folders are the data, so nothing is swapped in for it."""
+    taken: dict[str, set[str]] = {"train": set(), "val": set()}
+    jobs = [WriteJob(p.split, p.class_name, cfg.classes.index(p.class_name), p.image_id, p.file_name,
+                     output_name(p.class_name, p.file_name, taken[p.split], p.image_id), k)
+            for k, p in enumerate(chosen)]
+    failures = [(job, why) for job, why in zip(jobs, run_write_jobs(jobs, cfg.image_folders, cfg, root,
+                                                                     "writing images")) if why]
+    if failures:
+        job, why = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise UserError(f"{Path(cfg.image_folders) / job.file_name} is not a readable image{more}: {why}; remove "
+                        "it from the class folder or replace it")
+    shows = {i: {p.class_name for p in copies} for i, copies in folders_by_picture(pictures).items()}
+    return [{**job.entry(), "also_shows": sorted(shows[job.image_id] - {job.class_name})} for job in jobs]
 
 
 # =============================================================================
@@ -1341,7 +1554,6 @@ METRICS = (
     Metric("cross_entropy", "loss", "cross-entropy", per_sample_cross_entropy, higher_is_better=False),
     Metric("class_acc", "acc", "classification accuracy", per_sample_accuracy, percent=True, picks_best=True),
 )
-SPLITS = ("train", "val")
 WINDOW_STEPS = 100  # the original logged every 100 iterations of batch 4
 VAL_CHUNK = 256  # validation has no optimizer step, so it runs in large chunks
 DEAD_UNIT_IMAGES = VAL_CHUNK  # dead units are counted on the first (class-mixed) val chunk
@@ -1462,13 +1674,26 @@ def steps_per_epoch(n: int, cfg: Config) -> int:
     return 1 if cfg.dry_run else math.ceil(n / cfg.batch_size)
 
 
+def clean_train_keys() -> list[str]:
+    """train_clean_<key> of every metric: the training images measured like val, at each epoch's end."""
+    return [f"train_clean_{m.key}" for m in METRICS]
+
+
 @dataclass
 class History:
-    """Everything recorded per epoch (and per 100 iterations); the pickles' lists."""
+    """Everything recorded per epoch (and per 100 iterations); the pickles' lists.
+
+    epoch holds the original's series: train values are running means over the epoch, taken while the
+    weights change and with augmentation, dropout and batch statistics active. train_clean measures the
+    training images after the epoch, in eval mode and unaugmented, like val, so that train - val gaps
+    compare like with like across nets.
+    """
 
     steps100: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in metric_keys()})
     epoch: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in metric_keys()})
+    train_clean: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in clean_train_keys()})
     grad_norms: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in GRAD_LAYERS})
+    grad_norms_steps100: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in GRAD_LAYERS})
     dead_units: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -1543,8 +1768,9 @@ def train_epoch(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, or
 
 
 @dataclass
-class ValResult:
-    """Val logits (in the class-mixed val order), their labels, and the dead share per ReLU layer."""
+class EvalResult:
+    """Logits of images run in eval mode (val: in the class-mixed val order), their labels, and the dead
+    share per ReLU layer (val only)."""
 
     logits: torch.Tensor
     labels: torch.Tensor
@@ -1557,19 +1783,19 @@ def dead_fraction(activation: torch.Tensor) -> float:
     return float((activation.amax(dim=dims) <= 0).float().mean())
 
 
-def evaluate(net: HW4Net, data: SubsetTensors, cfg: Config) -> ValResult:
-    """Validation in eval mode without gradients, in chunks of 256 for speed (no optimizer step,
-    so the chunk size changes no number); the first chunk also counts dead ReLU units."""
-    n = cfg.batch_size if cfg.dry_run else len(data.val_x)
+def evaluate(net: HW4Net, x: torch.Tensor, y: torch.Tensor, cfg: Config, count_dead: bool = False) -> EvalResult:
+    """Images in eval mode without gradients or augmentation, in chunks of 256 for speed (no optimizer
+    step, so the chunk size changes no number); with count_dead, the first chunk counts dead ReLU units."""
+    n = min(len(x), cfg.batch_size) if cfg.dry_run else len(x)
     logits, dead = [], {}
     net.eval()
     with torch.no_grad():
         for start in range(0, n, VAL_CHUNK):
-            taps: dict[str, torch.Tensor] | None = {} if start == 0 else None
-            logits.append(net(to_input(data.val_x[start:min(n, start + VAL_CHUNK)]), taps))
+            taps: dict[str, torch.Tensor] | None = {} if start == 0 and count_dead else None
+            logits.append(net(to_input(x[start:min(n, start + VAL_CHUNK)]), taps))
             if taps is not None:
                 dead = {layer: dead_fraction(a) for layer, a in taps.items()}
-    return ValResult(torch.cat(logits), data.val_y[:n], dead)
+    return EvalResult(torch.cat(logits), y[:n], dead)
 
 
 @dataclass
@@ -1582,8 +1808,9 @@ class EpochSummary:
 
 
 def record_epoch(history: History, train_logits: torch.Tensor, train_labels: torch.Tensor,
-                 grad_norms: torch.Tensor, val: ValResult, cfg: Config, num_classes: int) -> EpochSummary:
-    """Turn the epoch's device buffers and the validation output into history entries. Every reduction
+                 grad_norms: torch.Tensor, val: EvalResult, clean: EvalResult, cfg: Config,
+                 num_classes: int) -> EpochSummary:
+    """Turn the epoch's device buffers and the eval-mode outputs into history entries. Every reduction
     runs in float64 on the host: an epoch mean must not depend on the device's float32 summation order."""
     splits = {"train": (train_logits.cpu().double(), train_labels.cpu()),
               "val": (val.logits.cpu().double(), val.labels.cpu())}
@@ -1596,15 +1823,22 @@ def record_epoch(history: History, train_logits: torch.Tensor, train_labels: tor
             history.steps100.setdefault(key, []).extend(windows)
             values[key] = float(per_sample.sum()) / len(labels)
             history.epoch.setdefault(key, []).append(values[key])
-    for layer, value in zip(GRAD_LAYERS, grad_norms.cpu().double().mean(0).tolist()):
-        history.grad_norms[layer].append(value)
+    clean_logits, clean_labels = clean.logits.cpu().double(), clean.labels.cpu()
+    for m in METRICS:
+        history.train_clean[f"train_clean_{m.key}"].append(float(m.per_sample(clean_logits, clean_labels).sum())
+                                                           / len(clean_labels))
+    norms = grad_norms.cpu().double()
+    for k, layer in enumerate(GRAD_LAYERS):
+        history.grad_norms[layer].append(float(norms[:, k].mean()))
+        full = len(norms) // WINDOW_STEPS * WINDOW_STEPS  # the first window shows the gradient before layers die
+        history.grad_norms_steps100[layer].extend(norms[:full, k].view(-1, WINDOW_STEPS).mean(1).tolist())
     for layer, value in val.dead_units.items():
         history.dead_units.setdefault(layer, []).append(value)
     return EpochSummary(values, *(confusion_matrix(labels, logits.argmax(1), num_classes)
                                   for logits, labels in splits.values()))
 
 
-def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: ValResult) -> bool:
+def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: EvalResult) -> bool:
     """Keep the confusion matrices, weights and val logits of the best epoch (by the picking metric)."""
     m = next(m for m in METRICS if m.picks_best)
     score = summary.values[f"val_{m.key}"]
@@ -1649,7 +1883,7 @@ def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device
                         "spec": NETS[name].trained(), "device": device.type})
 
 
-CHECKPOINT_FORMAT = 3  # bump when TrainState's fields change
+CHECKPOINT_FORMAT = 4  # bump when TrainState's fields change
 
 
 def quiet_torch_load(path: Path) -> Any:
@@ -1701,6 +1935,8 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
         if state.epoch < cfg.epochs:
             print(f"{name}: resuming from {ckpt_file} after epoch {state.epoch}")
     shown = training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]).to(device)
+    clean_train = (data.train_x, data.train_y) if len(shown) == len(data.train_y) else \
+        (data.train_x[shown], data.train_y[shown])  # the images this net trains on
     while state.epoch < cfg.epochs:
         t0 = time.perf_counter()
         torch.manual_seed(epoch_seed(cfg.training_seed, state.epoch, stream=2))  # dropout draws from it
@@ -1708,9 +1944,10 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
         aug = Augmentation.for_epoch(len(order), cfg.training_seed, state.epoch, device) if spec.augment else None
         logits, grad_norms = train_epoch(net, opt, data, order, aug, cfg, f"{name} epoch {state.epoch + 1}")
         state.steps_time_s += time.perf_counter() - t0
-        val = evaluate(net, data, cfg)
-        summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, cfg,
-                               len(classes))
+        val = evaluate(net, data.val_x, data.val_y, cfg, count_dead=True)
+        clean = evaluate(net, *clean_train, cfg)
+        summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, clean,
+                               cfg, len(classes))
         improved = update_best(state, net, summary, val)
         state.epoch += 1
         state.train_time_s += time.perf_counter() - t0
@@ -1761,10 +1998,12 @@ class Results:
     config: dict[str, Any]  # the settings that made these numbers: results_config()
     steps100: dict[str, list[float]]
     epoch: dict[str, list[float]]
+    train_clean: dict[str, list[float]]
     train_confusion: np.ndarray
     val_confusion: np.ndarray
     best_epoch: int
     grad_norms: dict[str, list[float]]
+    grad_norms_steps100: dict[str, list[float]]
     dead_units: dict[str, list[float]]
     fc1_in_features: int
     params: int
@@ -1772,9 +2011,11 @@ class Results:
     n_val: int
     hardest: list[HardImage]
     train_time_s: float = 0.0
+    infrastructure: dict[str, Any] = field(default_factory=dict)  # where it trained: infrastructure()
 
     @classmethod
-    def from_state(cls, state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors) -> "Results":
+    def from_state(cls, state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors,
+                   device: torch.device = torch.device("cpu")) -> "Results":
         classes, spec = list(manifest["classes"]), NETS[state.net]
         outline = net_outline(state.net, cfg.image_size, classes)
         shown = len(training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]))
@@ -1782,13 +2023,32 @@ class Results:
         return cls(
             net=state.net, label=spec.label, classes=classes, config=results_config(cfg, manifest),
             steps100={k: list(v) for k, v in hist.steps100.items()}, epoch={k: list(v) for k, v in hist.epoch.items()},
+            train_clean={k: list(v) for k, v in hist.train_clean.items()},
             train_confusion=np.asarray(best.train_confusion, dtype=np.int64),
             val_confusion=np.asarray(best.val_confusion, dtype=np.int64), best_epoch=best.epoch,
             grad_norms={k: list(v) for k, v in hist.grad_norms.items()},
+            grad_norms_steps100={k: list(v) for k, v in hist.grad_norms_steps100.items()},
             dead_units={k: list(v) for k, v in hist.dead_units.items()},
             fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
             n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
-            hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s)
+            hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s,
+            infrastructure=infrastructure(device, cfg.threads))
+
+    @classmethod
+    def from_json(cls, blob: dict) -> "Results":
+        """Back from metrics.json (dataclasses.asdict of a Results), for `hw4.py report`."""
+        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name in blob}
+        for key in ("train_confusion", "val_confusion"):
+            fields[key] = np.asarray(blob[key], dtype=np.int64)
+        fields["hardest"] = [HardImage(**h) for h in blob["hardest"]]
+        restore_nan = lambda v: math.nan if v is None else v  # noqa: E731 (JSON wrote NaN as null)
+        for key in ("steps100", "epoch", "train_clean", "grad_norms", "grad_norms_steps100", "dead_units"):
+            fields[key] = map_leaves(blob[key], restore_nan)
+        return cls(**fields)
+
+    def series(self, name: str) -> list[float]:
+        """One per-epoch series by its key: the original's (train_class_acc ...) or train_clean_<key>."""
+        return self.train_clean[name] if name in self.train_clean else self.epoch[name]
 
     @property
     def train_seed(self) -> int:
@@ -1800,15 +2060,15 @@ class Results:
 
     def value(self, what: str) -> float:
         """One number of this run: 'best_<series>' (its highest finite value over the epochs),
-        'final_<series>', 'best_epoch', or 'gap' (final train minus final val accuracy)."""
+        'final_<series>', 'best_epoch', or 'gap' (final train minus final val accuracy, both in eval mode)."""
         if what == "gap":
-            return self.value("final_train_class_acc") - self.value("final_val_class_acc")
+            return self.value("final_train_clean_class_acc") - self.value("final_val_class_acc")
         if what == "best_epoch":
             return self.best_epoch
         kind, series = what.split("_", 1)
         if kind == "final":
-            return self.epoch[series][-1]
-        return max((v for v in self.epoch[series] if math.isfinite(v)), default=math.nan)
+            return self.series(series)[-1]
+        return max((v for v in self.series(series) if math.isfinite(v)), default=math.nan)
 
     @property
     def at_chance(self) -> bool:
@@ -1820,13 +2080,21 @@ class Results:
         return diverged_epoch(self.epoch)
 
     def to_original(self) -> dict:
-        """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras."""
+        """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras.
+
+        The transcription of the original report shows the confusion keys with spaces, but extraction lost
+        most underscores elsewhere, so its code may have used "confusion_matrix"; both spellings are
+        written, pointing at the same arrays, so a reader written either way works."""
+        confusion = {"train confusion": self.train_confusion, "val confusion": self.val_confusion}
+        confusion.update({"train_confusion": self.train_confusion, "val_confusion": self.val_confusion})
         return {
             "100steps": {k: list(v) for k, v in self.steps100.items()},
             "epoch": {k: list(v) for k, v in self.epoch.items()},
-            "confusion matrix": {"train confusion": self.train_confusion, "val confusion": self.val_confusion},
+            "confusion matrix": confusion, "confusion_matrix": confusion,
+            "train_clean": {k: list(v) for k, v in self.train_clean.items()},
             "net": self.net, "label": self.label, "best_epoch": self.best_epoch, "config": self.config,
-            "classes": list(self.classes), "grad_norms": self.grad_norms, "dead_units": self.dead_units,
+            "classes": list(self.classes), "grad_norms": self.grad_norms,
+            "grad_norms_100steps": self.grad_norms_steps100, "dead_units": self.dead_units,
             "fc1_in_features": self.fc1_in_features, "params": self.params, "n_train": self.n_train,
             "n_val": self.n_val, "hardest": [h.to_original() for h in self.hardest],
         }
@@ -1849,6 +2117,69 @@ def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[Hard
             rows.append(HardImage(classes[k], classes[preds[pos]], float(losses[pos]), entry["image_id"],
                                   entry["path"], list(entry.get("also_shows") or []), int(pos)))
     return rows
+
+
+def hw4_commit() -> str | None:
+    """hw4's git commit, with '-dirty' when hw4.py differs from it; None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", Path(__file__).name],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (Linux: /proc/cpuinfo), else platform's answer."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.lru_cache(maxsize=None)
+def infrastructure(device: torch.device, threads: int) -> dict[str, Any]:
+    """Where the numbers were made: CPU float summation order, kernels and library versions change them
+    (another x86 CPU gives other digits from epoch 1). Saved at training, never at `report`."""
+    return {"device": device.type, "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
+            "threads": threads, "hw4_commit": hw4_commit()}
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the report needs of the dataset, saved in every run's metrics.json so that `hw4.py report`
+    needs neither the dataset nor the checkpoints."""
+
+    source: str                            # "coco" (annotations) or "image_folders"
+    classes: list[str]
+    counts: dict[str, dict[str, int]]      # split -> class -> images
+    exclusive: bool                        # shared or multi-class pictures were left out
+    shared: dict[str, Any] | None          # image_folders: pictures in two class folders or in both splits
+    val_also_shows: dict[str, dict[str, int]]  # val class -> other class -> its val images that also show it
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "DatasetFacts":
+        classes = list(manifest["classes"])
+        also = {a: {b: 0 for b in classes if b != a} for a in classes}
+        for e in manifest["entries"]:
+            if e["split"] == "val":
+                for b in e.get("also_shows") or ():
+                    also[e["class"]][b] = also[e["class"]].get(b, 0) + 1
+        shared = manifest.get("shared_pictures")
+        return cls(manifest.get("source", "coco"), classes, manifest["counts"], bool(manifest["config"]["exclusive"]),
+                   {k: v for k, v in shared.items() if k != "pictures"} if shared else None, also)
+
+    @classmethod
+    def from_json(cls, blob: dict) -> "DatasetFacts":
+        return cls(**{f.name: blob[f.name] for f in dataclasses.fields(cls)})
 
 
 def results_config(cfg: Config, manifest: dict) -> dict:
@@ -2162,7 +2493,7 @@ def prepare_torch(cfg: Config) -> torch.device:
 def train_and_write(name: str, cfg: Config, manifest: dict, data: SubsetTensors, device: torch.device) -> Results:
     """Train one net (or take its finished checkpoint) and write its files at once."""
     state = train(name, data, manifest, cfg, device)
-    results = Results.from_state(state, cfg, manifest, data)
+    results = Results.from_state(state, cfg, manifest, data, device)
     write_net_outputs(Path(cfg.out), results, state.best.state_dict, data)
     return results
 
@@ -2214,6 +2545,9 @@ def seed_configs(cfg: Config) -> list[Config]:
             for k in range(cfg.seeds)]
 
 
+METRICS_FORMAT = 2  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
+
+
 def remove_partial_writes(out: Path) -> None:
     """Delete the temporary files of writes that a kill cut short (the real files are intact)."""
     for tmp in [*out.glob(".*.tmp-*"), *out.glob("checkpoints/.*.tmp-*")]:
@@ -2230,21 +2564,24 @@ def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
         Path(c.out).mkdir(parents=True, exist_ok=True)
         remove_partial_writes(Path(c.out))
 
+    facts = DatasetFacts.from_manifest(manifest)
+
     def on_done(c: Config, name: str, res: Results) -> None:  # metrics.json: every finished net's Results,
         results[c.out][name] = res                                # in --nets order whatever order they finish in
-        write_json_atomic(Path(c.out) / "metrics.json", {"config": results_config(c, manifest), "nets": {
-            n: dataclasses.asdict(results[c.out][n]) for n in cfg.nets if n in results[c.out]}})
+        write_json_atomic(Path(c.out) / "metrics.json", {
+            "format": METRICS_FORMAT, "config": results_config(c, manifest), "dataset": dataclasses.asdict(facts),
+            "nets": {n: dataclasses.asdict(results[c.out][n]) for n in cfg.nets if n in results[c.out]}})
 
     run_tasks([(c, name) for c in per_seed for name in cfg.nets], manifest, data, on_done)
     for c in per_seed:
         runs = {name: [results[c.out][name]] for name in cfg.nets}
         write_run_figures(Path(c.out), runs, data)
-        write_report(Path(c.out), Experiment(runs, manifest))
+        write_report(Path(c.out), Experiment(runs, facts))
     runs_by_net = {name: [results[c.out][name] for c in per_seed] for name in cfg.nets}
     if cfg.seeds > 1:
         out = Path(cfg.out)
         write_run_figures(out, runs_by_net, data)
-        experiment = Experiment(runs_by_net, manifest)
+        experiment = Experiment(runs_by_net, facts)
         write_seeds_summary(out, experiment)
         write_report(out, experiment)
     return runs_by_net
@@ -2334,7 +2671,7 @@ class Experiment:
     """What the report reads: Results per net and per training seed (seeds paired across nets)."""
 
     runs: dict[str, list[Results]]
-    manifest: dict | None = None
+    dataset: DatasetFacts
 
     @property
     def nets(self) -> list[str]:
@@ -2540,16 +2877,22 @@ def answer_hardest(exp: Experiment) -> list[str]:
                      "another class.")
     lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
                  "the seeds in which a net learned.")
-    val = [e for e in (exp.manifest or {}).get("entries", [])
-           if e["split"] == "val" and e.get("also_shows") is not None]
-    for a, b in dict.fromkeys(pairs) if val else ():  # label noise that no net can resolve
-        a_b, b_a = (sum(e["class"] == x and y in e["also_shows"] for e in val) for x, y in ((a, b), (b, a)))
+    facts = exp.dataset
+    how = ("sits in both class folders" if facts.source == "image_folders" else "shows both in COCO's annotations")
+    for a, b in dict.fromkeys(pairs):  # label noise that no net can resolve
+        a_b, b_a = facts.val_also_shows[a][b], facts.val_also_shows[b][a]
+        n_val = facts.counts["val"][a] + facts.counts["val"][b]
         lines.append(f"No val image of {a} or {b} shows the other class, so their confusion comes from how alike they "
                      "look at this resolution, not from label noise." if a_b + b_a == 0 else
-                     f"{a_b + b_a} of the {sum(e['class'] in (a, b) for e in val)} val images of {a} and {b} "
-                     f"{'shows' if a_b + b_a == 1 else 'show'} both ({a_b} labelled {a}, {b_a} labelled {b}); each "
-                     "carries only the class it was drawn for, so part of this confusion is label noise that no net "
-                     "can resolve.")
+                     f"{a_b + b_a} of the {n_val} val images of {a} and {b} {how.replace('sits', 'sit') if a_b + b_a > 1 else how} "
+                     f"({a_b} labelled {a}, {b_a} labelled {b}); each carries only one label, so part of this "
+                     "confusion is label noise that no net can resolve.")
+    if facts.shared:
+        pairs_text = ", ".join(f"{p} {n}" for p, n in list(facts.shared["class_pairs"].items())[:4])
+        lines.append(f"Over both splits, {facts.shared['in_two_classes']} pictures sit in two class folders "
+                     f"({pairs_text}{', ...' if len(facts.shared['class_pairs']) > 4 else ''}) and "
+                     f"{facts.shared['in_both_splits']} in both splits; the run "
+                     f"{'kept them, as the folders give them' if facts.shared['kept'] else 'left them out (--exclusive)'}.")
     return lines
 
 
@@ -2833,6 +3176,38 @@ def claim_row(exp: Experiment, claim: Claim) -> tuple[str, str]:
     return claim.check(exp)
 
 
+def per_class_text(counts: dict[str, int]) -> str:
+    """'1500' when every class has that many, else the counts by class."""
+    values = set(counts.values())
+    return str(values.pop()) if len(values) == 1 else "/".join(map(str, counts.values()))
+
+
+def data_text(facts: DatasetFacts, conf: dict) -> str:
+    """Where the pictures came from and how many per class and split."""
+    source = (f"the class folders of `{conf['image_folders']}`, taken as given" if facts.source == "image_folders"
+              else f"a subset of COCO drawn with subset seed {conf['subset_seed']}")
+    return (f"{per_class_text(facts.counts['train'])} train and {per_class_text(facts.counts['val'])} val images per "
+            f"class at {conf['image_size']}×{conf['image_size']} from {source}")
+
+
+def infrastructure_text(exp: Experiment) -> str:
+    """The machines the nets trained on, as saved at training ('not recorded' for older runs)."""
+    seen = list(dict.fromkeys(json.dumps(r.infrastructure, sort_keys=True)
+                              for runs in exp.runs.values() for r in runs))
+    if seen == ["{}"]:
+        return "Infrastructure: not recorded (a run saved before hw4 recorded it)."
+    texts = []
+    for blob in map(json.loads, seen):
+        if not blob:
+            texts.append("not recorded")
+            continue
+        where = f"{blob['gpu']} (CUDA)" if blob.get("gpu") else f"CPU {blob['cpu']} ({blob['cpus']} cores)"
+        texts.append(f"{where}, {blob['threads']} torch thread{'s' * (blob['threads'] != 1)} per net, torch "
+                     f"{blob['torch']}, Python {blob['python']}, {blob['os']}, hw4 commit "
+                     f"{(blob['hw4_commit'] or 'unknown')[:12]}")
+    return "Infrastructure: " + "; ".join(texts) + "."
+
+
 def write_report(out: Path, exp: Experiment) -> None:
     """REPORT.md: results, the original's claims checked, the figures of FIGURES, and QUESTIONS' answers."""
     conf, seeds = exp.first.config, sorted(r.train_seed for r in next(iter(exp.runs.values())))
@@ -2841,11 +3216,10 @@ def write_report(out: Path, exp: Experiment) -> None:
     per_net = [p for p in FIGURES if p.per_net]
     lines = [
         "# hw4 report", "",
-        f"Classes: {', '.join(exp.first.classes)}; {conf['train_per_class']} train and {conf['val_per_class']} val "
-        f"images per class at {conf['image_size']}×{conf['image_size']} (subset seed {conf['subset_seed']}); "
-        "batch size "
+        f"Classes: {', '.join(exp.first.classes)}; {data_text(exp.dataset, conf)}; batch size "
         f"{conf['batch_size']}, {conf['epochs']} epochs, Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); "
-        f"{seed_text}.", "", "Every number and verdict below is computed from this run's metrics.", "",
+        f"{seed_text}.", "", infrastructure_text(exp), "",
+        "Every number and verdict below is computed from this run's metrics.", "",
         "## Results", "", *report_table(exp), "",
         "## Does this reproduce the original report?", "",
         "Each finding of the original report (its Q1–Q4 answers and discussion), checked against this run. "
@@ -3004,9 +3378,20 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, f.name)
         if value is None and f.name in DEMO_DEFAULTS:
             value = DEMO_DEFAULTS[f.name] if args.demo else f.default
+            if args.image_folders is not None and f.name in ("train_per_class", "val_per_class"):
+                value = None  # the folders' own counts
         values[f.name] = tuple(value) if isinstance(value, list) else value
-    values["ann_file"] = args.ann_file or str(data_dir / "coco" / "annotations" / "instances_train2014.json")
-    values["image_dir"] = args.image_dir or str(data_dir / "coco" / "images")
+    if args.image_folders is not None:
+        given = [flag for flag, on in (("--demo", args.demo), ("--download", args.download),
+                                       ("--ann-file", args.ann_file), ("--image-dir", args.image_dir),
+                                       ("--data_dir", args.data_dir != ".")) if on]
+        if given:
+            raise UserError(f"--image-folders reads the pictures from class folders, so {given[0]} has no use with "
+                            "it; drop one of the two")
+        values["ann_file"] = values["image_dir"] = ""
+    else:
+        values["ann_file"] = args.ann_file or str(data_dir / "coco" / "annotations" / "instances_train2014.json")
+        values["image_dir"] = args.image_dir or str(data_dir / "coco" / "images")
     values["nets"] = tuple(NETS) if "all" in values["nets"] else tuple(dict.fromkeys(values["nets"]))
     cfg = Config(**values)
     if len(set(cfg.classes)) != len(cfg.classes):
@@ -3016,6 +3401,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if cfg.seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--seed {cfg.seed} with --seeds {cfg.seeds} runs past the largest seed, {MAX_SEED}; "
                         "use a smaller --seed")
+    if args.demo and args.data_dir != ".":
+        raise UserError("--demo generates its own data in demo_data/, so --data_dir has no use with it; drop one of "
+                        "the two")
     if args.demo and cfg.train_per_class + cfg.val_per_class > DEMO_MAX_PER_CLASS:
         raise UserError(f"--demo generates at most {DEMO_MAX_PER_CLASS} images per class, but "
                         f"--train-per-class {cfg.train_per_class} + --val-per-class {cfg.val_per_class} need more; "

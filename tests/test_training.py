@@ -154,8 +154,13 @@ def test_reference_run_writes_the_originals_pickles_and_every_output(reference):
             assert set(res[scale]) == set(ORIGINAL_KEYS)
         assert all(isinstance(v, float) for v in res["100steps"]["train_class_acc"] + res["epoch"]["val_class_acc"])
         assert len(res["100steps"]["train_class_acc"]) == 2 and len(res["epoch"]["val_class_acc"]) == 2
-        assert set(res["confusion matrix"]) == {"train confusion", "val confusion"}
-        assert isinstance(res["confusion matrix"]["val confusion"], np.ndarray)
+        # both spellings of the confusion keys, for readers written either way, with the same arrays
+        for outer, train_key, val_key in (("confusion matrix", "train confusion", "val confusion"),
+                                          ("confusion_matrix", "train_confusion", "val_confusion")):
+            assert isinstance(res[outer][val_key], np.ndarray)
+            assert np.array_equal(res[outer][train_key], res["confusion matrix"]["train confusion"])
+            assert np.array_equal(res[outer][val_key], res["confusion matrix"]["val confusion"])
+        assert set(res["train_clean"]) == {"train_clean_cross_entropy", "train_clean_class_acc"}
         assert res["net"] == name and res["config"]["image_size"] == 16
         assert res["config"]["subset_seed"] == 5 and res["config"]["train_seed"] == 5
         assert torch.load(reference / f"{name}.pt", weights_only=True)["_extra_state"]["net"] == name
@@ -227,8 +232,9 @@ def test_val_windows_of_a_constant_net_sit_at_chance():
         net.fc2.weight.zero_()
         net.fc2.bias.copy_(torch.tensor([5.0, 0, 0, 0, 0]))
     cfg, history = hw4.Config(threads=1, batch_size=4), hw4.History()
-    val = hw4.evaluate(net, data, cfg)
-    hw4.record_epoch(history, torch.zeros(8, 5), data.train_y, torch.zeros(2, 3), val, cfg, 5)
+    val = hw4.evaluate(net, data.val_x, data.val_y, cfg, count_dead=True)
+    clean = hw4.evaluate(net, data.train_x, data.train_y, cfg)
+    hw4.record_epoch(history, torch.zeros(8, 5), data.train_y[:8], torch.zeros(2, 3), val, clean, cfg, 5)
     windows = history.steps100["val_class_acc"]
     assert len(windows) == 15 and all(0.1 < w < 0.3 for w in windows), windows
     assert history.epoch["val_class_acc"] == [0.2]
@@ -244,7 +250,7 @@ def test_dead_units_of_a_frozen_net_with_negative_biases():
         for name, p in net.named_parameters():
             if name.endswith("bias"):
                 p.fill_(-100.0)
-    val = hw4.evaluate(net, data, hw4.Config(threads=1))
+    val = hw4.evaluate(net, data.val_x, data.val_y, hw4.Config(threads=1), count_dead=True)
     assert list(val.dead_units) == ["conv1", "conv2", *(f"chain{k}" for k in range(1, 11)), "fc1"]
     assert all(v == 1.0 for v in val.dead_units.values())
     assert hw4.dead_fraction(torch.tensor([[0.0, 1.0], [0.0, 0.0]])) == 0.5
@@ -345,3 +351,20 @@ def test_reference_and_jobs_args_use_the_cpu(tiny_built, tmp_path):
     """The byte-for-byte comparisons must not depend on a GPU being there (README: CPU only)."""
     args = [str(a) for a in reference_args(tiny_built, tmp_path)]
     assert args[args.index("--device") + 1] == "cpu" and args[args.index("--threads") + 1] == "1"
+
+
+def test_clean_train_accuracy_is_measured_in_eval_mode_after_the_epoch(tiny_built, tmp_path):
+    """train_clean is the final weights on the unaugmented training images in eval mode (dropout off),
+    not the running mean of the original's train_class_acc."""
+    cfg, manifest, data, state = train_tiny(tiny_built, tmp_path, name="net1drop", epochs=1)
+    net = hw4.build_net("net1drop", cfg.image_size, manifest["classes"])
+    net.load_state_dict(torch.load(tmp_path / "checkpoints" / "net1drop_last.pt", weights_only=True)["model"])
+    net.eval()
+    with torch.no_grad():
+        logits = net(hw4.to_input(data.train_x)).double()
+    expected = float((logits.argmax(1) == data.train_y).double().mean())
+    assert state.history.train_clean["train_clean_class_acc"] == [pytest.approx(expected, abs=1e-12)]
+    assert state.history.train_clean["train_clean_class_acc"] != state.history.epoch["train_class_acc"]
+    results = hw4.Results.from_state(state, cfg, manifest, data)
+    assert results.value("gap") == pytest.approx(expected - state.history.epoch["val_class_acc"][-1])
+    assert results.infrastructure["device"] == "cpu" and results.infrastructure["threads"] == cfg.threads
