@@ -1327,7 +1327,10 @@ def unit_scale(device: torch.device) -> torch.Tensor:
 def to_input(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> the float tensor the nets eat: ToTensor's [0, 1] scaling to the bit on every
     device (a table lookup, no arithmetic), in the layout the device's convolutions run fastest.
-    Training, validation and predict all go through here."""
+    Training, validation and predict all go through here. On the CPU, float32 division is correctly rounded,
+    so dividing is the same bits as the table and about 5x faster than the gather (a sixth of a batch-4 step)."""
+    if x.device.type == "cpu":
+        return x.to(torch.float32).div_(255).contiguous(memory_format=torch.channels_last)
     return unit_scale(x.device)[x.int()].contiguous(memory_format=memory_format(x.device))
 
 
@@ -1686,7 +1689,7 @@ class History:
     epoch holds the original's series: train values are running means over the epoch, taken while the
     weights change and with augmentation, dropout and batch statistics active. train_clean measures the
     training images after the epoch, in eval mode and unaugmented, like val, so that train - val gaps
-    compare like with like across nets.
+    compare like with like across nets: after every new best epoch and the last one, NaN elsewhere.
     """
 
     steps100: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in metric_keys()})
@@ -1807,9 +1810,16 @@ class EpochSummary:
     val_confusion: np.ndarray
 
 
+def record_clean_train(history: History, clean: EvalResult | None) -> None:
+    """One epoch's eval-mode train metrics, or NaN for an epoch where they were not measured."""
+    logits, labels = (clean.logits.cpu().double(), clean.labels.cpu()) if clean is not None else (None, None)
+    for m in METRICS:
+        history.train_clean[f"train_clean_{m.key}"].append(
+            math.nan if clean is None else float(m.per_sample(logits, labels).sum()) / len(labels))
+
+
 def record_epoch(history: History, train_logits: torch.Tensor, train_labels: torch.Tensor,
-                 grad_norms: torch.Tensor, val: EvalResult, clean: EvalResult, cfg: Config,
-                 num_classes: int) -> EpochSummary:
+                 grad_norms: torch.Tensor, val: EvalResult, cfg: Config, num_classes: int) -> EpochSummary:
     """Turn the epoch's device buffers and the eval-mode outputs into history entries. Every reduction
     runs in float64 on the host: an epoch mean must not depend on the device's float32 summation order."""
     splits = {"train": (train_logits.cpu().double(), train_labels.cpu()),
@@ -1823,10 +1833,6 @@ def record_epoch(history: History, train_logits: torch.Tensor, train_labels: tor
             history.steps100.setdefault(key, []).extend(windows)
             values[key] = float(per_sample.sum()) / len(labels)
             history.epoch.setdefault(key, []).append(values[key])
-    clean_logits, clean_labels = clean.logits.cpu().double(), clean.labels.cpu()
-    for m in METRICS:
-        history.train_clean[f"train_clean_{m.key}"].append(float(m.per_sample(clean_logits, clean_labels).sum())
-                                                           / len(clean_labels))
     norms = grad_norms.cpu().double()
     for k, layer in enumerate(GRAD_LAYERS):
         history.grad_norms[layer].append(float(norms[:, k].mean()))
@@ -1945,10 +1951,12 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
         logits, grad_norms = train_epoch(net, opt, data, order, aug, cfg, f"{name} epoch {state.epoch + 1}")
         state.steps_time_s += time.perf_counter() - t0
         val = evaluate(net, data.val_x, data.val_y, cfg, count_dead=True)
-        clean = evaluate(net, *clean_train, cfg)
-        summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, clean,
-                               cfg, len(classes))
+        summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, cfg,
+                               len(classes))
         improved = update_best(state, net, summary, val)
+        # eval-mode train metrics where the report reads them (a pass costs half an epoch on the CPU)
+        record_clean_train(state.history, evaluate(net, *clean_train, cfg)
+                           if improved or state.epoch + 1 == cfg.epochs else None)
         state.epoch += 1
         state.train_time_s += time.perf_counter() - t0
         print_epoch_line(state, cfg, time.perf_counter() - t0, improved)
