@@ -118,7 +118,7 @@ def chosen_files(data_dir: Path) -> list[str]:
 
 
 def no_partial_files(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if ".part-" in p.name or ".tmp-" in p.name]
+    return not [p for p in folder.rglob("*") if ".part-" in p.name or ".hw4-tmp-" in p.name]
 
 
 def test_from_an_empty_data_dir_to_a_finished_subset(mirror, tmp_path):

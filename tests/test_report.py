@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +29,12 @@ def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1:
         steps100={k: [] for k in hw4.metric_keys()},
         epoch={"train_cross_entropy": [1.0] * (epochs - 1) + [1.0 - train_acc], "train_class_acc": [train_acc] * epochs,
                "val_cross_entropy": [1.0] * epochs, "val_class_acc": list(val_accs)},
+        train_clean={"train_clean_cross_entropy": [1.0 - train_acc] * epochs,
+                     "train_clean_class_acc": [train_acc] * epochs},
         train_confusion=np.eye(5, dtype=np.int64) * 10, val_confusion=val_confusion,
         best_epoch=int(np.argmax(val_accs)) + 1,
         grad_norms={"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
+        grad_norms_steps100={"conv1": [grad_conv1], "last_conv": [1.0], "fc1": [1.0]},
         dead_units={layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
         fc1_in_features=100, params=1000, n_train=50, n_val=50,
         hardest=[hw4.HardImage("cat", "dog", 3.0, 7, "val_data/cat_7.jpg", ["dog"], 0)], train_time_s=1.0)
@@ -41,8 +46,16 @@ def confusion_with_cat_dog_errors(n: int) -> np.ndarray:
     return m
 
 
-def report(tmp_path, runs, manifest=None) -> str:
-    hw4.write_report(tmp_path, hw4.Experiment(runs, manifest))
+def facts(val_entries=()) -> hw4.DatasetFacts:
+    """Dataset facts of 10 + 10 images per class whose val images (class, also_shows) are as given."""
+    manifest = {"classes": CLASSES, "counts": {split: {c: 10 for c in CLASSES} for split in ("train", "val")},
+                "config": {"exclusive": False}, "entries": [{"split": "val", "class": c, "also_shows": also}
+                                                            for c, also in val_entries]}
+    return hw4.DatasetFacts.from_manifest(manifest)
+
+
+def report(tmp_path, runs, dataset=None) -> str:
+    hw4.write_report(tmp_path, hw4.Experiment(runs, dataset or facts()))
     return (tmp_path / "REPORT.md").read_text()
 
 
@@ -53,19 +66,20 @@ def test_report_follows_the_numbers(tmp_path):
         "net2": [fake_results("net2", [0.5, 0.62, 0.61], 0.90, 2.0, confusion_with_cat_dog_errors(5))],
         "net3": [fake_results("net3", [0.2, 0.30, 0.31], 0.35, 0.001, confusion_with_cat_dog_errors(4))],
     }
-    val = [{"split": "val", "class": c, "also_shows": also} for c, also in
-           [("cat", ["dog"]), ("cat", []), ("dog", ["cat"]), ("dog", ["cat", "pizza"]), ("pizza", ["dog"])]]
-    text = report(tmp_path, runs, {"entries": val + [{"split": "train", "class": "cat", "also_shows": ["dog"]}]})
-    assert "3 of the 4 val images of cat and dog show both (1 labelled cat, 2 labelled dog)" in text
+    val = [("cat", ["dog"]), ("cat", []), ("dog", ["cat"]), ("dog", ["cat", "pizza"]), ("pizza", ["dog"])]
+    text = report(tmp_path, runs, facts(val))
+    assert ("3 of the 20 val images of cat and dog show both in COCO's annotations (1 labelled cat, 2 labelled dog)"
+            in text)
     assert "Net2 − Net1: -8.0 points (one seed) of best val accuracy; the run-to-run noise is unknown" in text
     assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
-    assert "Best performer in this run: Net1." in text
-    assert "| Net3 | 5 | never | none | never | 0.001 | vanishing |" in text
-    assert "vanishing gradients (a first-layer gradient over 3× smaller than Net1's, no layer dead) in 1" in text
+    assert "One seed cannot rank the nets" in text and "Best in this run" not in text
+    assert "| Net3 | 5 | 0.001 | 0.001 | never | none | never | vanishing |" in text
+    assert "Net3 against Net1, over 1 seed: vanishing in 1." in text
     assert "most confused pair **cat / dog** (11 images" in text
     assert "| Net1 | 70.0% | 2 |" in text
-    assert "overfits: train accuracy ends 27.0 points above val, val peaks at epoch 2" in text
+    assert "overfits: train accuracy (eval mode) ends 27.0 points above val, val peaks at epoch 2" in text
     assert "| Net3 | 31.0% | 3 |" in text and "underfits" in text.split("| Net3 | 31.0%")[1].split("\n")[0]
+    assert "revives" not in text and "not small: none" not in text
 
 
 def test_a_net_at_chance_gets_one_plain_sentence(tmp_path):
@@ -75,8 +89,7 @@ def test_a_net_at_chance_gets_one_plain_sentence(tmp_path):
     one_class[0][:, 4], one_class[1][:, 2] = 10, 10
     runs = {"net1": [fake_results("net1", [0.6], 0.9, 1.0, confusion_with_cat_dog_errors(2), seed=s) for s in (5, 6)],
             "net3": [fake_results("net3", [0.2], 0.2, 0.0, m, seed=s) for m, s in zip(one_class, (5, 6))]}
-    manifest = {"entries": [{"split": "val", "class": c, "also_shows": []} for c in ("cat", "dog")]}
-    q4 = report(tmp_path, runs, manifest).split("## Q4")[1].split("## Q5")[0]
+    q4 = report(tmp_path, runs).split("## Q4")[1].split("## Q5")[0]
     assert "- Net3 stayed at chance in every seed: it has not learned to tell the classes apart" in q4
     assert q4.count("most confused pair") == 1 and "lowest recall: pizza" not in q4
     assert "No val image of cat or dog shows the other class" in q4
@@ -108,22 +121,63 @@ def test_paired_interval_matches_a_hand_calculation():
     assert one.ci95 is None and one.seeds == 1 and one.excludes_zero is None
     assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
     assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
-    # +3 points with sd 2 resolves at 5 paired seeds: t(3) 0.02 / sqrt(4) = 0.032 > 0.03, t(4) 0.02 / sqrt(5) = 0.025
-    assert hw4.Comparison(0.03, 0.02, 3).seeds_to_resolve() == 5
-    assert hw4.Comparison(0.0, 0.02, 3).seeds_to_resolve() is None
+    # +3 points, sd 2: the seeds that exclude 0 with 80% power, checked against a simulation of paired seeds
+    cmp = hw4.Comparison(0.03, 0.02, 3)
+    n = cmp.seeds_for_power(0.0)
+    rng = np.random.default_rng(0)
+
+    def resolved_share(seeds: int) -> float:
+        d = rng.normal(0.03, 0.02, (20_000, seeds))
+        half = hw4.t_quantile_975(seeds - 1) * d.std(axis=1, ddof=1) / np.sqrt(seeds)
+        return float(np.mean(d.mean(axis=1) - half > 0))
+    assert resolved_share(n) >= 0.78 and resolved_share(n - 1) < 0.8
+    assert hw4.Comparison(0.0, 0.02, 3).seeds_for_power(0.0) is None
+    assert hw4.Comparison(0.0, 0.0, 3).ci95 is None and hw4.Comparison(0.0, 0.0, 3).degenerate
+
+
+def interval(low: float, high: float, seeds: int = 3) -> hw4.Comparison:
+    """The Comparison whose 95% interval is [low, high] at this many seeds."""
+    half = (high - low) / 2
+    return hw4.Comparison((low + high) / 2, half * np.sqrt(seeds) / hw4.t_quantile_975(seeds - 1), seeds)
 
 
 def test_the_claims_verdict_rule():
-    """A claimed +0.4 point gain: [-1.2, +1.1] holds both 0 and the claim, [-3.0, -1.0] excludes the claim,
-    [+0.1, +2.0] excludes 0 on the claimed side."""
-    assert hw4.claim_verdict((-0.012, 0.011), 0.004, 3, 12) == "not resolved at 3 seeds (about 12 would likely resolve it)"
-    assert hw4.claim_verdict((-0.030, -0.010), 0.004, 3) == "not reproduced"
-    assert hw4.claim_verdict((0.001, 0.020), 0.004, 3) == "reproduced"
-    assert hw4.claim_verdict((-0.010, 0.002), 0.004, 3) == "not reproduced", "the interval excludes the claimed value"
-    assert hw4.claim_verdict((-0.010, 0.002), None, 3).startswith("not resolved"), "a direction only: 0 < 0.002"
-    assert hw4.claim_verdict(None, 0.004, 1).startswith("not resolved at 1 seed")
-    assert hw4.combined_verdict(["reproduced", "not resolved at 3 seeds"]) == "not resolved at 3 seeds"
+    """One vocabulary: a claimed +0.8 point gain against intervals that decide each verdict."""
+    v = hw4.claim_verdict
+    assert v(interval(0.001, 0.020), 0.008) == "reproduced"
+    smaller = v(interval(0.001, 0.005), 0.008)
+    assert smaller.startswith("partly reproduced (the direction holds, but the interval excludes the claimed +0.8 "
+                              "points: the effect is smaller)"), smaller
+    assert v(interval(0.001, 0.005), None) == "reproduced", "a direction only: 0 is excluded"
+    opposite = v(interval(-0.030, -0.010), 0.008)
+    assert opposite == "not reproduced (the measured sign is opposite to the claim)"
+    assert v(interval(-0.010, 0.002), 0.008).startswith("not reproduced"), "the interval excludes the claimed value"
+    unresolved = v(interval(-0.012, 0.011), 0.008)
+    assert unresolved.startswith("not resolved at 3 seeds (the interval rules out effects below -1.2 points and above "
+                                 "+1.1 points")
+    assert "with 80% power" in unresolved and "the claim" in unresolved, "the nearer of 0 and +0.8 is the claim"
+    assert "would likely" not in unresolved
+    degenerate = v(hw4.Comparison(0.0, 0.0, 3), None)
+    assert degenerate.startswith("not resolved at 3 seeds (the difference is +0.0 points in every seed"), degenerate
+    assert v(hw4.Comparison(0.0, 0.0, 3), 0.008).startswith("not resolved")
+    assert v(hw4.Comparison(0.01, 0.0, 1), 0.004).startswith("not resolved at one seed")
+    assert hw4.combined_verdict(["reproduced", "not resolved at 3 seeds (x)"]) == "not resolved at 3 seeds (x)"
     assert hw4.combined_verdict(["reproduced", "not reproduced"]) == "not reproduced"
+    assert hw4.combined_verdict(["reproduced", "partly reproduced (y)"]) == "partly reproduced (y)"
+    assert hw4.verdict_word("not testable here: z") == "not testable here"
+
+
+def test_statistics_helpers_match_published_values():
+    assert hw4.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
+    assert hw4.clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)
+    assert hw4.chi2_quantile(40, True) == pytest.approx(55.758, abs=0.02)  # Wilson-Hilferty beyond the table
+    low, high = hw4.std_bounds([0.60, 0.61, 0.59])  # s = 0.01, 2 degrees of freedom
+    assert high == pytest.approx(0.01 * np.sqrt(2 / 0.1026), rel=1e-6) and low == pytest.approx(0.01 * np.sqrt(2 / 5.991))
+    # diffs 0.02, 0.04, 0.03: t = 0.03 / (0.01 / sqrt 3); at 2 degrees of freedom p = 1 - t / sqrt(2 + t^2)
+    t = 0.03 / (0.01 / np.sqrt(3))
+    p = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73]).p_value
+    assert p == pytest.approx(1 - t / np.sqrt(2 + t * t), rel=1e-6)
+    assert hw4.holm([0.01, 0.04, 0.03]) == [True, False, False] and hw4.holm([0.001, 0.01, 0.04]) == [True] * 3
 
 
 def claims(text: str) -> dict[str, tuple[str, str]]:
@@ -144,21 +198,45 @@ def test_claims_table_on_three_seeds(tmp_path):
     q1_val = rows["Padding increased val accuracy by 0.4 points (Net2 over Net1)."]
     assert q1_val[1].startswith("not resolved at 3 seeds") and "Net2 − Net1 +0.3 points (95% CI" in q1_val[0]
     q2 = rows["Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small."]
-    assert q2[1] == "not reproduced" and "In 3 of 3 seeds a ReLU layer of Net3 died" in q2[0]
+    assert q2[1].startswith("partly reproduced (the gradient vanishes in every seed, as claimed, and the mechanism goes "
+                            "further: the loss does not fall at all in 3 of 3 seeds"), q2[1]
+    assert "ReLU layers then die in 3" in q2[1]
+    assert "first 100 iterations: Net3 0, 0, 0, Net1 2, 2, 2" in q2[0]
     assert rows["Net2 is the best performer: Net2 > Net1 > Net3 on val."][1].startswith("not resolved")
-    assert rows["Cat/dog is the hardest pair for all three nets."][1].startswith("not resolved at 3 seeds (Net3")
-    assert rows["Net3 also confuses airplane and bus (less than cat and dog)."][1].startswith("not resolved")
+    cat_dog = rows["Cat/dog is the hardest pair for all three nets."][1]
+    assert cat_dog.startswith("not testable here: Net3 never learned (at chance in 3 of 3 seeds; a seed in which it "
+                              "learns is at most 71% likely") and cat_dog.endswith("reproduced for Net1 and Net2"), cat_dog
+    assert rows["Net3 also confuses airplane and bus (less than cat and dog)."][1].startswith(
+        "not testable here: Net3 never learned")
     assert rows["Net1 and Net2 overfit, with a large gap between train and val accuracy."][1] == "reproduced"
     randomness = "The run-to-run randomness (no seed fixed) will not change the performance significantly."
-    assert rows[randomness][1] == "not reproduced" and "Net2 2.5" in rows[randomness][0], "Net2 varies by 2.5 points"
+    assert rows[randomness][1].startswith("not resolved at 3 seeds (consistent with the claim, but the upper bound")
+    assert "Net2 2.5 (11.1)" in rows[randomness][0], "Net2 varies by 2.5 points, at most 11.1 (95% upper bound)"
     calm = {name: [fake_results(name, [v], 0.95, 2.0, m, seed=5 + k) for k, v in enumerate(values)]
-            for name, values in (("net1", (0.600, 0.605, 0.610)), ("net2", (0.603, 0.601, 0.609)))}
+            for name, values in (("net1", (0.600, 0.602, 0.604)), ("net2", (0.603, 0.601, 0.609)))}
     calm["net3"] = runs["net3"]
     verdict = claims(report(tmp_path, calm))[randomness]
-    assert verdict[1] == "reproduced" and "Net2 > Net1 > Net3 (seed 5); Net1 > Net2 > Net3 (seeds 6, 7)" in verdict[0], \
+    assert verdict[1] == "reproduced" and "Net2 > Net1 > Net3 (seeds 5, 7); Net1 > Net2 > Net3 (seed 6)" in verdict[0], \
         "the order may change within the noise: the original allows it, and claims only no significant change"
+    wild = dict(calm, net2=[fake_results("net2", [v], 0.95, 2.0, m, seed=5 + k) for k, v in enumerate((0.5, 0.6, 0.7))])
+    assert claims(report(tmp_path, wild))[randomness][1].startswith("not reproduced (Net2's std is above 2 points")
     only_net1 = claims(report(tmp_path, {"net1": runs["net1"]}))
-    assert only_net1["Cat/dog is the hardest pair for all three nets."] == ("—", "not applicable (this run has no net2, net3)")
+    assert only_net1["Cat/dog is the hardest pair for all three nets."] == ("—", "not testable here (this run has no net2, "
+                                                                             "net3)")
+    assert (tmp_path / "claims.png").is_file() and "(claims.png)" in report(tmp_path, runs)
+    assert "fits only 58×58 to 61×61" in report(tmp_path, runs), "the original's fc1 sizes do not fit 64×64"
+
+
+def test_nets_at_chance_get_no_zero_width_intervals_or_tie_break_epochs(tmp_path):
+    m = np.eye(5, dtype=np.int64) * 2
+    chance = {name: [fake_results(name, [0.2, 0.2, 0.2], 0.2, 0.0, m, seed=5 + k) for k in range(3)]
+              for name in ("net3", "net3xavier")}
+    text = report(tmp_path, chance)
+    assert "[+0.0, +0.0]" not in text
+    assert ("| Xavier initialisation (and He's, the one for ReLU) | Net3-Xavier (vs Net3) | 20.0 ± 0.0% vs 20.0 ± 0.0% | "
+            in text)
+    assert "| both at chance in 3 of 3 seeds | not testable here: both at chance in 3 of 3 seeds |" in text
+    assert "| Net3 | 20.0 ± 0.0% | — (at chance) |" in text
 
 
 def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
@@ -171,7 +249,8 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
     q5 = text.split("## Q5")[1]
     assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4.REMEDIES)
     assert "| more training images per class | Net1-half (vs Net1) | 55.0% vs 62.0% |" in q5
-    assert "training on 50.0% of the images costs 7.0 points" in q5 and "Doubling the data is not measured here" in q5
+    assert "training on 50.0% of the images: not resolved at one seed (-7.0 points; the noise is unknown" in q5
+    assert "would likely" not in q5
     assert "| Xavier initialisation (and He's, the one for ReLU) | Net3-He (vs Net3) |" in q5 and "at chance in 0 of 1 seed against 1 for Net3" in q5
     assert "| dropout | net1drop, net2drop | | | | | not measured in this run; `--nets net1 net2 net1drop net2drop`" in q5
     assert "a higher resolution than 64×64 | — |" in q5 and "--image-size 128" in q5
@@ -188,9 +267,9 @@ def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
     runs = {"net1": [fake_results("net1", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3": [net3],
             "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)]}
     text = report(tmp_path, runs)
-    assert "| Net3 | 5 | 2 | 7 of 10 chain layers, fc1 | 2 | 0.00333 | dead |" in text
-    assert "Net3 against Net1: dead units in 1 of 1 seed" in text
-    assert "Net3-BN keeps its units alive: dead units in 0 of 1 seed (Net3: 1)." in text
+    assert "| Net3 | 5 | 0 | 0.01 | 2 | 7 of 10 chain layers, fc1 | 2 | vanishing, then dead |" in text
+    assert "Net3 against Net1, over 1 seed: vanishing, then dead in 1." in text
+    assert "Net3-BN keeps its units alive: a dead layer at the end in 0 of 1 seed (Net3: 1)." in text
     assert "| batch normalisation for Net3 | Net3-BN (vs Net3) | 70.0% vs 20.0% |" in text
     assert "batch normalisation, residual connections or a better initialisation could" not in text, \
         "advice only for what was not run"
@@ -199,13 +278,14 @@ def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
 def test_gradient_reading_and_chance_seeds(tmp_path):
     m = confusion_with_cat_dog_errors(2)
     healthy = {"net1": [fake_results("net1", [0.6], 0.7, 0.5, m)], "net3": [fake_results("net3", [0.5], 0.6, 2.0, m)]}
-    assert "| Net3 | 5 | never | none | never | 2 | healthy |" in report(tmp_path, healthy)
+    assert "| Net3 | 5 | 2 | 2 | never | none | never | healthy |" in report(tmp_path, healthy)
     net1 = [fake_results("net1", [0.60 + k / 100], 0.9, 1.0, m, seed=5 + k) for k in range(3)]
     net3 = [fake_results("net3", [0.21], 0.2, 0.0, m, seed=5), fake_results("net3", [0.20], 0.2, 0.0, m, seed=6),
             fake_results("net3", [0.55], 0.7, 1.0, m, seed=7)]
     text = report(tmp_path, {"net1": net1, "net3": net3})
-    assert ("- Net3: 2 of 3 seeds stayed at chance (best val 20.5 ± 0.7%, seeds 5, 6); the 1 that learned reached "
-            "55.0%, so its mean hides two regimes.") in text
+    assert ("- Net3: learned in 1 of 3 seeds (95% Clopper–Pearson interval of the rate at which a seed learns: 0.8% to "
+            "90.6%); 2 stayed at chance (best val 20.5 ± 0.7%, seeds 5, 6); the 1 that learned reached 55.0%, so its "
+            "mean hides two regimes.") in text
     assert "at chance in 2 of 3 seeds, so its means mix two regimes" in text
 
 
@@ -243,6 +323,40 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp
     for plot in hw4.FIGURES:
         assert (out / plot.file).is_file() if not plot.per_net else (out / "seed_6" / plot.file.format(net="net2")).is_file()
     assert (out / "seed_6" / "REPORT.md").is_file()
+
+    # `report` rewrites every report from the metrics.json files alone: no checkpoints, no dataset
+    written = {p: p.read_bytes() for p in [out / "REPORT.md", out / "metrics.json", *out.glob("seed_*/REPORT.md")]}
+    for path in [*written, out / "claims.png", out / "curves_epoch.png"]:
+        if path.name != "metrics.json":
+            path.unlink()
+    (out / "metrics.json").write_text((out / "metrics.json").read_text().replace('"seeds": 2', '"seeds": 2 '))
+    hidden = tmp_path / "elsewhere"
+    Path(cfg.dataset_dir).rename(hidden)  # the dataset is not needed
+    try:
+        for folder in out.glob("seed_*/checkpoints"):
+            shutil.rmtree(folder)
+        rewrote = cli("report", out)
+    finally:
+        hidden.rename(cfg.dataset_dir)
+    assert rewrote.returncode == 0, rewrote.stderr
+    assert {p: p.read_bytes() for p in written} == written
+    assert (out / "curves_epoch.png").is_file() and (out / "claims.png").is_file()
+
+    # --resume takes finished nets from metrics.json when their checkpoints are gone: a third seed trains alone
+    grown = cli("--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85",
+                "--val-per-class", "15", "--image-size", "16", "--epochs", "1", "--dataset-dir", cfg.dataset_dir,
+                "--out", out, "--seeds", "3", "--nets", "net1", "net2", "--resume", *CPU)
+    assert grown.returncode == 0, grown.stderr
+    assert grown.stdout.count("taken from there") == 4, grown.stdout
+    assert grown.stdout.count("epoch  1/1") == 2
+    assert json.loads((out / "metrics.json").read_text())["nets"]["net1"]["best_val_class_acc"][:2] == \
+        summary["nets"]["net1"]["best_val_class_acc"]
+
+
+def test_report_refuses_what_is_not_a_finished_run(tmp_path):
+    assert_one_line_exit_2(cli("report", tmp_path), "metrics.json not found")
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    assert_one_line_exit_2(cli("report", tmp_path), "not the metrics.json of a finished hw4 run")
 
 
 @pytest.fixture(scope="module")

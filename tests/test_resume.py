@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -31,7 +32,7 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 
 
 def no_partial_files(out: Path) -> bool:
-    return not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    return not [p for p in out.rglob("*") if ".hw4-tmp-" in p.name]
 
 
 @pytest.mark.parametrize("sig, after", [(signal.SIGKILL, "net1"), (signal.SIGTERM, "net1drop")])
@@ -74,11 +75,38 @@ def test_resume_of_a_finished_run_trains_nothing_and_rewrites_the_same_outputs(t
 def test_changed_truncated_and_foreign_checkpoints_are_refused(tiny_built, finished_copy):
     ckpt = finished_copy / "checkpoints" / "net1_last.pt"
     changed = cli(*reference_args(tiny_built, finished_copy), "--lr", "0.01", "--resume")
-    assert_one_line_exit_2(changed, "different settings", str(ckpt))
-    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert_one_line_exit_2(changed, "holds a run made with other settings (lr 0.001, now 0.01)", "--overwrite")
+    forced = cli(*reference_args(tiny_built, finished_copy), "--lr", "0.01", "--resume", "--overwrite")
+    assert_one_line_exit_2(forced, "different settings", str(ckpt))
+    # the last net's checkpoint is damaged: refused before the first net trains, not when its turn comes
+    last = finished_copy / "checkpoints" / f"{REFERENCE_NETS[-1]}_last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
     truncated = cli(*reference_args(tiny_built, finished_copy), "--resume")
-    assert_one_line_exit_2(truncated, f"checkpoint {ckpt} is damaged", "delete it")
+    assert_one_line_exit_2(truncated, f"checkpoint {last} is damaged", "delete it")
+    assert " epoch " not in truncated.stdout
     assert (finished_copy / "results1.pkl").exists(), "a refused resume must not remove finished results"
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda c: c.update(epoch=99), "epoch 99 is not a finished epoch count of 0..2"),
+    (lambda c: c.update(epoch=-1), "epoch -1 is not"),
+    (lambda c: c.update(epoch="2"), "epoch '2' is not"),
+    (lambda c: c["history"]["epoch"]["val_class_acc"].pop(), "its histories do not hold 2 epochs"),
+    (lambda c: c.update(best=None), "its best epoch does not fit"),
+    (lambda c: c["model"].pop("fc2.bias"), "its weights or optimizer state do not fit"),
+    (lambda c: c["model"].update({"fc2.bias": torch.zeros(3)}), "its weights or optimizer state do not fit"),
+    (lambda c: c.update(optimizer={"state": 5}), "its weights or optimizer state do not fit"),
+    (lambda c: c.update(history={}), "in its training state"),
+])
+def test_a_tampered_checkpoint_with_a_valid_fingerprint_gets_one_line(reference, tmp_path, tamper, message):
+    ckpt = torch.load(reference / "checkpoints" / "net1_last.pt", weights_only=True)
+    tamper(ckpt)
+    path = tmp_path / "net1_last.pt"
+    torch.save(ckpt, path)
+    net = hw4.build_net("net1", 16, ["a", "b", "c", "d", "e"])
+    with pytest.raises(hw4.UserError, match=re.escape(message)):
+        hw4.restore_checkpoint(path, ckpt["fingerprint"] if isinstance(ckpt, dict) else "", 2, net,
+                               hw4.make_optimizer(net, hw4.Config(), torch.device("cpu")))
 
 
 def test_checkpoints_load_without_arbitrary_pickles(tmp_path):

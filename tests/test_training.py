@@ -173,7 +173,7 @@ def test_reference_run_writes_the_originals_pickles_and_every_output(reference):
         assert is_png(reference / fig), fig
     report = (reference / "REPORT.md").read_text()
     assert all(f"({fig})" in report for fig in figure_files(REFERENCE_NETS)), "REPORT.md shows every figure"
-    assert not list(reference.rglob("*.tmp-*"))
+    assert not list(reference.rglob("*.hw4-tmp-*"))
 
 
 def tiny_cli_args(tiny_built, out, *extra):
