@@ -2,22 +2,26 @@
 """hw4: Purdue ECE 60146 homework 4 (spring 2023), reproducible and fast.
 
 What it does, in data-flow order:
-  1. cuts a 5-class image-classification subset (airplane, bus, cat, dog, pizza; 1500 train +
-     500 val per class, 64x64 RGB, no image used twice) out of MS-COCO 2014 train with pycocotools;
+  1. builds the 5-class dataset (airplane, bus, cat, dog, pizza; 1500 train + 500 val per class, 64x64
+     RGB): cut out of MS-COCO 2014 train with pycocotools (no image used twice), or read as given from
+     class folders (--image-folders ROOT: ROOT/{train,val}/<class>/*);
   2. trains HW4Net (Net1), Net2 (padding=1) and Net3 (Net1 + 10 extra convs) with Adam at batch
      size 4 for 15 epochs; opt-in variants measure each remedy the original report proposes;
   3. writes results{1,2,3}.pkl (the original report's keys), metrics.json, the best-epoch weights,
      the figures of FIGURES and REPORT.md, which answers the exercise's questions from the numbers
-     and checks the original report's claims.
+     and checks the original report's claims; `report OUT` rewrites a finished run's reports.
 
 What it needs: Python 3.11, torch, torchvision, pycocotools, numpy, pillow, matplotlib, seaborn and
-tqdm (requirements.txt), and COCO 2014 (annotations + train2014 images, or --download) or nothing (--demo).
+tqdm (requirements.txt), and COCO 2014 (annotations + train2014 images, or --download), class
+folders, or nothing (--demo).
 
-    python hw4.py --demo                                  # offline demo, ~1 min on a laptop CPU
+    python hw4.py --demo                                  # offline demo, ~2 min on a laptop CPU
     python hw4.py --data_dir DIR                          # DIR/coco/{annotations,images}
     python hw4.py --data_dir DIR --download               # fetch only the images the subset needs
+    python hw4.py --image-folders ROOT                    # class folders, as given
     python hw4.py --demo --nets all                       # every net of NETS, Q5's remedies included
-    python hw4.py predict --weights results/net2.pt a.jpg # classify images with trained weights
+    python hw4.py report results/exercise                 # rewrite a finished run's reports
+    python hw4.py predict --weights results/exercise/seed_5/net2.pt tests/fixtures/photos/chelsea.png
 
 A net is one NetSpec in NETS, a metric one Metric in METRICS, a figure one Plot in FIGURES, a report
 answer one Question in QUESTIONS; everything else reads those tables.
@@ -3021,20 +3025,23 @@ def best_epoch_text(exp: Experiment, name: str) -> str:
     return text + (f" (the {seeds_text(len(learned))} that learned)" if len(learned) < exp.seeds else "")
 
 
-def clean_train_label(exp: Experiment) -> str:
-    """How the train accuracy of gaps and diagnoses was measured in this run."""
-    if all(r.clean_train_recorded for runs in exp.runs.values() for r in runs):
-        return "final train acc (eval mode)"
-    return "final train acc (running, recorded while training: this run predates eval-mode measurement)"
+def train_measure(exp: Experiment) -> str:
+    """How the train accuracy of gaps and diagnoses was measured in this run: in eval mode after the
+    epoch, or (a run saved before hw4 measured that) the running mean recorded while training."""
+    return "eval mode" if all(r.clean_train_recorded for runs in exp.runs.values() for r in runs) else "running"
 
 
 def report_table(exp: Experiment) -> list[str]:
     finals = [(split, m) for split in SPLITS for m in METRICS]
-    lines = [f"Train values are the original's running means over each epoch (augmentation, dropout and batch "
-             f"statistics active); the {clean_train_label(exp)} column measures the training images like val, "
-             "after the last epoch, and is the one the gaps and diagnoses use.", "",
+    measure = train_measure(exp)
+    lines = [("Train values are the original's running means over each epoch (augmentation, dropout and batch "
+              "statistics active); the final train acc (eval mode) column measures the training images like val, "
+              "after the last epoch, and is the one the gaps and diagnoses use." if measure == "eval mode" else
+              "Train values are the original's running means over each epoch; this run predates hw4's eval-mode "
+              "measurement, so the gaps and diagnoses use them too (for the variants with augmentation, dropout or "
+              "BatchNorm they understate the train accuracy)."), "",
              "| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
-             + f" | {clean_train_label(exp).split(' (running')[0]} | params | training time | diagnosis |",
+             + f" | final train acc ({measure}) | params | training time | diagnosis |",
              "|---" * (7 + len(finals)) + "|"]
     for name, runs in exp.runs.items():
         cells = [pm(exp.values(name, f"final_{s}_{m.key}"), *(() if m.percent else (1, 3, ""))) for s, m in finals]
@@ -3114,10 +3121,13 @@ def gradient_story(deep: Results, base: Results) -> str:
 
 def ratio_range(values: Sequence[float]) -> str:
     """A few values listed, more as 'median m (a to b)'."""
+    def text(v: float) -> str:
+        return f"{v:.3g}" if v == 0 or 0.01 <= abs(v) < 1000 else f"{v:.1e}"
+
     values = [float(v) for v in values]
     if len(values) <= 4:
-        return ", ".join(f"{v:.2g}" for v in values)
-    return f"median {float(np.median(values)):.2g} ({min(values):.2g} to {max(values):.2g})"
+        return ", ".join(map(text, values))
+    return f"median {text(float(np.median(values)))} ({text(min(values))} to {text(max(values))})"
 
 
 def unit_facts(r: Results) -> list[str]:
@@ -3307,7 +3317,7 @@ def effect_text(cmp: Comparison) -> str:
         return f"{NOT_RESOLVED} at one seed ({size}; the noise is unknown, so use `--seeds 3` or more)"
     if cmp.excludes_zero:
         return f"{'helps' if cmp.diff > 0 else 'hurts'}: {size}, resolved at {seeds_text(cmp.seeds)}"
-    return claim_verdict(cmp).replace("(", f"({size}; ", 1)
+    return claim_verdict(cmp, threshold=True).replace("(", f"({size}; ", 1)
 
 
 def remedy_verdict(exp: Experiment, name: str) -> str:
@@ -3328,7 +3338,8 @@ def remedy_table(exp: Experiment) -> list[str]:
             and n in exp.runs and NETS[n].base in exp.runs]
     tested = [(r, n) for r, n in rows if exp.compare(NETS[n].base, n).ci95 is not None]
     survives = dict(zip(tested, holm([exp.compare(NETS[n].base, n).p_value for _, n in tested])))
-    lines = ["| remedy the original proposes | net (vs its base) | best val acc | final train (eval mode) − val gap | "
+    lines = [f"| remedy the original proposes | net (vs its base) | best val acc | final train ({train_measure(exp)}) "
+             "− val gap | "
              f"seeds at chance | Δ best val acc | verdict | Holm, {len(tested)} comparisons |",
              "|---|---|---|---|---|---|---|---|"]
     for remedy in REMEDIES:
@@ -3348,9 +3359,9 @@ def remedy_table(exp: Experiment) -> list[str]:
                          f"{100 * np.mean(exp.values(b, 'gap')):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
                          f"{exp.seeds} | {delta} | {remedy_verdict(exp, n)} | {holm_cell} |")
     if tested:
-        lines += ["", f"Each row's verdict is its own 95% interval. Read together, {len(tested)} comparisons at 95% "
-                  "each would show about one false difference in twenty; the Holm column keeps the family-wise error "
-                  "at 5% (paired t-tests, Holm's step-down correction)."]
+        lines += ["", f"Each row's verdict is its own 95% interval, so over {len(tested)} comparisons the chance that "
+                  "some difference is a false one grows with their number; the Holm column keeps the chance of any "
+                  "false one at 5% (paired t-tests, Holm's step-down correction)."]
     return lines
 
 
@@ -3366,13 +3377,14 @@ def diagnosis(exp: Experiment, name: str) -> str:
              if 0 < stuck < len(runs) else "")
     if gap > OVERFIT_GAP:
         helpers = [n for n in remedy_nets("overfitting", name) if n not in exp.runs]
-        return (mixed + f"overfits: train accuracy (eval mode) ends {100 * gap:.1f} points above val, val peaks at epoch "
+        return (mixed + f"overfits: train accuracy ({train_measure(exp)}) ends {100 * gap:.1f} points above val, "
+                f"val peaks at epoch "
                 f"{np.mean(exp.values(name, 'best_epoch')):.0f}" + (f" ({nets_arg(helpers)} measures remedies)"
                                                                      if helpers else ""))
     if stuck == len(runs):
         return f"at chance ({pct(1 / len(exp.first.classes))}): it does not learn (Q2)"
     if np.mean(exp.values(name, "final_train_clean_class_acc")) < UNDERFIT_ACC:
-        return mixed + f"underfits: its final train accuracy (eval mode) stays below {pct(UNDERFIT_ACC)}"
+        return mixed + f"underfits: its final train accuracy ({train_measure(exp)}) stays below {pct(UNDERFIT_ACC)}"
     return mixed + "neither over- nor underfits"
 
 
@@ -3429,7 +3441,8 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 
     not reproduced: it excludes the claim (the whole claimed side for a direction);
     not resolved: it holds both 0 and the claim; it says what the interval does exclude, and about how
     many seeds would, with 80% power, exclude the nearer of 0 and the claim if the measured difference
-    were the truth. threshold: the difference is a measure minus a threshold, which has no sign of its own."""
+    were the truth. threshold: the difference has no claimed sign of its own (a measure minus a threshold,
+    or a remedy's effect), so no sentence calls its sign opposite."""
     n = cmp.seeds
     if cmp.degenerate:
         return (f"{NOT_RESOLVED} at {seeds_text(n)} (the difference is {signed(cmp.diff, scale, unit).strip()} in "
@@ -3559,7 +3572,8 @@ def check_overfit(exp: Experiment) -> ClaimResult:
     """The gap is final train accuracy in eval mode minus final val accuracy, against OVERFIT_GAP."""
     gaps = {name: paired_difference([OVERFIT_GAP] * exp.seeds, exp.values(name, "gap")) for name in (NET1, NET2)}
     return ClaimResult(
-        f"final train (eval mode) − val accuracy gap (claimed: large, taken as over {100 * OVERFIT_GAP:.0f} points): "
+        f"final train ({train_measure(exp)}) − val accuracy gap (claimed: large, taken as over "
+        f"{100 * OVERFIT_GAP:.0f} points): "
         + "; ".join(f"{net_label(n)} {difference_text(dataclasses.replace(g, diff=g.diff + OVERFIT_GAP))}"
                     for n, g in gaps.items()),
         combined_verdict([claim_verdict(g, threshold=True) for g in gaps.values()]),
@@ -3822,11 +3836,34 @@ def read_run_json(path: Path) -> dict:
     return blob
 
 
+def finished_seed_folders(out: Path) -> list[Path]:
+    """The seed_<s> folders of an interrupted --seeds run in which every net of the run finished, in seed
+    order; the others are named on the console and left out."""
+    folders = sorted((p for p in out.glob("seed_*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    nets = {}
+    for folder in folders:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            nets[folder] = list(json.loads((folder / "metrics.json").read_text())["nets"])
+    if not nets:
+        return []
+    most = max(nets.values(), key=len)
+    done = [f for f in folders if nets.get(f) == most]
+    for folder in folders:
+        if folder not in done:
+            print(f"note: {folder} is unfinished (it lacks {', '.join(n for n in most if n not in nets.get(folder, []))}"
+                  "); the report leaves it out")
+    return done
+
+
 def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
-    """The seed folders of a finished run, its Results per seed and net, and its dataset facts."""
-    top = read_run_json(out / "metrics.json")
-    seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
-    seed_outs = ([out / f"seed_{s}" for s in next(iter(top["nets"].values()))["seeds"]] if seeded else [out])
+    """The seed folders of a finished run, its Results per seed and net, and its dataset facts. A --seeds run
+    that was stopped before its summary was written is reported over the seeds in which every net finished."""
+    if not (out / "metrics.json").exists() and len(finished := finished_seed_folders(out)) > 1:
+        seed_outs = finished
+    else:
+        top = read_run_json(out / "metrics.json")
+        seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
+        seed_outs = ([out / f"seed_{s}" for s in next(iter(top["nets"].values()))["seeds"]] if seeded else [out])
     runs_by_seed, facts = [], None
     for seed_out in seed_outs:
         blob = read_run_json(seed_out / "metrics.json")
@@ -3907,8 +3944,10 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
             net = build_net(meta["net"], meta["image_size"], meta["classes"], spec)
             net.load_state_dict(state)
     except Exception as exc:
-        raise UserError(f"{path} is not hw4 weights ({type(exc).__name__}: {exc}); pass a <net>.pt written by hw4, "
-                        "such as results/demo/net2.pt") from None
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if isinstance(exc, ValueError) else \
+            type(exc).__name__  # one line: torch's own messages run to paragraphs
+        raise UserError(f"{path} is not hw4 weights ({why}); pass a <net>.pt written by hw4, "
+                        "such as results/exercise/seed_5/net2.pt") from None
     net = net.to(dev, memory_format=memory_format(dev)).eval()
     for image in images:
         if Path(image).is_dir():
@@ -3975,8 +4014,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Every Config field with a flag becomes an option; its help, default and range come from the field."""
     p = OneLineErrorParser(
         prog="hw4.py",
-        description="Build the 5-class COCO subset, train Net1/Net2/Net3 (and opt-in variants) and report. "
-                    "Also: `hw4.py predict --weights W IMAGE...`.")
+        description="Build the 5-class COCO subset (or read class folders), train Net1/Net2/Net3 (and opt-in "
+                    "variants) and report. Also: `hw4.py predict --weights W IMAGE...` and `hw4.py report OUT`.")
     groups = {name: p.add_argument_group(name) for name in ("data", "download", "training")}
     groups["data"].add_argument("--data_dir", "--data-dir", dest="data_dir", default=".", type=path_argument,
                                 help="folder holding coco/annotations/instances_train2014.json and "

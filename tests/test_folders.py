@@ -49,9 +49,9 @@ def folders(tmp_path) -> Path:
 
 
 def build(folders: Path, tmp_path: Path, **overrides) -> dict:
-    settings = {"train_per_class": None, "val_per_class": None, **overrides}
+    settings = {"train_per_class": None, "val_per_class": None, "workers": 1, **overrides}
     cfg = hw4.Config(image_folders=str(folders), classes=CLASSES, image_size=16, dataset_dir=str(tmp_path / "ds"),
-                     workers=1, threads=1, **settings)
+                     threads=1, **settings)
     return hw4.build_subset(cfg)
 
 
@@ -144,3 +144,14 @@ def test_a_run_on_class_folders_reports_the_shared_pictures(folders, tmp_path):
     picture(folders / "train" / "cat" / "COCO_train2014_000000005555.jpg", 5555)
     rebuilt = cli(*folder_cli(folders, tmp_path, "--build-only"))
     assert rebuilt.returncode == 0 and "reusing" not in rebuilt.stdout  # an edited folder is another build
+
+
+def test_the_build_works_with_spawn_where_fork_is_missing(folders, tmp_path, monkeypatch):
+    """Windows has no fork: the build's worker pool then spawns, with the same result."""
+    forked = build(folders, tmp_path / "fork", workers=2)
+    monkeypatch.setattr(hw4, "build_start_method", lambda: "spawn")
+    spawned = build(folders, tmp_path / "spawn", workers=2)
+    assert spawned["entries"] == forked["entries"]
+    for entry in spawned["entries"]:
+        assert (tmp_path / "spawn" / "ds" / entry["path"]).read_bytes() == \
+            (tmp_path / "fork" / "ds" / entry["path"]).read_bytes()

@@ -251,3 +251,23 @@ def test_19_and_20_predict_and_messages_say_what_is_wrong(tmp_path, demo_coco):
     with contextlib.redirect_stdout(buffer := __import__("io").StringIO()):
         hw4.check_before_work(hw4.config_from_args(args), args)
     assert "note: --threads 1000 is more than" in buffer.getvalue()
+
+
+def test_6_a_full_dataset_disk_is_not_blamed_on_the_pictures(tmp_path, monkeypatch):
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(hw4, "write_thumbnail", full)
+    with pytest.raises(hw4.UserError, match="no space left on the device of --dataset-dir"):
+        hw4.write_thumbnails([(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), 16)])
+
+
+def test_20_predict_names_a_folder_given_as_an_image(reference, tmp_path):
+    assert_one_line_exit_2(cli("predict", "--weights", reference / "net1.pt", tmp_path), f"{tmp_path} is a folder")
+
+
+def test_device_auto_never_picks_a_path_that_has_not_run(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)  # an MPS or XPU machine
+    assert hw4.pick_device("auto") == torch.device("cpu")

@@ -1,6 +1,7 @@
 """REPORT.md answers from the numbers, the claims table's verdicts, --seeds statistics, and predict."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -416,3 +417,17 @@ def test_reference_args_are_what_the_report_describes(tiny_built, reference):
     text = (reference / "REPORT.md").read_text()
     assert "85 train and 15 val images per class at 16×16" in text and "2 epochs" in text
     assert any("--epochs" == str(a) for a in reference_args(tiny_built, reference))
+
+
+def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path):
+    m = confusion_with_cat_dog_errors(2)
+    for seed, nets in ((5, ("net1", "net2")), (6, ("net1", "net2")), (7, ("net1",))):
+        runs = {n: fake_results(n, [0.5, 0.6 + seed / 100], 0.9, 1.0, m, seed=seed) for n in nets}
+        hw4.write_json_atomic(tmp_path / f"seed_{seed}" / "metrics.json", {
+            "format": hw4.METRICS_FORMAT, "config": runs["net1"].config, "dataset": dataclasses.asdict(facts()),
+            "nets": {n: dataclasses.asdict(r) for n, r in runs.items()}})
+    ran = cli("report", tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "seed_7 is unfinished (it lacks net2); the report leaves it out" in ran.stdout
+    assert "training seeds 5..6, paired across nets" in (tmp_path / "REPORT.md").read_text()
+    assert json.loads((tmp_path / "metrics.json").read_text())["nets"]["net1"]["seeds"] == [5, 6]

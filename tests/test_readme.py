@@ -1,0 +1,77 @@
+"""Every command of the README, CONTRIBUTING, results/README and hw4.py's docstring that needs no network
+and no COCO runs as printed on a fresh clone: the demo (at a tiny size), predict with the committed
+weights, --help, and `report` on a copy of a committed run, which must rewrite its REPORT.md byte for byte."""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hw4
+from conftest import ROOT
+
+DOCS = ("README.md", "CONTRIBUTING.md", "results/README.md")
+NEEDS_MORE = ("DIR", "--download", "--image-folders", "--data_dir", "--ann-file", "git ", "pip ", "pytest",
+              "gpu_check", "photo")  # network, COCO, a clone of another repository, or the suite itself
+TINY_DEMO = ["--epochs", "1", "--dry-run", "--train-per-class", "10", "--val-per-class", "5", "--image-size", "16",
+             "--threads", "1", "--device", "cpu", "--workers", "1"]
+
+
+def documented_commands() -> list[str]:
+    """The hw4.py commands of the docs' fenced bash blocks and of the module docstring, as printed."""
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                command = line.split("&&")[-1].strip()
+                if "hw4.py" in command:
+                    found.append(command)
+    found += [line.split("#")[0].strip() for line in hw4.__doc__.splitlines() if line.strip().startswith("python hw4.py")]
+    return list(dict.fromkeys(found))
+
+
+RUNNABLE = [c for c in documented_commands() if not any(word in c for word in NEEDS_MORE)]
+
+
+def test_the_docs_have_the_commands_a_newcomer_needs():
+    assert any("--demo" in c for c in RUNNABLE) and any(" predict " in c for c in RUNNABLE)
+    assert any(" report " in c for c in RUNNABLE)
+    assert len((ROOT / "README.md").read_bytes()) < 12_000
+    assert "--demo" in "\n".join((ROOT / "README.md").read_text().splitlines()[:40])
+    assert "../shared" not in "".join(p.read_text(errors="replace") for p in (ROOT / "results").rglob("*.md"))
+
+
+@pytest.mark.parametrize("command", RUNNABLE)
+def test_a_documented_command_runs_as_printed(command, tmp_path):
+    argv = shlex.split(command)
+    argv = argv[argv.index("hw4.py") + 1:]
+    cwd = ROOT
+    if "--demo" in argv:  # the same command at a tiny size, in an empty folder
+        argv, cwd = argv + TINY_DEMO + ["--out", str(tmp_path / "demo")], tmp_path
+    if argv[:1] == ["report"]:  # on a copy: the committed run must come back byte for byte
+        run = tmp_path / "run"
+        shutil.copytree(ROOT / argv[1], run)
+        argv = ["report", str(run)]
+    ran = subprocess.run([sys.executable, str(ROOT / "hw4.py"), *argv], cwd=cwd, capture_output=True, text=True,
+                         timeout=600)
+    assert ran.returncode == 0, f"{command}\n{ran.stdout}\n{ran.stderr}"
+    if argv[:1] == ["report"]:
+        committed = ROOT / command.split("report", 1)[1].split()[0]
+        for report in committed.rglob("REPORT.md"):
+            copy = run / report.relative_to(committed)
+            if copy.exists():
+                assert copy.read_bytes() == report.read_bytes(), f"{report} is not what `report` writes"
+    if "predict" in argv:
+        assert "chelsea.png: " in ran.stdout
+
+
+def test_help_names_every_flag():
+    ran = subprocess.run([sys.executable, str(ROOT / "hw4.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0
+    for flag in ("--image-folders", "--overwrite", "--resume", "--seeds", "--demo"):
+        assert flag in ran.stdout
