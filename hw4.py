@@ -3545,7 +3545,7 @@ def check_cat_dog(exp: Experiment) -> ClaimResult:
         per_seed = sum({p[0], p[1]} == {"cat", "dog"}
                        for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
         parts.append(f"{net_label(name)}: {'/'.join(top[0][:2]) if top else 'none'} (cat/dog first in {per_seed} of "
-                     f"{len(learned)} learning seeds)")
+                     f"{seeds_text(len(learned))} in which it learned)")
         verdicts.append(REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"} else NOT_REPRODUCED)
     verdict = combined_verdict(verdicts)
     testable = [net_label(n) for n, v in zip((NET1, NET2, NET3), verdicts) if not v.startswith(NOT_TESTABLE)]
@@ -3564,7 +3564,7 @@ def check_net3_airplane_bus(exp: Experiment) -> ClaimResult:
     rank = next((k for k, p in enumerate(ranked, 1) if {p[0], p[1]} == {"airplane", "bus"}), None)
     where = (f"#{rank} of its confused pairs ({ranked[rank - 1][2]} of {int(matrix.sum() - np.trace(matrix))} errors)"
              if rank else "never confused")
-    return ClaimResult(f"airplane/bus is {net_label(NET3)}'s {where}, over the {len(learned)} seeds in which it "
+    return ClaimResult(f"airplane/bus is {net_label(NET3)}'s {where}, over the {seeds_text(len(learned))} in which it "
                        "learned (claimed: second after cat/dog)", REPRODUCED if rank and rank <= 2 else NOT_REPRODUCED)
 
 

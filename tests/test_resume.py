@@ -96,7 +96,8 @@ def test_changed_truncated_and_foreign_checkpoints_are_refused(tiny_built, finis
     (lambda c: c["model"].pop("fc2.bias"), "its weights or optimizer state do not fit"),
     (lambda c: c["model"].update({"fc2.bias": torch.zeros(3)}), "its weights or optimizer state do not fit"),
     (lambda c: c.update(optimizer={"state": 5}), "its weights or optimizer state do not fit"),
-    (lambda c: c.update(history={}), "in its training state"),
+    (lambda c: c.update(history={}), "its histories do not hold 2 epochs"),
+    (lambda c: c.update(history="garbage"), "in its training state"),
 ])
 def test_a_tampered_checkpoint_with_a_valid_fingerprint_gets_one_line(reference, tmp_path, tamper, message):
     ckpt = torch.load(reference / "checkpoints" / "net1_last.pt", weights_only=True)
