@@ -90,6 +90,7 @@ def test_to_input_is_exactly_totensor_scaling():
     assert y.dtype == torch.float32 and y.is_contiguous(memory_format=torch.channels_last)
     image = values.view(16, 16, 1).expand(16, 16, 3).numpy()
     assert torch.equal(y[0], TF.to_tensor(image)), "bit for bit what torchvision's ToTensor gives"
+    assert torch.equal(y, hw4.unit_scale(torch.device("cpu"))[x.int()]), "and what the table gives on CUDA"
 
 
 def test_dropout_variant_drops_only_while_training():
