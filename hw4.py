@@ -19,7 +19,6 @@ folders, or nothing (--demo).
     python hw4.py --data_dir DIR                          # DIR/coco/{annotations,images}
     python hw4.py --data_dir DIR --download               # fetch only the images the subset needs
     python hw4.py --image-folders ROOT                    # class folders, as given
-    python hw4.py --demo --nets all                       # every net of NETS, Q5's remedies included
     python hw4.py report results/exercise                 # rewrite a finished run's reports
     python hw4.py predict --weights results/exercise/seed_5/net2.pt tests/fixtures/photos/chelsea.png
 
