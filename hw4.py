@@ -3743,8 +3743,8 @@ def draw_claims(exp: Experiment):
     return fig
 
 
-def claims_section(exp: Experiment, out: Path) -> list[str]:
-    """The claims table with its rule, its scope and, when any claim has an interval, claims.png."""
+def claims_section(exp: Experiment) -> list[str]:
+    """The claims table with its rule, its scope and, when any claim has an interval, a link to claims.png."""
     results = [claim_row(exp, c) for c in CLAIMS]
     lines = ["## Does this reproduce the original report?", "",
              "The original report is a student's submission for this homework (spring 2023), with its code; each of "
@@ -3760,7 +3760,6 @@ def claims_section(exp: Experiment, out: Path) -> list[str]:
     caveat = fc1_caveat(exp.first.config["image_size"])
     lines += ["", caveat] if caveat else []
     if claim_intervals(exp):
-        savefig_atomic(draw_claims(exp), out / "claims.png")
         lines += ["", "![the original's claims: 95% paired intervals against the claimed values](claims.png)"]
     lines += ["", "| question | the original's claim | measured in this run | verdict |", "|---|---|---|---|",
               *(f"| {c.question} | {c.words} | {r.measured} | {r.verdict} |" for c, r in zip(CLAIMS, results))]
@@ -3780,7 +3779,7 @@ def write_report(out: Path, exp: Experiment) -> None:
         f"{seed_text}.", "", infrastructure_text(exp), "",
         "Every number and verdict below is computed from this run's metrics.", "",
         "## Results", "", *report_table(exp), "",
-        *claims_section(exp, out), "",
+        *claims_section(exp), "",
         "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in FIGURES if not p.per_net),
         *([" ".join(f"![{net_label(n)} {p.caption}]({p.file.format(net=n)})" for p in per_net) + "\n" for n in exp.nets]
           if exp.seeds == 1 else [f"Per-net figures ({', '.join(p.caption for p in per_net)}) of each seed are in "
@@ -3788,6 +3787,8 @@ def write_report(out: Path, exp: Experiment) -> None:
     ]
     for question in QUESTIONS:
         lines += [f"## {question.heading}", "", *question.answer(exp), ""]
+    if claim_intervals(exp):
+        savefig_atomic(draw_claims(exp), out / "claims.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
