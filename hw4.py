@@ -755,9 +755,22 @@ def read_manifest(dataset_dir: str | Path) -> dict | None:
 def reusable_manifest(cfg: Config) -> dict | None:
     """The manifest of a finished build with this exact config, if its files are all there."""
     manifest = read_manifest(cfg.dataset_dir)
-    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint():
+    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint() or not isinstance(
+            manifest.get("content"), str):  # builds from before the content digest are rebuilt (same files)
         return None
     return manifest if all((Path(cfg.dataset_dir) / e["path"]).is_file() for e in manifest["entries"]) else None
+
+
+def content_digest(root: Path, classes: Sequence[str], entries: list[dict]) -> str:
+    """What training sees, and nothing about where the source sits or when it was copied: the classes and
+    each picture's split, path, label and bytes. The build fingerprint (paths, mtimes) only decides whether a
+    dataset folder is up to date; runs are keyed by this digest, so a fresh `git clone` of the same pictures
+    on another machine resumes and extends a committed run."""
+    digest = hashlib.sha256(json.dumps(list(classes)).encode())
+    for e in sorted(entries, key=lambda e: e["path"]):
+        picture = hashlib.sha256((root / e["path"]).read_bytes()).hexdigest()
+        digest.update(f"{e['split']}\0{e['path']}\0{e['label']}\0{picture}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def check_dataset_dir_is_ours(dataset_dir: Path) -> None:
@@ -843,7 +856,7 @@ def build_subset(cfg: Config, coco=None) -> dict:
         counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
                   for split in ("train", "val")}
         manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
-                    "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts, **source,
+                    "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts, **source,
                     "replacements": replacements, "entries": entries}
         write_json_atomic(tmp / "manifest.json", manifest)
         swap_into_place(tmp, target)
@@ -1975,9 +1988,9 @@ def print_epoch_line(state: TrainState, cfg: Config, seconds: float, improved: b
 
 
 def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device) -> str:
-    """What a checkpoint must match to be resumed: dataset, every training setting, the net's
+    """What a checkpoint must match to be resumed: the dataset content digest, every training setting, the net's
     spec (augmentation, dropout and data share included) and the device type."""
-    return fingerprint({**cfg.train_settings(), "dataset": manifest["fingerprint"], "net": name,
+    return fingerprint({**cfg.train_settings(), "dataset": manifest["content"], "net": name,
                         "spec": NETS[name].trained(), "device": device.type})
 
 
@@ -2323,7 +2336,7 @@ def results_config(cfg: Config, manifest: dict) -> dict:
     and the training's (with train_seed), not where they were written or how fast."""
     subset = {k: v for k, v in manifest["config"].items() if k != "seed"}
     return {**subset, "subset_seed": manifest["config"]["seed"], **cfg.train_settings(),
-            "dataset": manifest["fingerprint"]}
+            "dataset": manifest["content"]}
 
 
 # =============================================================================
@@ -3696,10 +3709,17 @@ def infrastructure_text(exp: Experiment) -> str:
 ORIGINAL_FC1_IN = {NET1: 5408, NET2: 7200}  # fc1's input size as the original report's code prints it
 
 
+@functools.cache
+def original_fc1_fits() -> dict[str, list[int]]:
+    """The square input sizes at which Net1 and Net2 have the original's printed fc1 sizes. Computed once:
+    every report asks, and 240 net outlines cost seconds."""
+    return {name: [s for s in range(MIN_IMAGE_SIZE, 129) if net_outline(name, s, "ab").fc1.in_features == size]
+            for name, size in ORIGINAL_FC1_IN.items()}
+
+
 def fc1_caveat(image_size: int) -> str:
     """The original's printed fc1 sizes, and the only input sizes they fit (computed from the nets)."""
-    fits = {name: [s for s in range(MIN_IMAGE_SIZE, 129) if net_outline(name, s, "ab").fc1.in_features == size]
-            for name, size in ORIGINAL_FC1_IN.items()}
+    fits = original_fc1_fits()
     if all(image_size in found for found in fits.values()):
         return ""
     each = "; ".join(f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits only {found[0]}×{found[0]} to {found[-1]}×{found[-1]}"

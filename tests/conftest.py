@@ -67,6 +67,15 @@ def assert_one_line_exit_2(result, *messages: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
 
 
+def skip_rendering(monkeypatch) -> list[Path]:
+    """From here on, figures are built but not rendered to PNG: hw4.savefig_atomic records each path and
+    writes nothing. Rendering is most of a report's time; tests whose assertions are about text and JSON use
+    this, and the tests that check figures render them."""
+    saved: list[Path] = []
+    monkeypatch.setattr(hw4, "savefig_atomic", lambda fig, path: saved.append(Path(path)))
+    return saved
+
+
 def make_config(ann_file, image_dir, dataset_dir, **overrides) -> hw4.Config:
     """A Config for tests: one build worker and one thread unless overridden."""
     base = hw4.Config(ann_file=str(ann_file), image_dir=str(image_dir), dataset_dir=str(dataset_dir), workers=1,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import hw4
@@ -92,6 +94,33 @@ def test_caps_draw_a_seeded_subset_and_exclusive_drops_shared_pictures(folders, 
     assert not {1001, 1002} & {e["image_id"] for e in exclusive["entries"]}
     with pytest.raises(hw4.UserError, match="class 'airplane' has 2 val pictures .* asks for 3"):
         build(folders, tmp_path / "y", val_per_class=3)
+
+
+def test_runs_are_keyed_by_content_so_a_fresh_copy_elsewhere_matches_and_an_edit_does_not(folders, tmp_path):
+    """A clone on another machine has other paths and mtimes: another build fingerprint (the dataset folder
+    is rebuilt), but the same content digest, so run fingerprints match and --resume extends a committed run."""
+    first = build(folders, tmp_path / "a")
+    copy = tmp_path / "elsewhere" / "pics"
+    shutil.copytree(folders, copy)  # copytree keeps mtimes: move them, as a clone would
+    for path in copy.rglob("*"):
+        os.utime(path, (1e9, 1e9))
+    second = build(copy, tmp_path / "b")
+    assert second["fingerprint"] != first["fingerprint"] and second["content"] == first["content"]
+    cfg = hw4.Config(classes=CLASSES)
+    cpu = torch.device("cpu")
+    assert hw4.run_fingerprint(cfg, first, "net1", cpu) == hw4.run_fingerprint(cfg, second, "net1", cpu)
+    picture(copy / "train" / "bus" / "COCO_train2014_000000000200.jpg", 99)  # one picture's pixels change
+    assert build(copy, tmp_path / "c")["content"] != first["content"]
+
+
+def test_a_build_from_before_the_content_digest_is_rebuilt_not_refused(folders, tmp_path):
+    manifest = build(folders, tmp_path)
+    path = tmp_path / "ds" / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["content"]
+    path.write_text(json.dumps(old))
+    assert build(folders, tmp_path)["content"] == manifest["content"]
+    assert "content" in json.loads(path.read_text())
 
 
 def folder_cli(folders: Path, tmp_path: Path, *extra) -> list:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hw4
-from conftest import CPU, PHOTOS, assert_one_line_exit_2, cli, reference_args
+from conftest import CPU, PHOTOS, assert_one_line_exit_2, cli, reference_args, skip_rendering
 
 CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
 
@@ -299,7 +299,7 @@ def test_grad_norm_figure_draws_exact_zeros():
     assert list(zero_line.get_xdata()) == [1, 2] and all(y > 0 for y in zero_line.get_ydata())
 
 
-def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp_path):
+def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp_path, monkeypatch):
     cfg, _ = tiny_built
     out = tmp_path / "r"
     result = cli("--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85",
@@ -336,12 +336,14 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp
     try:
         for folder in out.glob("seed_*/checkpoints"):
             shutil.rmtree(folder)
+        rendered = skip_rendering(monkeypatch)  # the figures were checked above; the text is checked here
         rewrote = cli("report", out)
     finally:
         hidden.rename(cfg.dataset_dir)
     assert rewrote.returncode == 0, rewrote.stderr
     assert {p: p.read_bytes() for p in written} == written
-    assert (out / "curves_epoch.png").is_file() and (out / "claims.png").is_file()
+    assert {out / "curves_epoch.png", out / "claims.png", out / "seed_6" / "confusion_net2_val.png"} <= set(rendered)
+    assert not any(p.name.startswith(("samples", "hardest")) for p in rendered), "no pictures without the dataset"
 
     # --resume takes finished nets from metrics.json when their checkpoints are gone: a third seed trains alone
     grown = cli("--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85",
@@ -419,7 +421,8 @@ def test_reference_args_are_what_the_report_describes(tiny_built, reference):
     assert any("--epochs" == str(a) for a in reference_args(tiny_built, reference))
 
 
-def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path):
+def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
     m = confusion_with_cat_dog_errors(2)
     for seed, nets in ((5, ("net1", "net2")), (6, ("net1", "net2")), (7, ("net1",))):
         runs = {n: fake_results(n, [0.5, 0.6 + seed / 100], 0.9, 1.0, m, seed=seed) for n in nets}
