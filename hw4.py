@@ -856,8 +856,9 @@ def build_subset(cfg: Config, coco=None) -> dict:
         counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
                   for split in ("train", "val")}
         manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
-                    "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(), "classes": list(cfg.classes), "counts": counts, **source,
-                    "replacements": replacements, "entries": entries}
+                    "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(),
+                    "classes": list(cfg.classes), "counts": counts, **source, "replacements": replacements,
+                    "entries": entries}
         write_json_atomic(tmp / "manifest.json", manifest)
         swap_into_place(tmp, target)
     finally:
@@ -3350,9 +3351,9 @@ def remedy_table(exp: Experiment) -> list[str]:
             and n in exp.runs and NETS[n].base in exp.runs]
     tested = [(r, n) for r, n in rows if exp.compare(NETS[n].base, n).ci95 is not None]
     survives = dict(zip(tested, holm([exp.compare(NETS[n].base, n).p_value for _, n in tested])))
+    holm_head = f"Holm, {len(tested)} comparison{'s' * (len(tested) != 1)}" if tested else "Holm"
     lines = [f"| remedy the original proposes | net (vs its base) | best val acc | final train ({train_measure(exp)}) "
-             "− val gap | "
-             f"seeds at chance | Δ best val acc | verdict | Holm, {len(tested)} comparisons |",
+             f"− val gap | seeds at chance | Δ best val acc | verdict | {holm_head} |",
              "|---|---|---|---|---|---|---|---|"]
     for remedy in REMEDIES:
         nets = [n for n, s in NETS.items() if s.remedy == remedy.key]
@@ -3877,13 +3878,17 @@ def finished_seed_folders(out: Path) -> list[Path]:
 
 def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
     """The seed folders of a finished run, its Results per seed and net, and its dataset facts. A --seeds run
-    that was stopped before its summary was written is reported over the seeds in which every net finished."""
-    if not (out / "metrics.json").exists() and len(finished := finished_seed_folders(out)) > 1:
+    that was stopped before its summary was written, or that a stopped `--seeds N --resume` grew after it, is
+    reported over the seeds in which every net finished."""
+    finished = finished_seed_folders(out)
+    if not (out / "metrics.json").exists() and len(finished) > 1:
         seed_outs = finished
     else:
         top = read_run_json(out / "metrics.json")
         seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
         seed_outs = ([out / f"seed_{s}" for s in next(iter(top["nets"].values()))["seeds"]] if seeded else [out])
+        if seeded and set(seed_outs) < set(finished):  # seeds that finished after the summary was written
+            seed_outs = finished
     runs_by_seed, facts = [], None
     for seed_out in seed_outs:
         blob = read_run_json(seed_out / "metrics.json")

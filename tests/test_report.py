@@ -434,3 +434,11 @@ def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path, mo
     assert "seed_7 is unfinished (it lacks net2); the report leaves it out" in ran.stdout
     assert "training seeds 5..6, paired across nets" in (tmp_path / "REPORT.md").read_text()
     assert json.loads((tmp_path / "metrics.json").read_text())["nets"]["net1"]["seeds"] == [5, 6]
+    # a stopped `--seeds N --resume` finishes seed 7 after that summary: the next report takes it in
+    runs = {n: fake_results(n, [0.5, 0.67], 0.9, 1.0, m, seed=7) for n in ("net1", "net2")}
+    hw4.write_json_atomic(tmp_path / "seed_7" / "metrics.json", {
+        "format": hw4.METRICS_FORMAT, "config": runs["net1"].config, "dataset": dataclasses.asdict(facts()),
+        "nets": {n: dataclasses.asdict(r) for n, r in runs.items()}})
+    again = cli("report", tmp_path)
+    assert again.returncode == 0 and "unfinished" not in again.stdout, again.stdout + again.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["nets"]["net1"]["seeds"] == [5, 6, 7]
