@@ -755,8 +755,9 @@ def read_manifest(dataset_dir: str | Path) -> dict | None:
 def reusable_manifest(cfg: Config) -> dict | None:
     """The manifest of a finished build with this exact config, if its files are all there."""
     manifest = read_manifest(cfg.dataset_dir)
-    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint() or not isinstance(
-            manifest.get("content"), str):  # builds from before the content digest are rebuilt (same files)
+    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint():
+        return None
+    if not isinstance(manifest.get("content"), str):  # built before the content digest: rebuilt (same files)
         return None
     return manifest if all((Path(cfg.dataset_dir) / e["path"]).is_file() for e in manifest["entries"]) else None
 
