@@ -39,6 +39,7 @@ if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch imports (a second or
     _signal.signal(_signal.SIGTERM, _interrupted_while_starting)
 
 import argparse
+import bisect
 import contextlib
 import ctypes
 import dataclasses
@@ -1615,9 +1616,10 @@ def build_net(name: str, image_size: int, classes: Sequence[str], spec: NetSpec 
 
 
 def net_outline(name: str, image_size: int, classes: Sequence[str]) -> HW4Net:
-    """A net built on the meta device, for its sizes and parameter count: no memory, no weights
-    initialised and no draw from the RNG."""
-    with torch.device("meta"):
+    """A net built for its sizes and parameter count, on the CPU with the RNG's state put back, so that
+    building it draws nothing a training run would see. Not on the meta device: torch's first ReLU there
+    imports its Python decompositions, seconds in every process."""
+    with torch.random.fork_rng(devices=[]):
         return build_net(name, image_size, classes)
 
 
@@ -3713,10 +3715,14 @@ ORIGINAL_FC1_IN = {NET1: 5408, NET2: 7200}  # fc1's input size as the original r
 
 @functools.cache
 def original_fc1_fits() -> dict[str, list[int]]:
-    """The square input sizes at which Net1 and Net2 have the original's printed fc1 sizes. Computed once:
-    every report asks, and 240 net outlines cost seconds."""
-    return {name: [s for s in range(MIN_IMAGE_SIZE, 129) if net_outline(name, s, "ab").fc1.in_features == size]
-            for name, size in ORIGINAL_FC1_IN.items()}
+    """The square input sizes up to 128 at which Net1 and Net2 have the original's printed fc1 sizes, once a
+    process. fc1's input never shrinks as the picture grows, so two bisections over the sizes find them."""
+    fits, sizes = {}, range(MIN_IMAGE_SIZE, 129)
+    for name, size in ORIGINAL_FC1_IN.items():
+        measure = net_outline(name, MIN_IMAGE_SIZE, "ab").conv_output_size
+        first, last = (bisect.bisect_left(sizes, size, key=measure), bisect.bisect_right(sizes, size, key=measure))
+        fits[name] = list(sizes[first:last])
+    return fits
 
 
 def fc1_caveat(image_size: int) -> str:

@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def wait_for(path: Path, proc, timeout: float = 300) -> None:
         time.sleep(0.005)
 
 
-def assert_same_outputs(a: Path, b: Path) -> None:
-    """Byte-identical pickles and tensor-equal weights for every net of the reference run."""
-    for name in REFERENCE_NETS:
+def assert_same_outputs(a: Path, b: Path, nets: Sequence[str] = REFERENCE_NETS) -> None:
+    """Byte-identical pickles and tensor-equal weights for each net (by default every net of the reference run)."""
+    for name in nets:
         assert (a / hw4.pickle_name(name)).read_bytes() == (b / hw4.pickle_name(name)).read_bytes(), name
         wa, wb = (torch.load(d / f"{name}.pt", weights_only=True) for d in (a, b))
         assert all(torch.equal(wa[k], wb[k]) for k in wa if isinstance(wa[k], torch.Tensor)), name
