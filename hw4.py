@@ -2965,6 +2965,15 @@ def seeds_text(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
+def interval_end(value: float, digits: int) -> str:
+    """An interval's end at `digits` decimals, or at as many more as it takes to show its sign: an end that
+    printed as +0.0 would hide whether the interval excludes 0."""
+    shown = f"{value:+.{digits}f}"
+    if value == 0 or float(shown) != 0 or not math.isfinite(value):
+        return shown
+    return f"{value:+.{1 - math.floor(math.log10(abs(value)))}f}"
+
+
 def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
     """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'."""
     digits = 1 if scale == 100 else 3
@@ -2972,9 +2981,19 @@ def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points"
         return f"{scale * cmp.diff:+.{digits}f}{unit} in every one of {cmp.seeds} paired seeds (no spread, so no interval)"
     if cmp.ci95 is None:
         return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed)"
-    low, high = (scale * v for v in cmp.ci95)
-    return (f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low:+.{digits}f}, {high:+.{digits}f}], "
-            f"{cmp.seeds} paired seeds)")
+    low, high = (interval_end(scale * v, digits) for v in cmp.ci95)
+    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low}, {high}], {cmp.seeds} paired seeds)"
+
+
+def barely_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
+    """'' unless the interval excludes 0 by less than the report's precision; then which end, and how near."""
+    if not cmp.excludes_zero:
+        return ""
+    digits = 1 if scale == 100 else 3
+    side, end = ("lower", cmp.ci95[0]) if cmp.ci95[0] > 0 else ("upper", cmp.ci95[1])
+    if round(scale * end, digits) != 0:
+        return ""
+    return f"barely: the interval's {side} end is {interval_end(scale * end, digits)}{unit}"
 
 
 @dataclass
@@ -3077,7 +3096,8 @@ def describe_difference(exp: Experiment, a: str, b: str) -> str:
                        "anything into it.")
     if cmp.degenerate:
         return text + "; every seed gives the same difference, so there is no spread to build an interval on."
-    return text + ("; the interval excludes 0, so the seeds resolve a difference." if cmp.excludes_zero else
+    barely = ", barely (its end nearer 0 is under 0.05 points from it)" if barely_text(cmp) else ""
+    return text + (f"; the interval excludes 0, so the seeds resolve a difference{barely}." if cmp.excludes_zero else
                    "; the interval includes 0, so the seeds do not resolve a difference.")
 
 
@@ -3467,14 +3487,16 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 
         return f"{NOT_RESOLVED} at one seed (one seed has no interval; rerun with `--seeds 3` or more)"
     low, high = cmp.ci95
     claim_text = f"claimed {signed(claimed, scale, unit).strip()}" if claimed is not None else "claimed direction"
+    barely = barely_text(cmp, scale, unit)  # an interval that clears 0 by less than the report shows
     if low > 0:
         if claimed is None or low <= claimed <= high:
-            return REPRODUCED
-        return (f"{PARTLY} (the direction holds, but the interval excludes the {claim_text}: the effect is "
-                f"{'smaller' if high < claimed else 'larger'})")
+            return REPRODUCED + (f" ({barely})" if barely else "")
+        return (f"{PARTLY} (the direction holds{', ' + barely if barely else ''}, but the interval excludes the "
+                f"{claim_text}: the effect is {'smaller' if high < claimed else 'larger'})")
     if high < (0 if claimed is None else claimed) or (claimed is None and high == 0):
-        return NOT_REPRODUCED + (" (the measured sign is opposite to the claim)" if cmp.diff < 0 and not threshold
-                                 else "")
+        reasons = ([barely] if barely and claimed is None else []) + (
+            ["the measured sign is opposite to the claim"] if cmp.diff < 0 and not threshold else [])
+        return NOT_REPRODUCED + (f" ({'; '.join(reasons)})" if reasons else "")
     excluded = [f"effects below {signed(low, scale, unit).strip()}", f"above {signed(high, scale, unit).strip()}"]
     opposite = "; the measured sign is opposite to the claim" if cmp.diff < 0 and not threshold else ""
     nearer = 0.0 if claimed is None or abs(cmp.diff) <= abs(claimed - cmp.diff) else claimed

@@ -168,6 +168,17 @@ def test_the_claims_verdict_rule():
     assert hw4.verdict_word("not testable here: z") == "not testable here"
 
 
+def test_an_interval_that_clears_0_by_less_than_the_report_shows_says_so():
+    """The exercise's 10 seeds: Net2 − Net1 has a lower end of +0.0011 points, which would print as +0.0."""
+    thin = interval(0.000011, 0.0132, seeds=10)
+    assert "(95% CI [+0.0011, +1.3], 10 paired seeds)" in hw4.difference_text(thin)
+    assert hw4.claim_verdict(thin, 0.004) == "reproduced (barely: the interval's lower end is +0.0011 points)"
+    assert hw4.claim_verdict(interval(-0.02, -0.000004), None) == \
+        "not reproduced (barely: the interval's upper end is -0.00040 points; the measured sign is opposite to the claim)"
+    assert hw4.claim_verdict(interval(0.0006, 0.0132), 0.004) == "reproduced", "+0.06 prints as +0.1: no note"
+    assert "[-0.2, +1.3]" in hw4.difference_text(interval(-0.002, 0.0132)), "ends away from 0 keep one decimal"
+
+
 def test_statistics_helpers_match_published_values():
     assert hw4.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
     assert hw4.clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)
