@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -68,10 +71,13 @@ def assert_one_line_exit_2(result, *messages: str) -> None:
 
 
 def skip_rendering(monkeypatch) -> list[Path]:
-    """From here on, figures are built but not rendered to PNG: hw4.savefig_atomic records each path and
-    writes nothing. Rendering is most of a report's time; tests whose assertions are about text and JSON use
-    this, and the tests that check figures render them."""
+    """From here on, figures are neither drawn nor rendered: every figure function of hw4.FIGURES and
+    hw4.draw_claims returns None, and hw4.savefig_atomic records the path it is given and writes nothing.
+    Building and rendering figures is most of a report's time; tests whose assertions are about text and
+    JSON use this, and the tests that check figures draw them."""
     saved: list[Path] = []
+    monkeypatch.setattr(hw4, "FIGURES", tuple(dataclasses.replace(p, draw=lambda *_: None) for p in hw4.FIGURES))
+    monkeypatch.setattr(hw4, "draw_claims", lambda *_: None)
     monkeypatch.setattr(hw4, "savefig_atomic", lambda fig, path: saved.append(Path(path)))
     return saved
 
@@ -83,27 +89,64 @@ def make_config(ann_file, image_dir, dataset_dir, **overrides) -> hw4.Config:
     return dataclasses.replace(base, **overrides)
 
 
+SHARED = "HW4_TESTS_SHARED"  # environment: where the session's shared data is made (tests/shared_data.py)
+
+
+def pytest_configure(config) -> None:
+    """In the controller, before the xdist workers start (they inherit the environment): start the one
+    background process that makes the data every worker shares."""
+    if hasattr(config, "workerinput"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="hw4-tests-"))
+    os.environ[SHARED] = str(folder)
+    config.hw4_shared = subprocess.Popen([sys.executable, str(ROOT / "tests" / "shared_data.py"), str(folder)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_unconfigure(config) -> None:
+    proc = getattr(config, "hw4_shared", None)
+    if proc is not None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(os.environ.pop(SHARED), ignore_errors=True)
+
+
+def shared(step: str, timeout: float = 900) -> Path:
+    """The folder of a shared step, once the background process has finished it."""
+    folder = Path(os.environ[SHARED])
+    deadline = time.time() + timeout
+    while not (folder / f"{step}.done").exists():
+        if (folder / "failed").exists():
+            pytest.fail(f"making the shared test data failed:\n{(folder / 'failed').read_text()}")
+        assert time.time() < deadline, f"the shared {step} was not made in {timeout} s"
+        time.sleep(0.1)
+    return folder / step
+
+
 @pytest.fixture(scope="session")
-def demo_coco(tmp_path_factory) -> Path:
-    """A generated COCO-format set: 110 images per class, ~10% grayscale, ~10% with two classes."""
-    root = tmp_path_factory.mktemp("demo_coco")
-    hw4.make_demo_coco(root, images_per_class=110, seed=0)
-    return root
+def demo_coco() -> Path:
+    """A generated COCO-format set: 110 images per class, ~10% grayscale, ~10% with two classes. Shared by
+    every worker: read it, never change it."""
+    return shared("demo_coco")
 
 
 def demo_paths(root: Path) -> tuple[Path, Path]:
     return root / "coco" / "annotations" / "instances_train2014.json", root / "coco" / "images"
 
 
-@pytest.fixture(scope="session")
-def tiny_built(demo_coco, tmp_path_factory):
-    """The demo set built at 16x16 with 85 train + 15 val per class: 107 iterations per epoch, so one
+def tiny_config(demo_root: Path, dataset_dir: Path) -> hw4.Config:
+    """The demo set at 16x16 with 85 train + 15 val per class: 107 iterations per epoch, so one
     100-iteration window per epoch."""
-    ann, images = demo_paths(demo_coco)
-    cfg = make_config(ann, images, tmp_path_factory.mktemp("tiny") / "ds", train_per_class=85, val_per_class=15,
-                      image_size=16, epochs=2)
+    ann, images = demo_paths(demo_root)
+    return make_config(ann, images, dataset_dir, train_per_class=85, val_per_class=15, image_size=16, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_built(demo_coco):
+    """The tiny build (tiny_config) and its manifest. Shared by every worker: copy it before changing it."""
+    cfg = tiny_config(demo_coco, shared("tiny") / "ds")
     with contextlib.redirect_stdout(io.StringIO()):
-        return cfg, hw4.build_subset(cfg)
+        return cfg, hw4.build_subset(cfg)  # reused as it is: this reads the manifest and checks the pictures
 
 
 REFERENCE_NETS = ("net1", "net1drop", "net1aug", "net3bn")  # every RNG stream, and BatchNorm statistics
@@ -119,9 +162,7 @@ def reference_args(tiny_built, out: Path) -> list:
 
 
 @pytest.fixture(scope="session")
-def reference(tiny_built, tmp_path_factory) -> Path:
-    """One uninterrupted run, as a user starts it; resume, --jobs and predict tests compare against it."""
-    out = tmp_path_factory.mktemp("reference") / "r"
-    result = run_cli(*reference_args(tiny_built, out))
-    assert result.returncode == 0, result.stderr
-    return out
+def reference(tiny_built) -> Path:
+    """One uninterrupted run, as a user starts it; resume, --jobs and predict tests compare against it.
+    Shared by every worker: copy it before changing it."""
+    return shared("reference")

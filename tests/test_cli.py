@@ -138,12 +138,12 @@ def test_jobs_2_stop_at_any_moment_with_130_and_resume_exactly(tiny_built, refer
     """With --jobs 2: Ctrl-C or SIGTERM while the workers start, and Ctrl-C while they train, stop the run
     with exit 130 and one line; --resume then ends equal to the uninterrupted sequential run, so parallel
     workers give exactly the sequential results. Two of the reference's nets, one per worker: the BatchNorm
-    net is listed first and finishes last."""
-    out, nets = tmp_path / "r", ["net3bn", "net1"]
+    net is listed first and finishes last, and the dropout net is stopped after its first epoch."""
+    out, nets = tmp_path / "r", ["net3bn", "net1drop"]
     args = [*reference_args(tiny_built, out), "--jobs", "2", "--nets", *nets]
     stop(start_cli(*args), signal.SIGINT, "start")
     stop(start_cli(*args, "--resume"), signal.SIGTERM, "start")
-    stop(start_cli(*args, "--resume"), signal.SIGINT, str(out / "checkpoints" / "net1_last.pt"))
+    stop(start_cli(*args, "--resume"), signal.SIGINT, str(out / "checkpoints" / "net1drop_last.pt"))
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_outputs(reference, out, nets)

@@ -312,6 +312,8 @@ def test_grad_norm_figure_draws_exact_zeros():
 
 def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp_path, monkeypatch):
     cfg, _ = tiny_built
+    cfg = dataclasses.replace(cfg, dataset_dir=str(tmp_path / "ds"))  # a copy: it is moved away below
+    shutil.copytree(tiny_built[0].dataset_dir, cfg.dataset_dir)
     out = tmp_path / "r"
     rendered = skip_rendering(monkeypatch)  # where each figure goes is checked here; drawing them, elsewhere
     result = cli("--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85",
