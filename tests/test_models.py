@@ -27,6 +27,17 @@ def test_fc1_follows_the_channels_of_a_new_variant():
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 5)
 
 
+@pytest.mark.parametrize("size", [10, 33, 64])
+def test_the_parameter_count_from_a_spec_is_the_built_nets(size):
+    """predict sizes an untrusted net from its spec alone; the count must be the real one for every net."""
+    specs = {**hw4.NETS, "odd": hw4.NetSpec("Odd", padding=2, channels=(5, 7), extra_convs=3, block="bn",
+                                            hidden=(11, 13))}
+    for name, spec in specs.items():
+        assert hw4.spec_parameter_count(spec, size, 4) == hw4.count_parameters(hw4.build_net(name, size, "abcd", spec))
+    with pytest.raises(ValueError, match="does not fit its 9x9 pictures"):
+        hw4.spec_parameter_count(hw4.NETS["net1"], 9, 5)
+
+
 def test_architectures_match_the_exercise():
     net1, net2, net3 = (hw4.build_net(n, 64, CLASSES) for n in hw4.DEFAULT_NETS)
     assert (net1.conv1.padding, net2.conv1.padding, net2.conv2.padding) == ((0, 0), (1, 1), (1, 1))
