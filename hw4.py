@@ -1617,8 +1617,8 @@ def build_net(name: str, image_size: int, classes: Sequence[str], spec: NetSpec 
 
 def net_outline(name: str, image_size: int, classes: Sequence[str]) -> HW4Net:
     """A net built for its sizes and parameter count, on the CPU with the RNG's state put back, so that
-    building it draws nothing a training run would see. Not on the meta device: torch's first ReLU there
-    imports its Python decompositions, seconds in every process."""
+    building it draws nothing a training run would see. Not on the meta device: torch's first operation
+    there imports its compiler stack (torch._dynamo), seconds in every process."""
     with torch.random.fork_rng(devices=[]):
         return build_net(name, image_size, classes)
 
