@@ -3171,12 +3171,25 @@ def unit_facts(r: Results) -> list[str]:
     became exactly 0, and that gradient relative to fc1's."""
     dead_from = first_epoch_from([bool(dead_layers(r, e)) for e in range(1, r.epochs + 1)])
     zero_from = first_epoch_from([g == 0 for g in r.grad_norms["conv1"]])
+    return [f"{gradient_ratio(r):.2g}", f"{gradient_ratio(r, 1):.2g}", str(dead_from or "never"),
+            dead_at_end_text(r) or "none", str(zero_from or "never")]
+
+
+def dead_at_end_text(r: Results) -> str:
+    """The layers dead after the last epoch, chain layers counted ('1 of 10 chain layers, fc1'); '' for none."""
     dead = dead_layers(r, r.epochs)
     chain = sum(d.startswith("chain") for d in dead)
-    what = ", ".join(([f"{chain} of {sum(k.startswith('chain') for k in r.dead_units)} chain layers"] if chain else [])
+    return ", ".join(([f"{chain} of {sum(k.startswith('chain') for k in r.dead_units)} chain layers"] if chain else [])
                      + [d for d in dead if not d.startswith("chain")])
-    return [f"{gradient_ratio(r):.2g}", f"{gradient_ratio(r, 1):.2g}", str(dead_from or "never"), what or "none",
-            str(zero_from or "never")]
+
+
+def where_dead_text(variant: list[Results], base: list[Results], base_label: str) -> str:
+    """Per seed in which the variant ends dead: what died, beside what died in its base net in that seed, so a
+    reader sees whether a remedy lost the very layers its base lost."""
+    def what(r: Results) -> str:
+        return dead_at_end_text(r) or ("conv1's gradient exactly 0" if ends_dead(r) else "nothing")
+    return "; ".join(f"seed {d.train_seed}: {what(d)} ({base_label}: {what(b)})"
+                     for d, b in zip(variant, base) if ends_dead(d))
 
 
 def answer_vanishing(exp: Experiment) -> list[str]:
@@ -3211,8 +3224,10 @@ def answer_vanishing(exp: Experiment) -> list[str]:
                          f"{pm(exp.values(base, 'final_train_cross_entropy'), 1, 3, '')}.")
         elif NETS[base].extra_convs and NETS[name].extra_convs:
             dead = sum(ends_dead(r) for r in exp.runs[name])
+            where = where_dead_text(exp.runs[name], exp.runs[base], lb)
             lines.append(f"{ld} {'keeps its units alive' if not dead else 'still loses whole layers'}: a dead layer at "
-                         f"the end in {dead} of {n} ({lb}: {sum(ends_dead(r) for r in exp.runs[base])}).")
+                         f"the end in {dead} of {n} ({lb}: {sum(ends_dead(r) for r in exp.runs[base])})"
+                         f"{'. Dead at the end in ' + where if where else ''}.")
     return lines
 
 

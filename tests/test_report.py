@@ -276,9 +276,13 @@ def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
     net3.grad_norms["conv1"] = [0.01, 0.0, 0.0]
     for layer in (*(f"chain{k}" for k in range(4, 11)), "fc1"):
         net3.dead_units[layer] = [0.9, 1.0, 1.0]
+    net3res = fake_results("net3res", [0.2, 0.2, 0.2], 0.2, 0.0, m)
+    net3res.dead_units["fc1"] = [1.0, 1.0, 1.0]  # the head dies whatever the residual chain does
     runs = {"net1": [fake_results("net1", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3": [net3],
-            "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)]}
+            "net3bn": [fake_results("net3bn", [0.5, 0.6, 0.7], 0.9, 2.0, m)], "net3res": [net3res]}
     text = report(tmp_path, runs)
+    assert ("Net3-Res still loses whole layers: a dead layer at the end in 1 of 1 seed (Net3: 1). Dead at the end in "
+            "seed 5: fc1 (Net3: 7 of 10 chain layers, fc1).") in text
     assert "| Net3 | 5 | 0 | 0.01 | 2 | 7 of 10 chain layers, fc1 | 2 | vanishing, then dead |" in text
     assert "Net3 against Net1, over 1 seed: vanishing, then dead in 1." in text
     assert "Net3-BN keeps its units alive: a dead layer at the end in 0 of 1 seed (Net3: 1)." in text
