@@ -3224,10 +3224,11 @@ def answer_vanishing(exp: Experiment) -> list[str]:
                          f"{pm(exp.values(base, 'final_train_cross_entropy'), 1, 3, '')}.")
         elif NETS[base].extra_convs and NETS[name].extra_convs:
             dead = sum(ends_dead(r) for r in exp.runs[name])
-            where = where_dead_text(exp.runs[name], exp.runs[base], lb)
-            lines.append(f"{ld} {'keeps its units alive' if not dead else 'still loses whole layers'}: a dead layer at "
-                         f"the end in {dead} of {n} ({lb}: {sum(ends_dead(r) for r in exp.runs[base])})"
-                         f"{'. Dead at the end in ' + where if where else ''}.")
+            sentence = (f"{ld} {'keeps its units alive' if not dead else 'still loses whole layers'}: a dead layer "
+                        f"at the end in {dead} of {n} ({lb}: {sum(ends_dead(r) for r in exp.runs[base])})")
+            if dead:
+                sentence += f". Dead at the end in {where_dead_text(exp.runs[name], exp.runs[base], lb)}"
+            lines.append(sentence + ".")
     return lines
 
 
