@@ -87,6 +87,7 @@ DEFAULT_CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
 DEFAULT_NETS = ("net1", "net2", "net3")
 SPLITS = ("train", "val")
 MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to keep one pixel
+MAX_IMAGE_SIZE = 1024  # the largest --image-size: predict accepts every net the table builds at this size
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
 MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
 MANIFEST_VERSION = 4  # bump whenever the build writes different files (selection, decoding, naming)
@@ -171,7 +172,8 @@ class Config:
                                           type=in_range(int, 1, MAX_PER_CLASS))
     val_per_class: int | None = setting(500, "val images per class (with --image-folders: at most, as above)",
                                         "build", "data", type=in_range(int, 1, MAX_PER_CLASS))
-    image_size: int = setting(64, "square side in pixels", "build", "data", type=in_range(int, MIN_IMAGE_SIZE, 1024))
+    image_size: int = setting(64, "square side in pixels", "build", "data",
+                              type=in_range(int, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE))
     seed: int = setting(5, "seed for the subset and the training", "build", "data", type=in_range(int, 0, MAX_SEED))
     exclusive: bool = setting(False, "skip images that contain two or more of the classes (with --image-folders: "
                               "pictures that sit in two class folders or in both splits)", "build", "data")
@@ -337,6 +339,22 @@ def check_folder_creatable(path: str | Path, flag: str) -> None:
     except OSError as exc:
         raise UserError(f"{flag} {path} cannot be created or written: making a folder in {existing} failed "
                         f"({exc.strerror or exc}); pass a folder you can write to") from None
+
+
+def path_text(path: Path | str) -> str:
+    """A path as a message may show it: control characters and undecodable bytes escaped."""
+    return terminal_text(os.fsdecode(path))
+
+
+def terminal_text(text: str) -> str:
+    """Text from a file or a file name, safe to print: control characters (ANSI escapes, newlines) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text)).encode(
+        "utf-8", "backslashreplace").decode("utf-8")
+
+
+def markdown_text(text: str) -> str:
+    """Text from data, safe inside a Markdown table cell: printable, with |, <, >, [, ] and ` escaped."""
+    return re.sub(r"([|<>\[\]`*_#\\])", r"\\\1", terminal_text(text))
 
 
 def worker_init(parent_pid: int) -> None:
@@ -902,7 +920,8 @@ def picture_id(file_name: str) -> int:
     """The COCO id when the file name carries one (COCO_train2014_<id>.jpg), else a stable 48-bit id
     from the relative path."""
     found = COCO_FILE_ID.search(PurePosixPath(file_name).name)
-    return int(found.group(1)) if found else int(hashlib.sha256(file_name.encode()).hexdigest()[:12], 16)
+    raw = os.fsencode(file_name)  # a name that is not valid UTF-8 arrives surrogate-escaped; its bytes decide
+    return int(found.group(1)) if found else int(hashlib.sha256(raw).hexdigest()[:12], 16)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -2208,6 +2227,10 @@ class Results:
         return self.config["train_seed"]
 
     @property
+    def machine(self) -> str | None:
+        return machine_of(self.infrastructure)
+
+    @property
     def epochs(self) -> int:
         return len(self.epoch["val_class_acc"])
 
@@ -2299,11 +2322,25 @@ def cpu_model() -> str:
 @functools.lru_cache(maxsize=None)
 def infrastructure(device: torch.device, threads: int) -> dict[str, Any]:
     """Where the numbers were made: CPU float summation order, kernels and library versions change them
-    (another x86 CPU gives other digits from epoch 1). Saved at training, never at `report`."""
+    (another x86 CPU gives other digits from epoch 1). Saved at training, never at `report`. On a GPU the
+    CUDA and cuDNN versions too: their kernels decide the digits there."""
+    gpu = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if device.type == "cuda" else {}
     return {"device": device.type, "cpu": cpu_model(), "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
-            "threads": threads, "hw4_commit": hw4_commit()}
+            "threads": threads, "hw4_commit": hw4_commit(), **gpu}
+
+
+def machine_of(infra: dict[str, Any]) -> str | None:
+    """The machine type that decides a net's floating-point digits, beside its settings: the CPU model and
+    torch build, or the GPU model with its CUDA and cuDNN versions; None when the run did not record it.
+    Two nets of one seed are paired in the report only when this is the same for both."""
+    if not infra:
+        return None
+    if infra.get("gpu"):
+        return (f"{infra['gpu']} (CUDA {infra.get('cuda') or '?'}, cuDNN {infra.get('cudnn') or '?'}), "
+                f"torch {infra.get('torch')}")
+    return f"CPU {infra.get('cpu')}, torch {infra.get('torch')}"
 
 
 @dataclass(frozen=True)
@@ -2740,6 +2777,9 @@ def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
     device = pick_device(cfg.device)  # every finished net is read before on_done rewrites a metrics.json
     finished = {(c.out, name): finished_results(c, name, manifest, device) for c in per_seed for name in cfg.nets}
     tasks = [(c, name) for c in per_seed for name in cfg.nets if finished[(c.out, name)] is None]
+    note = other_machine_note(per_seed, cfg.nets, finished, machine_of(infrastructure(device, cfg.threads)))
+    if note:
+        print(note)
     for c, name in tasks:  # every checkpoint is checked now, not when its net's turn comes hours later
         check_checkpoint(c, name, manifest, device)
     for c in per_seed:
@@ -2752,6 +2792,25 @@ def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
     runs_by_seed = [{name: results[c.out][name] for name in cfg.nets} for c in per_seed]
     write_run_reports(Path(cfg.out), [Path(c.out) for c in per_seed], runs_by_seed, facts, data)
     return {name: [runs[name] for runs in runs_by_seed] for name in cfg.nets}
+
+
+def other_machine_note(per_seed: list[Config], nets: Sequence[str], finished: dict[tuple[str, str], Results | None],
+                       here: str | None) -> str | None:
+    """One line when --resume trains nets into a seed whose finished nets ran on another machine type: the
+    report will not pair the new nets with those (Experiment.same_machine). A note, not a refusal."""
+    seeds, others, old_nets = [], {}, {}
+    for c in per_seed:
+        done = [(name, finished[(c.out, name)]) for name in nets if finished[(c.out, name)] is not None]
+        moved = [(name, r.machine) for name, r in done if r.machine not in (None, here)]
+        if moved and len(done) < len(nets):
+            seeds.append(c.training_seed)
+            others.update(dict.fromkeys(m for _, m in moved))
+            old_nets.update(dict.fromkeys(net_label(n) for n, _ in moved))
+    if not seeds:
+        return None
+    return (f"note: {seed_list_text(seeds)} already {'has' if len(seeds) == 1 else 'have'} {', '.join(old_nets)} "
+            f"trained on {' and '.join(others)}, and this machine is {here}: the nets trained now will not pair "
+            "with those in the report (rerun the whole seed on one machine type to pair them)")
 
 
 def check_checkpoint(c: Config, name: str, manifest: dict, device: torch.device) -> None:
@@ -2771,7 +2830,7 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
         return None
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
         entry = json.loads((Path(c.out) / "metrics.json").read_text())["nets"][name]
-        if entry["fingerprint"] == run_fingerprint(c, manifest, name, device):
+        if entry["fingerprint"] == run_fingerprint(c, manifest, name, device) and entry["net"] == name:
             return Results.from_json(entry)
     return None
 
@@ -2908,6 +2967,7 @@ class Comparison:
     diff: float
     sd: float
     seeds: int
+    unpaired: tuple[int, ...] = ()  # the seeds left out: their two nets ran on different machines
 
     @property
     def degenerate(self) -> bool:
@@ -2945,10 +3005,13 @@ class Comparison:
         return None
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    """b - a, seed by seed."""
+def paired_difference(a: Sequence[float], b: Sequence[float], unpaired: Sequence[int] = ()) -> Comparison:
+    """b - a, seed by seed (no seeds: no difference)."""
     diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    return Comparison(float(diffs.mean()), float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0, len(diffs))
+    if not len(diffs):
+        return Comparison(math.nan, 0.0, 0, tuple(unpaired))
+    return Comparison(float(diffs.mean()), float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0, len(diffs),
+                      tuple(unpaired))
 
 
 def pct(x: float) -> str:
@@ -2974,15 +3037,39 @@ def interval_end(value: float, digits: int) -> str:
     return f"{value:+.{1 - math.floor(math.log10(abs(value)))}f}"
 
 
+def seed_list_text(seeds: Sequence[int]) -> str:
+    """'seed 5', 'seeds 5–7' for a run of consecutive seeds, else 'seeds 5, 7, 9'."""
+    seeds = sorted(seeds)
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def unpaired_text(cmp: Comparison) -> str:
+    """Why seeds are missing from a paired comparison ('' when none is)."""
+    if not cmp.unpaired:
+        return ""
+    return (f"{seed_list_text(cmp.unpaired)} left out: {'its' if len(cmp.unpaired) == 1 else 'their'} two nets ran "
+            "on different machines")
+
+
 def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
-    """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'."""
+    """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'; seeds whose two nets
+    ran on different machines are left out, and said to be."""
     digits = 1 if scale == 100 else 3
+    left_out = unpaired_text(cmp)
+    if cmp.seeds == 0:
+        return f"not paired ({left_out})"
+    note = f"; {left_out}" if left_out else ""
     if cmp.degenerate:
-        return f"{scale * cmp.diff:+.{digits}f}{unit} in every one of {cmp.seeds} paired seeds (no spread, so no interval)"
+        return (f"{scale * cmp.diff:+.{digits}f}{unit} in every one of {cmp.seeds} paired seeds (no spread, so no "
+                f"interval{note})")
     if cmp.ci95 is None:
-        return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed)"
+        return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed{note})"
     low, high = (interval_end(scale * v, digits) for v in cmp.ci95)
-    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low}, {high}], {cmp.seeds} paired seeds)"
+    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low}, {high}], {cmp.seeds} paired seeds{note})"
 
 
 def barely_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
@@ -3019,8 +3106,21 @@ class Experiment:
         """Results.value(what) of one net, seed by seed."""
         return [r.value(what) for r in self.runs[name]]
 
+    def same_machine(self, a: str, b: str) -> list[bool]:
+        """Per seed, whether nets a and b ran on one machine type (machine_of), so that their difference is
+        the nets' and not the machines'. A run that did not record it is taken as one machine."""
+        return [None in (ra.machine, rb.machine) or ra.machine == rb.machine
+                for ra, rb in zip(self.runs[a], self.runs[b])]
+
+    def paired_runs(self, a: str, b: str) -> list[tuple[Results, Results]]:
+        """(a's, b's) Results of every seed in which both ran on one machine type."""
+        return [pair for pair, same in zip(zip(self.runs[a], self.runs[b]), self.same_machine(a, b)) if same]
+
     def compare(self, a: str, b: str, what: str = BEST_VAL) -> Comparison:
-        return paired_difference(self.values(a, what), self.values(b, what))
+        """b - a over the seeds in which both ran on one machine type; the others are named, never paired."""
+        same = self.same_machine(a, b)
+        kept = lambda name: [v for v, s in zip(self.values(name, what), same) if s]  # noqa: E731
+        return paired_difference(kept(a), kept(b), [r.train_seed for r, s in zip(self.runs[a], same) if not s])
 
     def stuck(self, name: str) -> int:
         """In how many seeds a net stayed at chance."""
@@ -3090,6 +3190,8 @@ def report_table(exp: Experiment) -> list[str]:
 def describe_difference(exp: Experiment, a: str, b: str) -> str:
     """'Net2 − Net1: +0.4 points of best val accuracy (95% CI ...), and the seeds (do not) resolve it.'"""
     cmp = exp.compare(a, b)
+    if cmp.seeds == 0:
+        return f"{net_label(b)} − {net_label(a)}: not compared; {not_paired_reason(cmp)}."
     text = f"{net_label(b)} − {net_label(a)}: {difference_text(cmp)} of best val accuracy"
     if cmp.seeds == 1:
         return text + ("; the run-to-run noise is unknown, so rerun with `--seeds 3` or more before reading "
@@ -3208,14 +3310,21 @@ def answer_vanishing(exp: Experiment) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys([n for b, n in exp.base_pairs() if n in deep or b in deep] + deep):
         base = NETS[name].base
+        same = exp.same_machine(name, base) if base in exp.runs else []
         for k, r in enumerate(exp.runs[name]):
-            story = gradient_story(r, exp.runs[base][k]) if base in exp.runs else ""
+            story = "" if base not in exp.runs else (gradient_story(r, exp.runs[base][k]) if same[k] else
+                                                    f"not paired: {net_label(base)} ran on another machine")
             lines.append(f"| {r.label} | {r.train_seed} | {' | '.join(unit_facts(r))} | {story} |")
     lines.append("")
     for base, name in exp.base_pairs():
-        stories = [gradient_story(d, b) for d, b in zip(exp.runs[name], exp.runs[base])]
+        pairs = exp.paired_runs(name, base)
+        stories = [gradient_story(d, b) for d, b in pairs]
         lb, ld, n = net_label(base), net_label(name), seeds_text(exp.seeds)
-        if changed_fields(name) == {"extra_convs"}:
+        if changed_fields(name) == {"extra_convs"} and not pairs:
+            lines.append(f"{ld} against {lb}: not paired, the two ran on different machines in every seed.")
+        elif changed_fields(name) == {"extra_convs"}:
+            if len(pairs) < exp.seeds:
+                n = f"{seeds_text(len(pairs))} in which both ran on one machine"
             counts = ", ".join(f"{story} in {stories.count(story)}" for story in dict.fromkeys(stories))
             lines.append(f"{ld} against {lb}, over {n}: {counts}. Gradient ratio over the first {WINDOW_STEPS} "
                          f"iterations: {ld} {ratio_range([gradient_ratio(r) for r in exp.runs[name]])}, {lb} "
@@ -3365,6 +3474,8 @@ def both_at_chance(exp: Experiment, a: str, b: str) -> bool:
 def effect_text(cmp: Comparison) -> str:
     """A variant's effect on best val accuracy against its base, in words that follow the interval."""
     size = f"{100 * cmp.diff:+.1f} points"
+    if cmp.seeds == 0:
+        return f"{NOT_TESTABLE}: {not_paired_reason(cmp)}"
     if cmp.ci95 is None and not cmp.degenerate:
         return f"{NOT_RESOLVED} at one seed ({size}; the noise is unknown, so use `--seeds 3` or more)"
     if cmp.excludes_zero:
@@ -3484,6 +3595,10 @@ def signed(value: float, scale: float, unit: str) -> str:
     return f"{scale * value:+.{1 if scale == 100 else 3}f}{unit}"
 
 
+def not_paired_reason(cmp: Comparison) -> str:
+    return f"the two nets ran on different machines in every seed ({seed_list_text(cmp.unpaired)}), so none pairs them"
+
+
 def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 100.0,
                   unit: str = " points", threshold: bool = False) -> str:
     """The rule for a claimed positive difference b - a (its size, or None for a direction only), from
@@ -3496,6 +3611,8 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 
     were the truth. threshold: the difference has no claimed sign of its own (a measure minus a threshold,
     or a remedy's effect), so no sentence calls its sign opposite."""
     n = cmp.seeds
+    if n == 0:
+        return f"{NOT_TESTABLE}: {not_paired_reason(cmp)}"
     if cmp.degenerate:
         return (f"{NOT_RESOLVED} at {seeds_text(n)} (the difference is {signed(cmp.diff, scale, unit).strip()} in "
                 "every seed, so a t-interval has no spread to stand on)")
@@ -3555,9 +3672,12 @@ def check_vanishing(exp: Experiment) -> ClaimResult:
     """Vanishing: the early gradient ratio far below Net1's; slow loss: Net3's final train loss above
     Net1's yet falling; the mechanism goes further when layers then die and Net3 stays at chance."""
     loss = exp.compare(NET1, NET3, "final_train_cross_entropy")
-    stories = [gradient_story(d, b) for d, b in zip(exp.runs[NET3], exp.runs[NET1])]
+    pairs = exp.paired_runs(NET3, NET1)
+    if not pairs:
+        return ClaimResult("—", f"{NOT_TESTABLE}: {not_paired_reason(loss)}")
+    stories = [gradient_story(d, b) for d, b in pairs]
     vanishing = sum(s.startswith("vanishing") for s in stories)
-    then_dead, n, stuck = stories.count("vanishing, then dead"), exp.seeds, exp.stuck(NET3)
+    then_dead, n, stuck = stories.count("vanishing, then dead"), len(pairs), sum(d.at_chance for d, _ in pairs)
     l3, l1 = net_label(NET3), net_label(NET1)
     measured = (f"conv1/fc1 gradient ratio over the first {WINDOW_STEPS} iterations: {l3} "
                 f"{ratio_range([gradient_ratio(r) for r in exp.runs[NET3]])}, {l1} "
@@ -3730,22 +3850,49 @@ def commit_text(commit: str | None) -> str:
     return "unknown" if not commit else commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
+def machine_text(infra: dict[str, Any]) -> str:
+    """One machine as the infrastructure line shows it, the hw4 commit aside."""
+    where = f"{infra['gpu']} (CUDA)" if infra.get("gpu") else f"CPU {infra['cpu']} ({infra['cpus']} cores)"
+    return (f"{where}, {infra['threads']} torch thread{'s' * (infra['threads'] != 1)} per net, torch "
+            f"{infra['torch']}, Python {infra['python']}, {infra['os']}")
+
+
+def made_text(nets_by_seed: dict[int, list[str]], exp: Experiment) -> str:
+    """Which seeds, and which nets of them when not all, a commit or machine made: 'seeds 5–7', or
+    'Net1, Net2 of seeds 5–7'."""
+    by_nets: dict[tuple[str, ...], list[int]] = {}
+    for seed, nets in nets_by_seed.items():
+        by_nets.setdefault(tuple(nets), []).append(seed)
+    parts = [seed_list_text(seeds) if list(nets) == exp.nets else
+             f"{', '.join(map(net_label, nets))} of {seed_list_text(seeds)}" for nets, seeds in by_nets.items()]
+    return "; ".join(parts)
+
+
 def infrastructure_text(exp: Experiment) -> str:
-    """The machines the nets trained on, as saved at training ('not recorded' for older runs)."""
-    seen = list(dict.fromkeys(json.dumps(r.infrastructure, sort_keys=True)
-                              for runs in exp.runs.values() for r in runs))
-    if seen == ["{}"]:
+    """The machines the nets trained on, as saved at training ('not recorded' for older runs): each machine
+    once, with the hw4 commits that trained on it and the seeds (and nets) each made."""
+    runs = [(name, r) for name, rs in exp.runs.items() for r in rs]
+    if all(not r.infrastructure for _, r in runs):
         return "Infrastructure: not recorded (a run saved before hw4 recorded it)."
+    machines: dict[str, dict[str, dict[int, list[str]]]] = {}  # machine -> commit -> seed -> nets
+    for name, r in runs:
+        key = machine_text(r.infrastructure) if r.infrastructure else "not recorded"
+        commit = commit_text(r.infrastructure.get("hw4_commit"))
+        machines.setdefault(key, {}).setdefault(commit, {}).setdefault(r.train_seed, []).append(name)
     texts = []
-    for blob in map(json.loads, seen):
-        if not blob:
-            texts.append("not recorded")
+    for key, commits in machines.items():
+        if key == "not recorded":
+            texts.append(f"not recorded for {made_text(next(iter(commits.values())), exp)}")
             continue
-        where = f"{blob['gpu']} (CUDA)" if blob.get("gpu") else f"CPU {blob['cpu']} ({blob['cpus']} cores)"
-        texts.append(f"{where}, {blob['threads']} torch thread{'s' * (blob['threads'] != 1)} per net, torch "
-                     f"{blob['torch']}, Python {blob['python']}, {blob['os']}, hw4 commit "
-                     f"{commit_text(blob['hw4_commit'])}")
-    return "Infrastructure: " + "; ".join(texts) + "."
+        made = [f"{c} ({made_text(seeds, exp)})" if len(commits) > 1 or exp.seeds > 1 or len(machines) > 1 else c
+                for c, seeds in commits.items()]
+        texts.append(f"{key}; hw4 commit{'s' * (len(made) > 1)} " + (", ".join(made[:-1]) + " and " + made[-1]
+                                                                        if len(made) > 1 else made[0]))
+    if len(texts) == 1:
+        return f"Infrastructure: {texts[0]}."
+    return (f"Infrastructure, {len(texts)} machines: " + ". ".join(texts) + ". A seed's two nets are compared only "
+            "when both ran on one machine type (the same CPU model and torch build, or GPU model, CUDA and cuDNN); "
+            "the others are left out of each paired comparison, and named.")
 
 
 ORIGINAL_FC1_IN = {NET1: 5408, NET2: 7200}  # fc1's input size as the original report's code prints it
@@ -3902,10 +4049,31 @@ def read_run_json(path: Path) -> dict:
     return blob
 
 
+def is_seed_folder(path: Path) -> bool:
+    """seed_<s> as hw4 names it (seed_0005 is not a second seed 5), a real folder: a symlink is refused, so
+    that `report` never writes through one to somewhere else."""
+    digits = path.name[5:]
+    if not (path.name.startswith("seed_") and digits.isascii() and digits.isdigit() and digits == str(int(digits))):
+        return False
+    if path.is_symlink():
+        raise UserError(f"{path} is a symlink; a run's seed folders must be real folders inside it (copy it in)")
+    return path.is_dir()
+
+
+def checked_nets(path: Path, nets: Any) -> dict[str, Any]:
+    """A metrics.json's nets: keys of the net table whose entries name the same net, so that no file name
+    built from an entry can point outside the run."""
+    for key, entry in nets.items():
+        if key not in NETS or not isinstance(entry, dict) or entry.get("net") != key:
+            raise UserError(f"{path}: nets.{str(key)[:40]!r} is not an entry hw4 writes (its key must be a net of the "
+                            "table and its 'net' field the same); rerun the training command with --resume")
+    return nets
+
+
 def finished_seed_folders(out: Path) -> list[Path]:
     """The seed_<s> folders of an interrupted --seeds run in which every net of the run finished, in seed
     order; the others are named on the console and left out."""
-    folders = sorted((p for p in out.glob("seed_*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    folders = sorted((p for p in out.glob("seed_*") if is_seed_folder(p)), key=lambda p: int(p.name[5:]))
     nets = {}
     for folder in folders:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -3931,14 +4099,24 @@ def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], 
     else:
         top = read_run_json(out / "metrics.json")
         seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
-        seed_outs = ([out / f"seed_{s}" for s in next(iter(top["nets"].values()))["seeds"]] if seeded else [out])
+        seed_outs = [out]
+        if seeded:  # the seeds the summary lists, as folders of this run only: never a path taken from the file
+            first = next(iter(top["nets"].values()))
+            listed = first.get("seeds") if isinstance(first, dict) else None
+            if not isinstance(listed, list) or not all(type(s) is int and 0 <= s <= MAX_SEED for s in listed):
+                raise UserError(f"{out / 'metrics.json'}: its seeds are not a list of training seeds; rerun the "
+                                "training command with --resume to rewrite it")
+            seed_outs = [out / f"seed_{s}" for s in listed]
+            for folder in seed_outs:
+                is_seed_folder(folder)
         if seeded and set(seed_outs) < set(finished):  # seeds that finished after the summary was written
             seed_outs = finished
     runs_by_seed, facts = [], None
     for seed_out in seed_outs:
         blob = read_run_json(seed_out / "metrics.json")
         try:
-            runs_by_seed.append({name: Results.from_json(r) for name, r in blob["nets"].items()})
+            runs_by_seed.append({name: Results.from_json(r)
+                                 for name, r in checked_nets(seed_out / "metrics.json", blob["nets"]).items()})
             facts = DatasetFacts.from_json(blob["dataset"]) if blob.get("dataset") else None
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{seed_out / 'metrics.json'} lacks what the report needs ({type(exc).__name__}: {exc}); "
@@ -3957,6 +4135,8 @@ def report_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     seed_outs, runs_by_seed, facts = load_finished_run(out)
+    for folder in dict.fromkeys([out, *seed_outs]):  # a read-only run is one line, before anything is rewritten
+        check_folder_creatable(folder, "report: the run folder")
     write_run_reports(out, seed_outs, runs_by_seed, facts, None)
     print(f"rewrote {out / 'REPORT.md'}" + (f" and those of {len(seed_outs)} seeds" if len(seed_outs) > 1 else ""))
     return 0
@@ -3967,8 +4147,19 @@ def report_main(argv: Sequence[str]) -> int:
 # =============================================================================
 
 
-MAX_PREDICT_PARAMS = 50_000_000  # far above every net of the table; a crafted spec beyond it is refused
-PREDICT_CHUNK = 256  # images per forward pass: memory stays flat for any number of images
+def max_predict_params(classes: int) -> int:
+    """The largest net of the table at the largest image size training accepts: predict reads every weights file
+    hw4 can write, and a crafted spec beyond it is refused before anything is built."""
+    return max(spec_parameter_count(spec, MAX_IMAGE_SIZE, classes) for spec in NETS.values())
+PREDICT_CHUNK = 256  # images per forward pass at most: memory stays flat for any number of images
+PREDICT_MEMORY = 512 * 2 ** 20  # bytes of activations one forward pass may take
+
+
+def predict_chunk(spec: NetSpec, image_size: int) -> int:
+    """Images per forward pass: PREDICT_CHUNK, fewer for a net whose first activations are large (conv1's output,
+    its ReLU and its pool held at once), so that a 1024x1024 net does not ask for gigabytes."""
+    per_image = 3 * 4 * spec.channels[0] * image_size ** 2
+    return max(1, min(PREDICT_CHUNK, PREDICT_MEMORY // per_image))
 
 
 def spec_parameter_count(spec: NetSpec, image_size: int, classes: int) -> int:
@@ -4000,11 +4191,12 @@ def spec_from_weights(meta: Any) -> NetSpec:
             or not 0 <= spec.extra_convs <= 64 or not all(1 <= v <= 4096 for v in [*spec.channels, *spec.hidden])
             or len(spec.channels) != 2 or not 1 <= len(spec.hidden) <= 8 or spec.block not in ("plain", "bn", "res")
             or spec.init not in ("default", "xavier", "he") or not isinstance(meta.get("image_size"), int)
-            or not MIN_IMAGE_SIZE <= meta["image_size"] <= 1024 or not isinstance(meta.get("classes"), list)
-            or not 2 <= len(meta["classes"]) <= 1000 or not all(isinstance(c, str) for c in meta["classes"])):
+            or not MIN_IMAGE_SIZE <= meta["image_size"] <= MAX_IMAGE_SIZE or not isinstance(meta.get("classes"), list)
+            or not 2 <= len(meta["classes"]) <= 1000 or not all(isinstance(c, str) for c in meta["classes"])
+            or len(set(meta["classes"])) != len(meta["classes"])):
         raise ValueError("a net spec out of bounds")
     size = spec_parameter_count(spec, meta["image_size"], len(meta["classes"]))
-    if size > MAX_PREDICT_PARAMS:
+    if size > max_predict_params(len(meta["classes"])):
         raise ValueError(f"a net of {size:,} parameters")
     return spec
 
@@ -4015,6 +4207,8 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
     dev, path = pick_device(device), Path(weights)
     if path.is_dir():
         raise UserError(f"--weights {path} is a folder; pass a <net>.pt file inside it, such as {path / 'net1.pt'}")
+    if os.path.lexists(path) and not path.is_file():
+        raise UserError(f"--weights {path} is not a regular file; pass a <net>.pt written by hw4")
     if not path.is_file():
         raise UserError(f"weights file not found: {path} (train first with `python hw4.py --demo`, which writes "
                         "results/demo/net2.pt, or use results/exercise/seed_5/net2.pt)")
@@ -4028,6 +4222,12 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
             spec = spec_from_weights(meta)
             net = build_net(meta["net"], meta["image_size"], meta["classes"], spec)
             net.load_state_dict(state)
+            if not all(torch.isfinite(t).all() for t in net.state_dict().values()
+                       if isinstance(t, torch.Tensor) and t.is_floating_point()):
+                raise UserError(f"{path} holds NaN or infinite weights: the training diverged; retrain with a lower "
+                                "--lr (the report's diagnosis column names the epoch)")
+    except UserError:
+        raise
     except Exception as exc:
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if isinstance(exc, ValueError) else \
             type(exc).__name__  # one line: torch's own messages run to paragraphs
@@ -4041,8 +4241,9 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
             raise UserError(f"image not found: {image}" if not os.path.lexists(image) else
                             f"{image} is not a regular file; pass image files")
     classes, rows = meta["classes"], []
-    for start in range(0, len(images), PREDICT_CHUNK):
-        chunk, batch = images[start:start + PREDICT_CHUNK], []
+    step = predict_chunk(spec, meta["image_size"])
+    for start in range(0, len(images), step):
+        chunk, batch = images[start:start + step], []
         for image in chunk:
             try:
                 batch.append(np.asarray(decode_rgb_thumbnail(image, meta["image_size"])).transpose(2, 0, 1))
@@ -4064,9 +4265,646 @@ def predict_main(argv: Sequence[str]) -> int:
     parser.add_argument("images", nargs="+", type=path_argument,
                         help="image files (any mode PIL reads; converted to RGB)")
     args = parser.parse_args(argv)
-    for row in predict_images(args.weights, args.images, args.device):
-        probs = "  ".join(f"{c} {p:.3f}" for c, p in row["probs"].items())
-        print(f"{row['image']}: {row['class']} ({row['probs'][row['class']]:.3f})  |  {probs}")
+    for row in predict_images(args.weights, args.images, args.device):  # class names come from the file: escaped
+        probs = "  ".join(f"{terminal_text(c)} {p:.3f}" for c, p in row["probs"].items())
+        print(f"{path_text(row['image'])}: {terminal_text(row['class'])} ({row['probs'][row['class']]:.3f})  |  {probs}")
+    return 0
+
+
+# =============================================================================
+# Compare: `hw4.py compare PATH...` holds a submission's numbers (the original's pickles, or an hw4 run)
+# against a committed multi-seed reference run, with a stated rule per number, and says what to look at.
+# It never trains and reads no dataset. Untrusted pickles go through an allowlist, never pickle.load.
+# =============================================================================
+
+DEFAULT_REFERENCE = "results/exercise"
+ORIGINAL_PICKLES = {"results1.pkl": NET1, "results2.pkl": NET2, "results3.pkl": NET3}  # the original's file names
+SUBMISSION_MAX_BYTES = 64 * 2 ** 20  # a results pickle of 15 epochs is a few kB; hw4's own are under 1 MB
+SUBMISSION_MAX_DEPTH = 32  # the original's layout is 3 deep
+CONFUSION_TOLERANCE = 0.002  # trace/sum against the recorded accuracy: a mean of per-batch accuracies differs a little
+CURVE_OUTSIDE_SHARE = 1 / 3  # a curve outside the per-epoch band in over a third of its epochs is a finding
+
+
+def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles call as _codecs.encode to carry bytes; only its latin-1 form is allowed."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+@functools.cache
+def allowed_pickle_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a submission's pickle may name: containers, and numpy arrays, dtypes and scalars
+    (under numpy 1's and numpy 2's module names). None of them runs code or allocates beyond the file."""
+    import builtins
+    import collections
+    from numpy._core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], Any] = {("builtins", n): getattr(builtins, n)
+                                           for n in ("dict", "list", "tuple", "set", "frozenset")}
+    allowed |= {("collections", "OrderedDict"): collections.OrderedDict,
+                ("collections", "defaultdict"): collections.defaultdict, ("_codecs", "encode"): latin1_bytes,
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        allowed |= {(f"{package}.multiarray", "_reconstruct"): multiarray._reconstruct,
+                    (f"{package}.multiarray", "scalar"): multiarray.scalar,
+                    (f"{package}.numeric", "_frombuffer"): numeric._frombuffer}
+    return allowed
+
+
+class SubmissionUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves a global only from allowed_pickle_globals: anything else (os.system,
+    a class's __reduce__, torch's tensor rebuild) is refused before it is looked up, so nothing of it runs."""
+
+    def __init__(self, file: io.BytesIO, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = allowed_pickle_globals().get((module, name))
+        if found is None:
+            raise UserError(f"{path_text(self.path)}: refused: it asks for {module}.{name}, and a results pickle may "
+                            "hold only numbers, strings, lists, dicts and numpy arrays (nothing of it ran); save "
+                            "tensors as numbers (.item(), .tolist()) or numpy arrays")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UserError(f"{path_text(self.path)}: refused: it refers to objects outside the file (persistent ids)")
+
+
+def nesting_depth(obj: Any, limit: int) -> int:
+    """How deep containers nest (iteratively, shared and cyclic parts counted once), stopping past limit."""
+    deepest, seen, stack = 0, set(), [(obj, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple, set, frozenset)) and id(item) not in seen:
+            seen.add(id(item))
+            deepest = max(deepest, depth)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_submission_pickle(path: Path) -> Any:
+    """A submission's pickle through SubmissionUnpickler, bounded in size and depth; one line on any fault."""
+    try:
+        if not path.is_file():
+            raise UserError(f"{path_text(path)} is not a file; pass results pickles or the folders that hold them")
+        with path.open("rb") as f:
+            blob = f.read(SUBMISSION_MAX_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path_text(path)} cannot be read ({exc.strerror or exc}); check the path") from None
+    if len(blob) > SUBMISSION_MAX_BYTES:
+        raise UserError(f"{path_text(path)} is over {SUBMISSION_MAX_BYTES // 2 ** 20} MB, too large for a results "
+                        "pickle; pass the pickles the training wrote")
+    try:
+        obj = SubmissionUnpickler(io.BytesIO(blob), path).load()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a malformed pickle raises anything; none of it may escape as a traceback)
+        raise UserError(f"{path_text(path)} is not a readable pickle ({type(exc).__name__}); pass the results "
+                        "pickles the training wrote") from None
+    if nesting_depth(obj, SUBMISSION_MAX_DEPTH) > SUBMISSION_MAX_DEPTH:
+        raise UserError(f"{path_text(path)} nests deeper than {SUBMISSION_MAX_DEPTH} levels; a results pickle is 3 deep")
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class NetRun:
+    """One net of one training run, as compare reads it from an original-format pickle or from hw4's Results:
+    per-epoch accuracies and the confusion matrices (rows: true class, columns: predicted)."""
+
+    net: str
+    source: str
+    train_acc: tuple[float, ...]  # the running accuracy over each epoch's training steps (the original's)
+    val_acc: tuple[float, ...]
+    clean_train_acc: tuple[float, ...] | None = None  # eval mode after each epoch (hw4's train_clean)
+    train_confusion: np.ndarray | None = None
+    val_confusion: np.ndarray | None = None
+
+    @classmethod
+    def from_results(cls, r: Results, source: str) -> "NetRun":
+        clean = r.train_clean.get("train_clean_class_acc")
+        return cls(r.net, source, tuple(r.epoch["train_class_acc"]), tuple(r.epoch["val_class_acc"]),
+                   tuple(clean) if clean else None, r.train_confusion, r.val_confusion)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_acc)
+
+    @property
+    def best_val(self) -> float:
+        return max((v for v in self.val_acc if math.isfinite(v)), default=math.nan)
+
+    def learned(self, classes: int) -> bool:
+        """Results.at_chance's rule: train accuracy rose clearly above chance at some epoch."""
+        return max((v for v in self.train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
+
+    def gap(self, clean: bool) -> float:
+        """Final train minus final val accuracy; train in eval mode (clean) or as the running accuracy."""
+        train = self.clean_train_acc if clean else self.train_acc
+        return train[-1] - self.val_acc[-1]
+
+    def cat_dog_share(self, classes: Sequence[str]) -> float | None:
+        """The share of val errors that are cat taken for dog or dog for cat."""
+        m = self.val_confusion
+        if m is None or not {"cat", "dog"} <= set(classes):
+            return None
+        errors = float(m.sum() - np.trace(m))
+        cat, dog = classes.index("cat"), classes.index("dog")
+        return float(m[cat, dog] + m[dog, cat]) / errors if errors else None
+
+    def recalls(self) -> list[float] | None:
+        m = self.val_confusion
+        if m is None:
+            return None
+        totals = m.sum(axis=1)
+        return [float(m[k, k] / totals[k]) if totals[k] else math.nan for k in range(len(m))]
+
+
+def plain_key(key: Any) -> str:
+    """A pickle key as the original's code spells it either way: 'val class acc' and 'val_class_acc' agree."""
+    return re.sub(r"[\s_]+", "_", str(key).strip().lower())
+
+
+def plain_dict(obj: Any) -> dict[str, Any] | None:
+    return {plain_key(k): v for k, v in obj.items()} if isinstance(obj, dict) else None
+
+
+def number_series(value: Any, where: str) -> tuple[float, ...]:
+    """A per-epoch series of fractions in [0, 1] (NaN kept: a diverged epoch)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"{where} is not a list of numbers per epoch")
+    try:
+        series = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} holds something other than numbers") from None
+    if any(math.isfinite(v) and not 0 <= v <= 1 for v in series):
+        raise UserError(f"{where} holds values outside 0..1: compare reads accuracies as fractions, as the original "
+                        "writes them (divide percentages by 100)")
+    return series
+
+
+def confusion_of(value: Any, where: str, classes: int) -> np.ndarray | None:
+    """A classes x classes matrix of non-negative counts, or None when the pickle has none."""
+    if value is None:
+        return None
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} is not a matrix of counts") from None
+    if m.shape != (classes, classes) or not np.all(np.isfinite(m)) or (m < 0).any():
+        raise UserError(f"{where} is not a {classes}x{classes} matrix of non-negative counts (shape {m.shape})")
+    return np.rint(m).astype(np.int64)
+
+
+def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun:
+    """The original's layout ("100steps", "epoch", "confusion matrix"; keys with spaces or underscores), as
+    the original's code or hw4 writes it; hw4's pickles add "train_clean" (train accuracy in eval mode)."""
+    top, where = plain_dict(blob), path_text(path)
+    epoch = plain_dict(top.get("epoch")) if top else None
+    if epoch is None or "val_class_acc" not in epoch or "train_class_acc" not in epoch:
+        raise UserError(f"{where} is not a results pickle in the original's format (a dict whose \"epoch\" holds "
+                        "\"train class acc\" and \"val class acc\"); pass the pickles the training wrote")
+    train = number_series(epoch["train_class_acc"], f"{where}: epoch/train class acc")
+    val = number_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
+    if len(train) != len(val):
+        raise UserError(f"{where}: epoch/train class acc has {len(train)} epochs and val class acc {len(val)}")
+    clean = (plain_dict(top.get("train_clean")) or {}).get("train_clean_class_acc")
+    clean = number_series(clean, f"{where}: train_clean") if clean is not None else None
+    confusion = plain_dict(top.get("confusion_matrix")) or {}
+    return NetRun(net, os.fsdecode(path), train, val, clean if clean and len(clean) == len(val) else None,
+                  confusion_of(confusion.get("train_confusion"), f"{where}: train confusion", classes),
+                  confusion_of(confusion.get("val_confusion"), f"{where}: val confusion", classes))
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission: a name (its folder or file) and its nets."""
+
+    name: str
+    runs: dict[str, NetRun]
+
+
+def nets_for_pickles(files: Sequence[Path], nets: Sequence[str] | None) -> list[str]:
+    """Which net each pickle is: --nets in the files' order, else the original's names (results1.pkl is
+    Net1) or hw4's (results_<net>.pkl)."""
+    if nets:
+        if len(nets) != len(files):
+            raise UserError(f"--nets names {len(nets)} nets for {len(files)} pickles "
+                            f"({', '.join(path_text(f.name) for f in files)}); name one per pickle, in that order")
+        return list(nets)
+    named = []
+    for f in files:
+        net = ORIGINAL_PICKLES.get(f.name) or next((n for n in NETS if pickle_name(n) == f.name), None)
+        if net is None:
+            raise UserError(f"{path_text(f)}: which net is it? Name the pickles results1.pkl, results2.pkl, "
+                            "results3.pkl as the original does, or pass --nets in the pickles' order")
+        named.append(net)
+    return named
+
+
+def submission_from_pickles(name: str, files: Sequence[Path], nets: Sequence[str] | None, classes: int) -> Submission:
+    runs = {}
+    for f, net in zip(files, nets_for_pickles(files, nets)):
+        if net in runs:
+            raise UserError(f"{path_text(f)} and {path_text(runs[net].source)} are both {net}; pass one pickle per net")
+        runs[net] = net_run_from_pickle(read_submission_pickle(f), f, net, classes)
+    return Submission(name, runs)
+
+
+def submissions_from_run(folder: Path) -> list[Submission]:
+    """An hw4 run folder: one submission per training seed."""
+    seed_outs, runs_by_seed, _ = load_finished_run(folder)
+    return [Submission(path_text(out), {n: NetRun.from_results(r, os.fsdecode(out / "metrics.json"))
+                                        for n, r in runs.items()}) for out, runs in zip(seed_outs, runs_by_seed)]
+
+
+def folder_pickles(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix == ".pkl" and p.is_file())
+
+
+def load_submissions(paths: Sequence[Path], nets: Sequence[str] | None, classes: int) -> list[Submission]:
+    """PATH arguments as submissions: pickle files (together, one submission), a folder of pickles (one), an
+    hw4 run folder (one per seed), or a folder of such folders (one each: a TA's submissions/<name>/)."""
+    files = [p for p in paths if not p.is_dir()]
+    subs = [submission_from_pickles(path_text(files[0].parent if len(files) > 1 else files[0]), files, nets,
+                                    classes)] if files else []
+    for folder in (p for p in paths if p.is_dir()):
+        if (folder / "metrics.json").is_file():
+            subs += submissions_from_run(folder)
+        elif folder_pickles(folder):
+            subs.append(submission_from_pickles(path_text(folder), folder_pickles(folder), nets, classes))
+        else:
+            inner = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
+                           and ((p / "metrics.json").is_file() or folder_pickles(p)))
+            if not inner:
+                raise UserError(f"{path_text(folder)} holds no results pickles, no metrics.json and no submission "
+                                "folders; pass a submission's folder or its pickles")
+            subs += load_submissions(inner, nets, classes)
+    return subs
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A committed multi-seed hw4 run: per net, its NetRun per training seed, and what its runs saw."""
+
+    where: str
+    runs: dict[str, list[NetRun]]
+    classes: list[str]
+    n_train: int
+    n_val: int
+    epochs: int
+
+    @classmethod
+    def from_results(cls, where: str, runs_by_seed: Sequence[dict[str, Results]]) -> "Reference":
+        first = next(iter(runs_by_seed[0].values()))
+        runs = {name: [NetRun.from_results(seed[name], where) for seed in runs_by_seed] for name in runs_by_seed[0]}
+        return cls(where, runs, list(first.classes), first.n_train, first.n_val, first.epochs)
+
+    @property
+    def seeds(self) -> int:
+        return len(next(iter(self.runs.values())))
+
+    def regimes(self, net: str) -> tuple[list[NetRun], list[NetRun]]:
+        """(the seeds that learned, the seeds at chance)."""
+        k = len(self.classes)
+        return [r for r in self.runs[net] if r.learned(k)], [r for r in self.runs[net] if not r.learned(k)]
+
+
+MIN_REFERENCE_SEEDS = 3
+
+
+def load_reference(folder: Path) -> Reference:
+    seed_outs, runs_by_seed, _ = load_finished_run(folder)
+    if len(runs_by_seed) < MIN_REFERENCE_SEEDS:
+        raise UserError(f"{path_text(folder)} has {seeds_text(len(runs_by_seed))}; a reference needs "
+                        f"{MIN_REFERENCE_SEEDS} or more (the committed {DEFAULT_REFERENCE} has 10)")
+    return Reference.from_results(path_text(folder), runs_by_seed)
+
+
+@dataclass(frozen=True)
+class Band:
+    """One number over the reference seeds: the 95% prediction interval for one new seed,
+    mean ± t(0.975, n-1)·s·√(1 + 1/n), and the seeds' min and max."""
+
+    values: tuple[float, ...]
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        n = len(self.values)
+        if n < 2:
+            return None
+        mean, sd = float(np.mean(self.values)), float(np.std(self.values, ddof=1))
+        half = t_quantile_975(n - 1) * sd * math.sqrt(1 + 1 / n)
+        return mean - half, mean + half
+
+    def place(self, x: float) -> str:
+        """'above', 'below' or 'inside' the interval."""
+        low, high = self.interval or (min(self.values), max(self.values))
+        return "above" if x > high else "below" if x < low else "inside"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One number of a submission's net held against the reference band of the seeds in its regime."""
+
+    net: str
+    measure: str
+    value: float
+    band: Band
+    scope: str  # which reference seeds: 'the 10 seeds', 'the 4 seeds that learned'
+    difference: bool = False  # a difference of accuracies (shown in points), not an accuracy or a share
+
+    @property
+    def place(self) -> str:
+        return self.band.place(self.value)
+
+    def shown(self, v: float) -> str:
+        return f"{100 * v:+.1f} points" if self.difference else pct(v)
+
+
+@dataclass(frozen=True)
+class Finding:
+    net: str
+    kind: str  # above, below, chance, collapsed, learned, confusion, epochs, curve
+    text: str
+
+
+@dataclass(frozen=True)
+class NetComparison:
+    net: str
+    learned: bool
+    checks: tuple[Check, ...]
+    findings: tuple[Finding, ...]
+
+
+def seeds_scope(group: Sequence[NetRun], all_seeds: int) -> str:
+    return f"the {seeds_text(len(group))}" + (" that learned" if len(group) < all_seeds else "")
+
+
+def regime_findings(run: NetRun, ref: Reference) -> tuple[list[NetRun], list[Finding]]:
+    """The reference seeds to hold the run against (those of its own regime), and what its regime says."""
+    learned, stuck = ref.regimes(run.net)
+    label, n, k = net_label(run.net), ref.seeds, len(learned)
+    chance = 1 / len(ref.classes)
+    if not run.learned(len(ref.classes)):
+        if not stuck:
+            return [], [Finding(run.net, "chance", f"{label} stayed at chance (best train accuracy "
+                                f"{pct(max(run.train_acc))}; chance is {pct(chance)}), while every reference seed "
+                                "learned: check the learning rate (the exercise's Adam lr 1e-3, betas (0.9, 0.99)), "
+                                "that the labels parsed from the file names match the pictures, and the input "
+                                "scaling (ToTensor to 0..1, then Normalize)")]
+        low, high = clopper_pearson(k, n)
+        return [], [Finding(run.net, "collapsed", f"{label} stayed at chance, as {n - k} of the {n} reference seeds "
+                               f"did (a seed learns in {k} of {n}: 95% Clopper–Pearson {pct(low)} to {pct(high)}); not "
+                               "rare in this exercise, so not by itself a bug in the code")]
+    if not learned:
+        return [], [Finding(run.net, "learned", f"{label} learned, while every one of the {n} reference seeds stayed "
+                            "at chance: another dataset, other settings or another architecture?")]
+    return learned, []
+
+
+def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
+    """A confusion matrix that cannot be the one the run's numbers describe."""
+    found, label = [], net_label(run.net)
+    for split, m, size in (("val", run.val_confusion, ref.n_val), ("train", run.train_confusion, ref.n_train)):
+        if m is not None and int(m.sum()) != size:
+            found.append(Finding(run.net, "confusion", f"{label}'s {split} confusion matrix holds {int(m.sum()):,} "
+                                 f"pictures, not the {split} set's {size:,}: it was not taken on the whole {split} set "
+                                 "in one epoch, or the dataset is another size"))
+    m = run.val_confusion
+    if m is not None and m.sum() and abs(np.trace(m) / m.sum() - run.best_val) > CONFUSION_TOLERANCE:
+        found.append(Finding(run.net, "confusion", f"{label}'s val confusion matrix has accuracy (trace/sum) "
+                             f"{pct(np.trace(m) / m.sum())}, not the best epoch's val accuracy {pct(run.best_val)}: "
+                             "it was not taken at the best epoch, or not on the whole val set"))
+    return found
+
+
+def measure_checks(run: NetRun, group: Sequence[NetRun], scope: str, classes: Sequence[str]) -> list[Check]:
+    """Best val accuracy, the final train − val gap (in eval mode where both recorded it), the cat/dog share of
+    val errors and each class's val recall, against the same numbers of the reference group."""
+    net = run.net
+    checks = [Check(net, "best val accuracy", run.best_val, Band(tuple(r.best_val for r in group)), scope)]
+    clean = run.clean_train_acc is not None and all(r.clean_train_acc is not None for r in group)
+    checks.append(Check(net, f"final train ({'eval mode' if clean else 'running, as the original records it'}) − val "
+                        "accuracy gap", run.gap(clean), Band(tuple(r.gap(clean) for r in group)), scope, True))
+    share, shares = run.cat_dog_share(classes), [r.cat_dog_share(classes) for r in group]
+    if share is not None and None not in shares:
+        checks.append(Check(net, "cat/dog share of val errors", share, Band(tuple(shares)), scope))
+    recalls, ref_recalls = run.recalls(), [r.recalls() for r in group]
+    if recalls is not None and None not in ref_recalls:
+        checks += [Check(net, f"val recall of {c}", recalls[k], Band(tuple(r[k] for r in ref_recalls)), scope)
+                   for k, c in enumerate(classes)]
+    return checks
+
+
+def curve_finding(run: NetRun, group: Sequence[NetRun], ref: Reference) -> list[Finding]:
+    """Epochs compared one by one over the epochs both ran; a different epoch count is said."""
+    found, label = [], net_label(run.net)
+    common = min(run.epochs, ref.epochs)
+    if run.epochs != ref.epochs:
+        found.append(Finding(run.net, "epochs", f"{label} ran {run.epochs} epochs against the reference's "
+                             f"{ref.epochs}: its curves are compared over the first {common}, and its best val "
+                             f"accuracy comes from {run.epochs} epochs"))
+    if len(group) < 2:
+        return found
+    places = [Band(tuple(r.val_acc[e] for r in group)).place(run.val_acc[e]) for e in range(common)]
+    outside = [p for p in places if p != "inside"]
+    if len(outside) > CURVE_OUTSIDE_SHARE * common:
+        found.append(Finding(run.net, "curve", f"{label}'s val accuracy lies outside the reference's per-epoch "
+                             f"interval in {len(outside)} of {common} epochs ({outside.count('above')} above, "
+                             f"{outside.count('below')} below)"))
+    return found
+
+
+def band_text(check: Check) -> str:
+    """'59.1% to 62.9% (seeds 59.6% to 62.0%)': the interval, then the reference seeds' range."""
+    band, show = check.band, check.shown
+    low, high = band.interval or (min(band.values), max(band.values))
+    return f"{show(low)} to {show(high)} (seeds {show(min(band.values))} to {show(max(band.values))})"
+
+
+def out_of_band_finding(check: Check) -> Finding | None:
+    """What to look at when best val accuracy falls outside the band of its regime."""
+    label, place = net_label(check.net), check.place
+    if check.measure != "best val accuracy" or place == "inside":
+        return None
+    where = f"{label}'s best val accuracy {pct(check.value)} is {place} the reference's 95% prediction interval for " \
+            f"one seed ({band_text(check)}, over {check.scope})"
+    if place == "above":
+        beyond = " and above every reference seed" if check.value > max(check.band.values) else ""
+        return Finding(check.net, "above", where + beyond + ": were train and val pictures disjoint? The original's "
+                       "per-class np.random.choice puts some pictures into two classes and into both splits. Or was "
+                       "it another dataset, more epochs or other settings?")
+    return Finding(check.net, "below", where + ": check the learning rate (the exercise's Adam lr 1e-3, betas "
+                   "(0.9, 0.99)), the labels parsed from the file names, and the input scaling (ToTensor to 0..1, "
+                   "then Normalize)")
+
+
+def compare_net(run: NetRun, ref: Reference) -> NetComparison:
+    group, findings = regime_findings(run, ref)
+    checks = measure_checks(run, group, seeds_scope(group, ref.seeds), ref.classes) if len(group) >= 2 else []
+    findings += [f for f in map(out_of_band_finding, checks) if f]
+    outside = [c for c in checks if c.place != "inside" and c.measure != "best val accuracy"]
+    if outside:
+        findings.append(Finding(run.net, "outside", f"{net_label(run.net)}: outside the reference's interval: "
+                                + "; ".join(f"{c.measure} {c.shown(c.value)} ({c.place} {band_text(c)})"
+                                            for c in outside)))
+    findings += curve_finding(run, group, ref) + confusion_findings(run, ref)
+    return NetComparison(run.net, run.learned(len(ref.classes)), tuple(checks), tuple(findings))
+
+
+def compare_submission(sub: Submission, ref: Reference) -> list[NetComparison]:
+    missing = [n for n in sub.runs if n not in ref.runs]
+    if missing:
+        raise UserError(f"{terminal_text(sub.name)} has {', '.join(missing)}, which the reference {ref.where} lacks; "
+                        "pass a --reference run that trained it")
+    return [compare_net(sub.runs[n], ref) for n in ref.runs if n in sub.runs]
+
+
+def net_summary(c: NetComparison, sub: Submission) -> str:
+    """'Net1 61.2% inside' or 'Net3 at chance'."""
+    best = c.checks[0] if c.checks else None
+    value = pct(sub.runs[c.net].best_val)
+    return (f"{net_label(c.net)} {value}" + ("" if c.learned else " (at chance)")
+            + (f" {best.place}" if best else ""))
+
+
+def compare_lines(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> list[str]:
+    """The terminal screen: per submission one line of nets and its findings (all of them for one submission,
+    a count each for many, whose details COMPARE.md has)."""
+    lines = [f"reference: {ref.where} ({seeds_text(ref.seeds)}; {', '.join(map(net_label, ref.runs))}; "
+             f"{ref.epochs} epochs; {ref.n_val:,} val pictures). Inside: within the 95% prediction interval of one "
+             "new seed, over the reference seeds of the same regime."]
+    for sub, comparisons in results:
+        findings = [f for c in comparisons for f in c.findings]
+        lines.append(f"{terminal_text(sub.name)}: " + " | ".join(net_summary(c, sub) for c in comparisons)
+                     + (f" | {len(findings)} finding{'s' * (len(findings) != 1)}" if len(results) > 1 else ""))
+        if len(results) == 1:
+            lines += [f"  - {terminal_text(f.text)}" for f in findings] or ["  - nothing outside the reference"]
+    return lines
+
+
+def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
+    lines = ["# hw4 compare", "",
+             f"Reference: `{markdown_text(ref.where)}`, {seeds_text(ref.seeds)} of "
+             f"{', '.join(map(net_label, ref.runs))} ({ref.epochs} epochs, {ref.n_train:,} train and {ref.n_val:,} val "
+             "pictures). Each number of a submission's net is held against the 95% prediction interval for one new "
+             "seed, mean ± t·s·√(1 + 1/n), over the reference seeds of the net's own regime: a net that stayed at "
+             "chance is compared with the rate at which reference seeds stay there, one that learned with the "
+             "seeds that learned.", "",
+             "What this cannot tell: it does not detect copying; a different dataset, image size or settings moves "
+             "every number, so a finding is a question to look into, not a verdict on the code."]
+    for sub, comparisons in results:
+        lines += ["", f"## {markdown_text(sub.name)}", "", "| net | measure | submission | reference interval (seeds' "
+                  "range) | over | place |", "|---|---|---|---|---|---|"]
+        for c in comparisons:
+            run = sub.runs[c.net]
+            if not c.checks:
+                lines.append(f"| {net_label(c.net)} | best val accuracy | {pct(run.best_val)}"
+                             f"{'' if c.learned else ' (at chance)'} | — | — | see the findings |")
+            lines += [f"| {net_label(k.net)} | {k.measure} | {k.shown(k.value)} | {band_text(k)} | {k.scope} | "
+                      f"{k.place} |" for k in c.checks]
+        findings = [f for c in comparisons for f in c.findings]
+        lines += ["", *(f"- {markdown_text(f.text)}" for f in findings)] if findings else \
+            ["", "Nothing outside the reference."]
+    lines += ["", "![the submissions' val accuracy per epoch over the reference's band](compare.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
+    """One row per submission, for a grading spreadsheet."""
+    import csv
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    nets = list(ref.runs)
+    writer.writerow(["submission", *(f"{n}_{k}" for n in nets for k in ("best_val", "learned", "place")),
+                     "findings", "finding_kinds"])
+    for sub, comparisons in results:
+        by_net = {c.net: c for c in comparisons}
+        cells = []
+        for n in nets:
+            c = by_net.get(n)
+            cells += (["", "", ""] if c is None else
+                      [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
+        findings = [f for c in comparisons for f in c.findings]
+        writer.writerow([terminal_text(sub.name), *cells, len(findings), " ".join(f"{f.net}:{f.kind}" for f in findings)])
+    return buf.getvalue()
+
+
+def draw_compare(ref: Reference, subs: Sequence[Submission]):
+    """Per net, the reference's val accuracy per epoch (mean and 95% prediction band of one seed; for a net
+    with both regimes, each regime apart, with its count) and every submission's curve over it."""
+    nets = [n for n in ref.runs if any(n in s.runs for s in subs)]
+    fig = new_figure(figsize=(4.2 * len(nets), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(nets), squeeze=False)[0])
+    for ax, net in zip(axes, nets):
+        learned, stuck = ref.regimes(net)
+        for group, name, shade in ((learned, "learned", "tab:blue"), (stuck, "at chance", "tab:grey")):
+            if not group:
+                continue
+            x = np.arange(1, ref.epochs + 1)
+            per_epoch = [Band(tuple(r.val_acc[e] for r in group)) for e in range(ref.epochs)]
+            mean = [100 * np.mean(b.values) for b in per_epoch]
+            ax.plot(x, mean, color=shade, linewidth=1.5, label=f"reference, {name} ({len(group)} of {ref.seeds})")
+            if len(group) > 1:
+                ax.fill_between(x, [max(0.0, 100 * b.interval[0]) for b in per_epoch],  # accuracies: 0..100
+                                [min(100.0, 100 * b.interval[1]) for b in per_epoch], color=shade, alpha=0.2,
+                                linewidth=0)
+        for k, sub in enumerate(s for s in subs if net in s.runs):
+            run = sub.runs[net]
+            ax.plot(np.arange(1, run.epochs + 1), [100 * v for v in run.val_acc], color="tab:red", alpha=0.8,
+                    linewidth=1, label="submission" + ("s" if len(subs) > 1 else "") if k == 0 else None)
+        ax.set_title(net_label(net), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val accuracy (%)")
+        ax.grid(linewidth=0.4)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Val accuracy per epoch against {ref.where} (shaded: 95% prediction interval of one seed)",
+                 fontsize=10)
+    return fig
+
+
+def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submission, list[NetComparison]]]) -> None:
+    check_folder_creatable(out, "--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path_text(out)} cannot be created ({exc.strerror or exc}); pass another folder") from None
+    write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
+    if len(results) > 1:
+        write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
+    savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    parser = OneLineErrorParser(prog="hw4.py compare", description="Hold a student's run (the original's results "
+                                "pickles, or an hw4 run folder) against a committed multi-seed reference run, and say "
+                                "what to look at. Never trains, reads no dataset; pickles are read through an "
+                                "allowlist (numbers, lists, dicts, numpy arrays), never unpickled freely.")
+    parser.add_argument("paths", nargs="+", type=path_argument, metavar="PATH",
+                        help="results pickles (results1.pkl ... as the original names them), a folder of them, an hw4 "
+                             "run folder, or a folder of submission folders (one row each)")
+    parser.add_argument("--reference", type=path_argument, default=DEFAULT_REFERENCE,
+                        help=f"a finished hw4 run of {MIN_REFERENCE_SEEDS} or more seeds (default: {DEFAULT_REFERENCE})")
+    parser.add_argument("--nets", nargs="+", choices=list(NETS), metavar="NET",
+                        help="which net each pickle is, in order, when their names are not the original's")
+    parser.add_argument("--out", type=path_argument, help="also write COMPARE.md, compare.png and, for several "
+                        "submissions, compare.csv here (default: print only)")
+    args = parser.parse_args(argv)
+    for p in args.paths:
+        if not os.path.lexists(p):
+            raise UserError(f"{path_text(p)} not found; pass results pickles or the folders that hold them")
+    ref = load_reference(Path(args.reference))
+    subs = load_submissions([Path(p) for p in args.paths], args.nets, len(ref.classes))
+    results = [(sub, compare_submission(sub, ref)) for sub in subs]
+    print("\n".join(compare_lines(ref, results)))
+    if args.out:
+        write_compare_outputs(Path(args.out), ref, results)
+        print(f"wrote {path_text(Path(args.out) / 'COMPARE.md')}")
     return 0
 
 
@@ -4157,6 +4995,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise UserError(f"--classes lists a class twice: {' '.join(cfg.classes)}")
     if len(cfg.classes) < 2:
         raise UserError("--classes needs at least two classes")
+    for name in cfg.classes:
+        if name in ("", ".", "..") or "/" in name or "\\" in name or not name.isprintable():
+            raise UserError(f"--classes {terminal_text(name)!r} is not a class name: each names a class folder, so it "
+                            "must be a non-empty name without '/', control characters, or being '.' or '..'")
     if cfg.seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--seed {cfg.seed} with --seeds {cfg.seeds} runs past the largest seed, {MAX_SEED}; "
                         "use a smaller --seed")
@@ -4260,6 +5102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return predict_main(argv[1:])
         if argv[:1] == ["report"]:
             return report_main(argv[1:])
+        if argv[:1] == ["compare"]:
+            return compare_main(argv[1:])
         args = build_parser().parse_args(argv)
         cfg = config_from_args(args)
         check_before_work(cfg, args)

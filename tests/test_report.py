@@ -460,3 +460,75 @@ def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path, mo
     again = cli("report", tmp_path)
     assert again.returncode == 0 and "unfinished" not in again.stdout, again.stdout + again.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["nets"]["net1"]["seeds"] == [5, 6, 7]
+
+
+def on_cpu(r: hw4.Results, cpu: str) -> hw4.Results:
+    """The Results as if trained on this CPU model (the infrastructure that training records)."""
+    return dataclasses.replace(r, infrastructure={"device": "cpu", "cpu": cpu, "cpus": 2, "gpu": None, "torch": "2.x",
+                                                  "python": "3.11", "os": "Linux", "threads": 1, "hw4_commit": "a" * 40})
+
+
+def test_a_seed_whose_nets_ran_on_two_machines_is_never_paired(tmp_path, monkeypatch):
+    """Seed 7's Net2 ran on another CPU: every comparison with Net2 leaves seed 7 out and says so, the Q2
+    pairing of Net3 with Net1 keeps all three seeds, and the infrastructure line names both machines."""
+    skip_rendering(monkeypatch)
+    m = confusion_with_cat_dog_errors(3)
+    accs = {"net1": (0.60, 0.62, 0.64), "net2": (0.61, 0.64, 0.90), "net3": (0.40, 0.42, 0.41)}
+    runs = {name: [on_cpu(fake_results(name, [a], 0.7, 1, m, seed=s), "Model B" if (name, s) == ("net2", 7)
+                          else "Model A") for a, s in zip(values, (5, 6, 7))] for name, values in accs.items()}
+    exp = hw4.Experiment(runs, facts())
+    cmp = exp.compare("net1", "net2")
+    assert cmp.seeds == 2 and cmp.unpaired == (7,) and cmp.diff == pytest.approx(0.015)  # seed 7's +26 left out
+    assert exp.compare("net1", "net3").seeds == 3 and exp.compare("net1", "net3").unpaired == ()
+    text = report(tmp_path, runs)
+    assert "Net2 − Net1: +1.5 points (95% CI [" in text and "2 paired seeds; seed 7 left out: its two nets ran on " \
+                                                              "different machines)" in text
+    assert "Net3 against Net1, over 3 seeds:" in text
+    infra = next(line for line in text.splitlines() if line.startswith("Infrastructure"))
+    assert infra.startswith("Infrastructure, 2 machines: CPU Model A (2 cores), 1 torch thread per net"), infra
+    assert "hw4 commit aaaaaaaaaaaa (seeds 5, 6; Net1, Net3 of seed 7). CPU Model B (2 cores)" in infra
+    assert "hw4 commit aaaaaaaaaaaa (Net2 of seed 7)." in infra
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    hw4.write_seeds_summary(summary, exp)
+    assert json.loads((summary / "metrics.json").read_text())["comparisons"]["net2-net1"]["unpaired"] == [7]
+
+
+def test_nets_that_never_shared_a_machine_are_not_compared(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    m = confusion_with_cat_dog_errors(3)
+    runs = {"net1": [on_cpu(fake_results("net1", [0.6 + s / 100], 0.7, 1, m, seed=s), "Model A") for s in (5, 6)],
+            "net1drop": [on_cpu(fake_results("net1drop", [0.7 + s / 100], 0.7, 1, m, seed=s), "Model B") for s in (5, 6)]}
+    exp = hw4.Experiment(runs, facts())
+    assert exp.compare("net1", "net1drop").seeds == 0
+    text = report(tmp_path, runs)
+    assert ("not testable here: the two nets ran on different machines in every seed (seed 5, 6), so none pairs them"
+            not in text)
+    assert "not testable here: the two nets ran on different machines in every seed (seeds 5, 6), so none pairs them" \
+        in text
+    assert "Net1-drop − Net1: not compared; the two nets ran on different machines in every seed" in text
+    assert "+10.0 points" not in text  # the machines' difference is never shown as the nets'
+
+
+def test_resume_onto_another_cpu_type_says_the_new_nets_will_not_pair(tiny_built, reference, tmp_path, monkeypatch):
+    """A seed whose finished nets were recorded on another CPU: --resume says so in one line at start, names
+    both machines, trains the missing net anyway, and the report then leaves that seed out of its pairs."""
+    skip_rendering(monkeypatch)
+    out = tmp_path / "r"
+    shutil.copytree(reference, out)
+    shutil.rmtree(out / "checkpoints")
+    blob = json.loads((out / "metrics.json").read_text())
+    for entry in blob["nets"].values():
+        entry["infrastructure"]["cpu"] = "Elsewhere CPU 9000"
+    del blob["nets"]["net1drop"]
+    (out / "metrics.json").write_text(json.dumps(blob))
+    ran = cli(*reference_args(tiny_built, out), "--resume")
+    assert ran.returncode == 0, ran.stderr
+    notes = [line for line in ran.stdout.splitlines() if line.startswith("note: seed 5 already has")]
+    here = hw4.machine_of(hw4.infrastructure(torch.device("cpu"), 1))
+    assert len(notes) == 1 and "Net1, Net1-aug, Net3-BN trained on CPU Elsewhere CPU 9000" in notes[0], ran.stdout
+    assert f"this machine is {here}" in notes[0] and "will not pair" in notes[0]
+    assert ran.stdout.index(notes[0]) < ran.stdout.index(" epoch ")  # said before training, and it trains
+    row = next(line for line in (out / "REPORT.md").read_text().splitlines() if line.startswith("| dropout | Net1-drop"))
+    assert "| not paired (seed 5 left out: its two nets ran on different machines) | not testable here: the two nets " \
+           "ran on different machines in every seed (seed 5), so none pairs them | — |" in row, row

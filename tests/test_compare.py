@@ -1,0 +1,183 @@
+"""`hw4.py compare`: a student's pickles or run against the committed reference, leave-one-out on the committed
+seeds, pickles written by the original's code path, doctored and malicious pickles, and a TA's folder."""
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hw4
+from conftest import ROOT, assert_one_line_exit_2, cli, skip_rendering
+
+EXERCISE = ROOT / "results" / "exercise"
+
+
+@pytest.fixture(scope="module")
+def committed():
+    """The committed run's Results per seed (read once: ten metrics.json files)."""
+    return hw4.load_finished_run(EXERCISE)[1]
+
+
+@pytest.fixture(scope="module")
+def reference(committed) -> hw4.Reference:
+    return hw4.Reference.from_results("results/exercise", committed)
+
+
+def original_style_pickle(epochs: int, per_class: int, val_acc: float, rng: np.random.Generator) -> dict:
+    """What the original report's train() returns, written as its own code writes it (not hw4's): keys with
+    spaces, lists of floats, float64 confusion matrices of np.zeros((5, 5)) incremented per picture."""
+    val = list(np.clip(np.linspace(0.45, val_acc, epochs) + rng.normal(0, 0.005, epochs), 0, 1))
+    confusion = np.zeros((5, 5))
+    correct = round(val_acc * per_class)
+    for k in range(5):
+        confusion[k, k] = correct
+        confusion[k, (k + 1) % 5] = per_class - correct
+    confusion_train = confusion * 3
+    return {"100steps": {"train cross entropy": [1.2] * 10, "train class acc": [0.5] * 10,
+                         "val cross entropy": [1.1] * 3, "val class acc": [0.55] * 3},
+            "epoch": {"train cross entropy": list(np.linspace(1.3, 0.2, epochs)),
+                      "train class acc": list(np.linspace(0.45, 0.95, epochs)),
+                      "val_cross_entropy": [1.0] * epochs, "val class acc": val},
+            "confusion matrix": {"train confusion": confusion_train, "val confusion": confusion}}
+
+
+def test_every_committed_seed_left_out_fits_the_other_nine(committed):
+    """Leave-one-out on the committed files: Net1 and Net2 of a seed lie inside the prediction interval of the
+    other 9 seeds in at least 9 of 10; every Net3 seed gets the finding of its own regime."""
+    inside = {"net1": 0, "net2": 0}
+    for k, runs in enumerate(committed):
+        ref = hw4.Reference.from_results("loo", committed[:k] + committed[k + 1:])
+        sub = hw4.Submission(f"seed {k}", {n: hw4.NetRun.from_results(r, "x") for n, r in runs.items()})
+        by_net = {c.net: c for c in hw4.compare_submission(sub, ref)}
+        for net in inside:
+            assert by_net[net].checks[0].measure == "best val accuracy"
+            inside[net] += by_net[net].checks[0].place == "inside"
+        kinds = {f.kind for f in by_net["net3"].findings}
+        if runs["net3"].at_chance:
+            assert "collapsed" in kinds and not by_net["net3"].checks and not by_net["net3"].learned
+        else:
+            assert "collapsed" not in kinds and by_net["net3"].learned
+            assert "the 3 seeds that learned" in by_net["net3"].checks[0].scope  # 4 learned seeds, 1 of them left out
+    assert inside["net1"] >= 9 and inside["net2"] >= 9, inside
+
+
+def test_pickles_from_the_originals_code_path_are_read_and_their_differences_named(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    rng = np.random.default_rng(0)
+    sub = tmp_path / "student"
+    sub.mkdir()
+    for k, acc in enumerate((0.60, 0.61, 0.20), 1):  # 10 epochs, 300 val pictures per class; Net3 at chance
+        blob = original_style_pickle(10, 300, acc, rng)
+        if acc == 0.20:
+            blob["epoch"]["train class acc"] = [0.2] * 10
+        (sub / f"results{k}.pkl").write_bytes(pickle.dumps(blob))
+    ran = cli("compare", sub, "--reference", EXERCISE, "--out", tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
+    text = ran.stdout
+    assert "Net1 ran 10 epochs against the reference's 15: its curves are compared over the first 10" in text
+    assert "Net1's val confusion matrix holds 1,500 pictures, not the val set's 2,500" in text
+    assert "Net1's train confusion matrix holds 4,500 pictures, not the train set's 7,500" in text
+    assert "Net3 stayed at chance, as 6 of the 10 reference seeds did" in text and "not rare" in text
+    assert (tmp_path / "out" / "COMPARE.md").is_file() and not (tmp_path / "out" / "compare.csv").exists()
+
+
+def test_a_doctored_pickle_gets_both_findings_with_numbers(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    blob = hw4.read_submission_pickle(EXERCISE / "seed_5" / "results1.pkl")  # hw4's own pickle, then doctored
+    blob["epoch"]["val_class_acc"][4] = 0.95
+    doctored = blob["confusion matrix"]["val confusion"] * 4 // 5
+    for spelling in ("confusion matrix", "confusion_matrix"):  # hw4 writes both key spellings: doctor every one
+        blob[spelling]["val confusion"] = blob[spelling]["val_confusion"] = doctored
+    (tmp_path / "results1.pkl").write_bytes(pickle.dumps(blob))
+    ran = cli("compare", tmp_path / "results1.pkl", "--reference", EXERCISE)
+    assert ran.returncode == 0, ran.stderr
+    assert "Net1's best val accuracy 95.0% is above the reference's 95% prediction interval for one seed" in ran.stdout
+    assert "and above every reference seed: were train and val pictures disjoint?" in ran.stdout
+    total = int(doctored.sum())
+    assert 1_900 < total < 2_100 and f"val confusion matrix holds {total:,} pictures, not the val set's 2,500" \
+        in ran.stdout
+    assert "not the best epoch's val accuracy 95.0%" in ran.stdout
+
+
+class WritesAFile:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("payload", ["reduce", "tensor"])
+def test_a_malicious_pickle_is_refused_and_nothing_of_it_runs(tmp_path, payload):
+    victim = tmp_path / "written_by_the_pickle"
+    if payload == "reduce":
+        obj = {"epoch": {"val class acc": [0.5]}, "x": WritesAFile(str(victim))}
+        refused = "io.open"
+    else:
+        import torch
+        obj = {"epoch": {"val class acc": torch.zeros(3)}}
+        refused = "torch._utils._rebuild_tensor_v2"
+    (tmp_path / "results1.pkl").write_bytes(pickle.dumps(obj))
+    ran = cli("compare", tmp_path / "results1.pkl", "--reference", EXERCISE)
+    assert_one_line_exit_2(ran, "results1.pkl: refused: it asks for " + refused, "nothing of it ran")
+    assert not victim.exists()
+
+
+def test_bad_submissions_get_one_line(tmp_path):
+    (tmp_path / "results1.pkl").write_bytes(b"\x80\x04not a pickle")
+    assert_one_line_exit_2(cli("compare", tmp_path / "results1.pkl", "--reference", EXERCISE),
+                           "results1.pkl is not a readable pickle")
+    (tmp_path / "net_a.pkl").write_bytes(pickle.dumps({"epoch": {"train class acc": [0.5], "val class acc": [0.5]}}))
+    assert_one_line_exit_2(cli("compare", tmp_path / "net_a.pkl", "--reference", EXERCISE), "which net is it?")
+    nested: list = []
+    for _ in range(100):
+        nested = [nested]
+    (tmp_path / "results2.pkl").write_bytes(pickle.dumps({"epoch": nested}))
+    assert_one_line_exit_2(cli("compare", tmp_path / "results2.pkl", "--reference", EXERCISE), "nests deeper than")
+    (tmp_path / "results3.pkl").write_bytes(pickle.dumps({"epoch": {"train class acc": [55.0], "val class acc": [50.]}}))
+    assert_one_line_exit_2(cli("compare", tmp_path / "results3.pkl", "--reference", EXERCISE), "outside 0..1")
+    assert_one_line_exit_2(cli("compare", tmp_path / "missing", "--reference", EXERCISE), "missing not found")
+    assert_one_line_exit_2(cli("compare", tmp_path / "results3.pkl", "--reference", EXERCISE / "seed_5"),
+                           "a reference needs 3 or more")
+
+
+def test_a_folder_of_three_submissions_gives_three_rows_and_a_csv(tmp_path, monkeypatch, committed):
+    saved = skip_rendering(monkeypatch)
+    root = tmp_path / "submissions"
+    for k, seed in enumerate(("seed_5", "seed_6", "seed_7")):
+        folder = root / f"student{k}\x1b[2J"  # a name with an ANSI escape: shown escaped, never raw
+        folder.mkdir(parents=True)
+        for name in ("results1.pkl", "results2.pkl", "results3.pkl"):
+            (folder / name).write_bytes((EXERCISE / seed / name).read_bytes())
+    ran = cli("compare", root, "--reference", EXERCISE, "--out", tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
+    rows = [line for line in ran.stdout.splitlines() if "student" in line]
+    assert len(rows) == 3 and "\x1b" not in ran.stdout and "student0\\x1b[2J" in rows[0], ran.stdout
+    assert "Net3 20.0% (at chance)" in rows[1] and "Net1 61.2% inside" in rows[1]
+    table = list(csv.reader(io.StringIO((tmp_path / "out" / "compare.csv").read_text())))
+    assert len(table) == 4 and table[0][:2] == ["submission", "net1_best_val"]
+    assert table[2][table[0].index("net3_learned")] == "false" and "net3:collapsed" in table[2][-1]
+    assert saved == [tmp_path / "out" / "compare.png"]
+    assert "\x1b" not in (tmp_path / "out" / "COMPARE.md").read_text()
+
+
+def test_an_hw4_run_folder_is_one_submission_per_seed(reference):
+    subs = hw4.load_submissions([EXERCISE / "seed_8"], None, 5)
+    assert [s.name for s in subs] == [hw4.path_text(EXERCISE / "seed_8")] and set(subs[0].runs) == {"net1", "net2",
+                                                                                                     "net3"}
+    comparisons = hw4.compare_submission(subs[0], reference)
+    clean_gap = next(c for c in comparisons[0].checks if "gap" in c.measure)
+    assert clean_gap.measure.startswith("final train (eval mode)") and clean_gap.difference
+
+
+def test_compare_figure_draws_each_regime(reference):
+    sub = hw4.Submission("s", {n: runs[0] for n, runs in reference.runs.items()})
+    fig = hw4.draw_compare(reference, [sub])
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    assert "reference, learned (4 of 10)" in labels and "reference, at chance (6 of 10)" in labels
+    for ax in fig.axes:
+        assert ax.get_ylim()[0] >= -5 and ax.get_ylim()[1] <= 105
