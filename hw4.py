@@ -2020,9 +2020,15 @@ def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device
 CHECKPOINT_FORMAT = 4  # bump when TrainState's fields change
 
 
-def quiet_torch_load(path: Path) -> Any:
+def quiet_torch_load(path: Path, max_bytes: int | None = None) -> Any:
     """torch.load(weights_only=True) onto the CPU, with torch's warnings kept off the user's stderr;
-    weights and Adam's moments move to the device when they are loaded into the net."""
+    weights and Adam's moments move to the device when they are loaded into the net. With max_bytes, a file
+    (a zip, as torch writes it) whose entries inflate beyond it is refused before anything is inflated."""
+    if max_bytes is not None and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > max_bytes:
+            raise ValueError(f"{inflated:,} bytes once inflated, more than any net of the table")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -2200,15 +2206,15 @@ class Results:
 
     @classmethod
     def from_json(cls, blob: dict) -> "Results":
-        """Back from metrics.json (dataclasses.asdict of a Results), for `hw4.py report` and --resume. A run
-        saved before train_clean, grad_norms_steps100, infrastructure and fingerprint existed has them empty."""
+        """Back from a net entry of metrics.json (dataclasses.asdict of a Results) that read_metrics_json has
+        upgraded to the current format and check_results_entry has checked, for `hw4.py report` and --resume."""
         fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name in blob}
         for key in ("train_confusion", "val_confusion"):
             fields[key] = np.asarray(blob[key], dtype=np.int64)
-        fields["hardest"] = [HardImage(**h) for h in blob["hardest"]]
+        fields["hardest"] = [HardImage(**{k: h[k] for k in HARD_IMAGE_FIELDS}) for h in blob["hardest"]]
         restore_nan = lambda v: math.nan if v is None else v  # noqa: E731 (JSON wrote NaN as null)
         for key in ("steps100", "epoch", "train_clean", "grad_norms", "grad_norms_steps100", "dead_units"):
-            fields[key] = map_leaves(blob.get(key, {}), restore_nan)
+            fields[key] = map_leaves(blob[key], restore_nan)
         return cls(**fields)
 
     @property
@@ -2826,13 +2832,18 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
     """With --resume, a net that has no checkpoint but whose Results sit in OUT/metrics.json under this run's
     fingerprint is finished: so a committed run (metrics.json and pickles, no checkpoints) grows by more
     seeds without retraining the ones it has."""
-    if not c.resume or (Path(c.out) / "checkpoints" / f"{name}_last.pt").exists():
+    path = Path(c.out) / "metrics.json"
+    if not c.resume or (Path(c.out) / "checkpoints" / f"{name}_last.pt").exists() or not path.exists():
         return None
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        entry = json.loads((Path(c.out) / "metrics.json").read_text())["nets"][name]
-        if entry["fingerprint"] == run_fingerprint(c, manifest, name, device) and entry["net"] == name:
-            return Results.from_json(entry)
-    return None
+    try:  # the one reader, and the report's checks of this net's entry: a doctored entry is not taken as finished
+        entry = read_metrics_json(path)["nets"].get(name)
+        if entry is None:
+            return None
+        check_results_entry(name, entry)
+    except (UserError, SchemaError) as exc:
+        print(f"note: {name} is not taken from {path}: {str(exc).removeprefix(str(path) + ': ')}; it trains again")
+        return None
+    return Results.from_json(entry) if entry.get("fingerprint") == run_fingerprint(c, manifest, name, device) else None
 
 
 def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[str, Results]],
@@ -4037,16 +4048,169 @@ def write_seeds_summary(out: Path, exp: Experiment) -> None:
 # =============================================================================
 
 
-def read_run_json(path: Path) -> dict:
+METRICS_MAX_BYTES = 64 * 2 ** 20  # a seed of all 13 nets at 15 epochs is under 1 MB
+
+
+def read_metrics_json(path: Path) -> dict:
+    """The one reader of a metrics.json that hw4 wrote (or that came with a cloned run): bounded in size, parsed,
+    and upgraded to METRICS_FORMAT by migrate_metrics. Any fault is one line that names the file."""
     try:
-        blob = json.loads(path.read_text())
+        size = path.stat().st_size
+        if not path.is_file():
+            raise UserError(f"{path} is not a regular file; pass the --out folder of a finished hw4 run")
+        if size > METRICS_MAX_BYTES:
+            raise UserError(f"{path} is {size / 2 ** 20:.0f} MB, over the {METRICS_MAX_BYTES // 2 ** 20} MB an hw4 "
+                            "metrics.json can reach; pass the --out folder of a finished hw4 run")
+        blob = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path} not found: pass the --out folder of a finished hw4 run") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is not readable JSON ({exc}); pass the --out folder of a finished hw4 run") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise UserError(f"{path} is not readable JSON ({why}); pass the --out folder of a finished hw4 run") from None
     if not isinstance(blob, dict) or not isinstance(blob.get("nets"), dict) or not blob["nets"]:
         raise UserError(f"{path} is not the metrics.json of a finished hw4 run (no nets); pass another folder")
-    return blob
+    return migrate_metrics(blob, path)
+
+
+def migrate_metrics(blob: dict, path: Path) -> dict:
+    """The only place that knows older formats. Format 1 (no number) lacked train_clean, grad_norms_steps100,
+    infrastructure and fingerprint in its net entries: they read as empty, which every reader shows as 'not
+    recorded'. A format newer than this hw4's is refused."""
+    version = blob.get("format", 1)
+    if type(version) is not int or not 1 <= version <= METRICS_FORMAT:
+        raise UserError(f"{path}: format {str(version)[:20]} is not one this hw4 reads (1 to {METRICS_FORMAT}); "
+                        "update hw4, or rerun the training command with --resume to rewrite it")
+    if version == 1 and blob.get("kind") != "seeds summary":
+        for entry in blob["nets"].values():
+            if isinstance(entry, dict):
+                for key, empty in (("train_clean", {}), ("grad_norms_steps100", {}), ("infrastructure", {}),
+                                   ("fingerprint", "")):
+                    entry.setdefault(key, empty)
+    return {**blob, "format": METRICS_FORMAT}
+
+
+class SchemaError(ValueError):
+    """A field of an untrusted metrics.json that is not what hw4 writes: its dotted name and what is wrong."""
+
+
+def schema(ok: bool, field: str, what: str) -> None:
+    if not ok:
+        raise SchemaError(f"{field} {what}")
+
+
+def is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def is_number(v: Any) -> bool:
+    return type(v) in (int, float)
+
+
+def check_series(value: Any, field: str, length: int | None, fraction: bool = False) -> int:
+    """A list of numbers (null for a NaN JSON could not hold), of `length` when given; its length."""
+    schema(isinstance(value, list), field, "is not a list")
+    schema(length is None or len(value) == length, field, f"has {len(value)} values, not {length}")
+    for v in value:
+        schema(v is None or is_number(v), field, "holds something other than numbers")
+        schema(not fraction or v is None or 0 <= v <= 1, field, "holds an accuracy outside 0..1")
+    return len(value)
+
+
+def check_series_dict(value: Any, field: str, length: int | None, required: Sequence[str] = ()) -> None:
+    schema(isinstance(value, dict), field, "is not an object")
+    for key in required:
+        schema(key in value, f"{field}.{key}", "is missing")
+    for key, series in value.items():
+        check_series(series, f"{field}.{str(key)[:40]}", length, str(key).endswith("class_acc"))
+
+
+def check_confusion(value: Any, field: str, classes: int) -> None:
+    schema(isinstance(value, list) and len(value) == classes and all(
+        isinstance(row, list) and len(row) == classes and all(is_int(v) and v >= 0 for v in row) for row in value),
+        field, f"is not a {classes}x{classes} matrix of counts (one row and column per class)")
+
+
+INFRASTRUCTURE_FIELDS = {"device": str, "cpu": str, "cpus": (int, type(None)), "gpu": (str, type(None)),
+                         "torch": str, "python": str, "os": str, "threads": int, "hw4_commit": (str, type(None))}
+CONFIG_FIELDS = {"train_seed": int, "image_size": int, "batch_size": int, "epochs": int, "lr": (int, float),
+                 "betas": list}
+HARD_IMAGE_FIELDS = {"label": str, "predicted": str, "loss": (int, float), "image_id": int, "path": str,
+                     "also_shows": list, "val_position": int}
+
+
+def check_fields(value: Any, field: str, types: dict[str, Any]) -> None:
+    schema(isinstance(value, dict), field, "is not an object")
+    for key, kind in types.items():
+        schema(key in value, f"{field}.{key}", "is missing")
+        v = value[key]
+        schema(isinstance(v, bool) if kind is bool else isinstance(v, kind) and not isinstance(v, bool),
+               f"{field}.{key}", "has the wrong type")
+
+
+def check_results_entry(key: str, entry: Any) -> None:
+    """One net's entry as Results writes it: types, shapes, lengths and their consistency (the classes against
+    the confusion matrices, the epochs across every per-epoch series, the parameter count against the spec)."""
+    field = f"nets.{key}"
+    schema(key in NETS, field, "is not a net of the table")
+    schema(isinstance(entry, dict) and entry.get("net") == key, f"{field}.net", "does not name the same net")
+    classes = entry.get("classes")
+    schema(isinstance(classes, list) and 2 <= len(classes) <= 1000 and all(isinstance(c, str) for c in classes)
+           and len(set(classes)) == len(classes), f"{field}.classes", "is not a list of 2 to 1,000 distinct names")
+    check_fields(entry.get("config"), f"{field}.config", CONFIG_FIELDS)
+    epochs = check_series(entry["epoch"].get("val_class_acc") if isinstance(entry.get("epoch"), dict) else None,
+                          f"{field}.epoch.val_class_acc", None, True)
+    schema(epochs >= 1, f"{field}.epoch", "has no epochs")
+    check_series_dict(entry["epoch"], f"{field}.epoch", epochs, ("train_class_acc", "train_cross_entropy",
+                                                                 "val_cross_entropy"))
+    check_series_dict(entry.get("steps100"), f"{field}.steps100", None)
+    if entry.get("train_clean"):
+        check_series_dict(entry["train_clean"], f"{field}.train_clean", epochs)
+    check_series_dict(entry.get("grad_norms"), f"{field}.grad_norms", epochs, ("conv1", "fc1"))
+    check_series_dict(entry.get("grad_norms_steps100"), f"{field}.grad_norms_steps100", None)
+    check_series_dict(entry.get("dead_units"), f"{field}.dead_units", epochs)
+    for split in SPLITS:
+        check_confusion(entry.get(f"{split}_confusion"), f"{field}.{split}_confusion", len(classes))
+    schema(is_int(entry.get("best_epoch")) and 1 <= entry["best_epoch"] <= epochs, f"{field}.best_epoch",
+           f"is not an epoch from 1 to {epochs}")
+    for name in ("fc1_in_features", "params", "n_train", "n_val"):
+        schema(is_int(entry.get(name)) and entry[name] >= 0, f"{field}.{name}", "is not a count")
+    size = entry["config"]["image_size"]
+    schema(MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, f"{field}.config.image_size", "is out of range")
+    schema(entry["params"] == spec_parameter_count(NETS[key], size, len(classes)), f"{field}.params",
+           f"is not {NETS[key].label}'s parameter count at {size}x{size}")
+    schema(isinstance(entry.get("hardest"), list), f"{field}.hardest", "is not a list")
+    for k, hard in enumerate(entry["hardest"]):
+        check_fields(hard, f"{field}.hardest[{k}]", HARD_IMAGE_FIELDS)
+    schema(is_number(entry.get("train_time_s", 0.0)), f"{field}.train_time_s", "is not a number")
+    if entry.get("infrastructure"):
+        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
+    schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
+
+
+def check_dataset_facts(value: Any, classes: list[str]) -> None:
+    check_fields(value, "dataset", {"source": str, "classes": list, "counts": dict, "exclusive": bool,
+                                    "val_also_shows": dict})
+    schema(value["classes"] == classes, "dataset.classes", "are not the nets' classes")
+    schema(all(isinstance(value["counts"].get(s), dict) and all(is_int(n) for n in value["counts"][s].values())
+               for s in SPLITS), "dataset.counts", "is not a count per split and class")
+    schema(value.get("shared") is None or isinstance(value["shared"], dict), "dataset.shared", "is not an object")
+
+
+def seed_results(path: Path) -> tuple[dict[str, Results], DatasetFacts | None]:
+    """A seed's (or a one-seed run's) metrics.json as typed Results and DatasetFacts, every field checked."""
+    blob = read_metrics_json(path)
+    try:
+        for key, entry in blob["nets"].items():
+            check_results_entry(str(key), entry)
+        classes = next(iter(blob["nets"].values()))["classes"]
+        schema(all(e["classes"] == classes for e in blob["nets"].values()), "nets", "disagree on the classes")
+        if blob.get("dataset"):
+            check_dataset_facts(blob["dataset"], classes)
+    except SchemaError as exc:
+        raise UserError(f"{path}: {exc}; it is not what hw4 writes (rerun the training command with --resume to "
+                        "rewrite it)") from None
+    facts = DatasetFacts.from_json(blob["dataset"]) if blob.get("dataset") else None
+    return {name: Results.from_json(entry) for name, entry in blob["nets"].items()}, facts
 
 
 def is_seed_folder(path: Path) -> bool:
@@ -4060,14 +4224,23 @@ def is_seed_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-def checked_nets(path: Path, nets: Any) -> dict[str, Any]:
-    """A metrics.json's nets: keys of the net table whose entries name the same net, so that no file name
-    built from an entry can point outside the run."""
-    for key, entry in nets.items():
-        if key not in NETS or not isinstance(entry, dict) or entry.get("net") != key:
-            raise UserError(f"{path}: nets.{str(key)[:40]!r} is not an entry hw4 writes (its key must be a net of the "
-                            "table and its 'net' field the same); rerun the training command with --resume")
-    return nets
+def check_pooled_settings(seed_outs: Sequence[Path], runs_by_seed: Sequence[dict[str, Results]]) -> None:
+    """Seeds are pooled only when every setting but the training seed is the same (the dataset's digest
+    included), and each seed_<s> folder holds nets trained with seed s."""
+    first: tuple[Path, dict] | None = None
+    for out, runs in zip(seed_outs, runs_by_seed):
+        for name, r in runs.items():
+            if out.name.startswith("seed_") and r.train_seed != int(out.name[5:]):
+                raise UserError(f"{out / 'metrics.json'}: {name} was trained with seed {r.train_seed}, not "
+                                f"{out.name[5:]}; put each seed's nets in its own seed_<s> folder")
+            settings = {k: v for k, v in r.config.items() if k != "train_seed"}
+            if first is None:
+                first = (out, settings)
+            elif settings != first[1]:
+                keys = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
+                raise UserError(f"{out / 'metrics.json'}: {name} was trained with other settings than "
+                                f"{first[0]} ({', '.join(map(str, keys[:4]))}); a run pools only seeds of one setting, "
+                                "so move that folder out")
 
 
 def finished_seed_folders(out: Path) -> list[Path]:
@@ -4075,9 +4248,9 @@ def finished_seed_folders(out: Path) -> list[Path]:
     order; the others are named on the console and left out."""
     folders = sorted((p for p in out.glob("seed_*") if is_seed_folder(p)), key=lambda p: int(p.name[5:]))
     nets = {}
-    for folder in folders:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-            nets[folder] = list(json.loads((folder / "metrics.json").read_text())["nets"])
+    for folder in folders:  # metrics.json is written whole (atomically): absent is unfinished, unreadable an error
+        if (folder / "metrics.json").exists():
+            nets[folder] = list(read_metrics_json(folder / "metrics.json")["nets"])
     if not nets:
         return []
     most = max(nets.values(), key=len)
@@ -4097,7 +4270,7 @@ def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], 
     if not (out / "metrics.json").exists() and len(finished) > 1:
         seed_outs = finished
     else:
-        top = read_run_json(out / "metrics.json")
+        top = read_metrics_json(out / "metrics.json")
         seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
         seed_outs = [out]
         if seeded:  # the seeds the summary lists, as folders of this run only: never a path taken from the file
@@ -4113,14 +4286,9 @@ def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], 
             seed_outs = finished
     runs_by_seed, facts = [], None
     for seed_out in seed_outs:
-        blob = read_run_json(seed_out / "metrics.json")
-        try:
-            runs_by_seed.append({name: Results.from_json(r)
-                                 for name, r in checked_nets(seed_out / "metrics.json", blob["nets"]).items()})
-            facts = DatasetFacts.from_json(blob["dataset"]) if blob.get("dataset") else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{seed_out / 'metrics.json'} lacks what the report needs ({type(exc).__name__}: {exc}); "
-                            "rerun the training command with --resume to rewrite it") from None
+        runs, facts = seed_results(seed_out / "metrics.json")
+        runs_by_seed.append(runs)
+    check_pooled_settings(seed_outs, runs_by_seed)
     nets = list(runs_by_seed[0])
     if any(list(runs) != nets for runs in runs_by_seed):
         raise UserError(f"the seed folders of {out} hold different nets; rerun the training command with --resume")
@@ -4155,11 +4323,17 @@ PREDICT_CHUNK = 256  # images per forward pass at most: memory stays flat for an
 PREDICT_MEMORY = 512 * 2 ** 20  # bytes of activations one forward pass may take
 
 
+def activation_bytes(spec: NetSpec, image_size: int) -> int:
+    """About the largest activation memory of one picture in a forward pass: a conv's float32 output, its ReLU
+    and its pool held at once, at conv1 (full size) or conv2 (half size)."""
+    c1, c2 = spec.channels
+    return 3 * 4 * max(c1 * image_size ** 2, c2 * (image_size // 2) ** 2)
+
+
 def predict_chunk(spec: NetSpec, image_size: int) -> int:
-    """Images per forward pass: PREDICT_CHUNK, fewer for a net whose first activations are large (conv1's output,
-    its ReLU and its pool held at once), so that a 1024x1024 net does not ask for gigabytes."""
-    per_image = 3 * 4 * spec.channels[0] * image_size ** 2
-    return max(1, min(PREDICT_CHUNK, PREDICT_MEMORY // per_image))
+    """Images per forward pass: PREDICT_CHUNK, fewer for a net whose activations are large, so that a 1024x1024
+    net does not ask for gigabytes."""
+    return max(1, min(PREDICT_CHUNK, PREDICT_MEMORY // activation_bytes(spec, image_size)))
 
 
 def spec_parameter_count(spec: NetSpec, image_size: int, classes: int) -> int:
@@ -4198,6 +4372,9 @@ def spec_from_weights(meta: Any) -> NetSpec:
     size = spec_parameter_count(spec, meta["image_size"], len(meta["classes"]))
     if size > max_predict_params(len(meta["classes"])):
         raise ValueError(f"a net of {size:,} parameters")
+    largest = max(activation_bytes(s, MAX_IMAGE_SIZE) for s in NETS.values())
+    if activation_bytes(spec, meta["image_size"]) > largest:  # one picture alone would not fit in memory
+        raise ValueError(f"a net whose activations take {activation_bytes(spec, meta['image_size']):,} bytes a picture")
     return spec
 
 
@@ -4215,7 +4392,7 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
     try:
         with warnings.catch_warnings():  # torch's warnings about a foreign file stay off the user's stderr
             warnings.simplefilter("ignore")
-            state = quiet_torch_load(path)
+            state = quiet_torch_load(path, 4 * max_predict_params(1000) + 2 ** 20)  # float32 weights, some metadata
             if not isinstance(state, dict):
                 raise ValueError(f"a {type(state).__name__}, not a state dict")
             meta = state["_extra_state"]
@@ -5067,10 +5244,10 @@ def check_out_is_this_run(folder: Path, cfg: Config) -> None:
     """The REPORT.md and metrics.json in folder are an hw4 run's with these settings, or absent."""
     metrics = folder / "metrics.json"
     try:
-        blob = json.loads(metrics.read_text()) if metrics.exists() else None
-    except (OSError, ValueError, RecursionError):
+        blob = read_metrics_json(metrics) if metrics.exists() else None
+    except UserError:
         blob = []
-    ours = isinstance(blob, dict) and isinstance(blob.get("nets"), dict) and isinstance(blob.get("config"), dict)
+    ours = isinstance(blob, dict) and isinstance(blob.get("config"), dict)
     if metrics.exists() and not ours:
         raise UserError(f"{metrics} is not an hw4 run's metrics.json; pass another --out, or --overwrite to replace it")
     if (folder / "REPORT.md").exists() and not ours:

@@ -181,3 +181,16 @@ def test_compare_figure_draws_each_regime(reference):
     assert "reference, learned (4 of 10)" in labels and "reference, at chance (6 of 10)" in labels
     for ax in fig.axes:
         assert ax.get_ylim()[0] >= -5 and ax.get_ylim()[1] <= 105
+
+
+def test_nets_names_pickles_whose_names_are_not_the_originals(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    for k, name in enumerate(("a.pkl", "b.pkl"), 1):
+        (tmp_path / name).write_bytes((EXERCISE / "seed_9" / f"results{k}.pkl").read_bytes())
+    ran = cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "net2", "--reference", EXERCISE)
+    assert ran.returncode == 0, ran.stderr
+    seed_9 = hw4.load_finished_run(EXERCISE / "seed_9")[1][0]
+    assert f"Net1 {hw4.pct(seed_9['net1'].value(hw4.BEST_VAL))} inside | Net2" in ran.stdout and "Net3" not in \
+        ran.stdout.splitlines()[1]
+    assert_one_line_exit_2(cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "--reference",
+                               EXERCISE), "--nets names 1 nets for 2 pickles")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hw4
-from conftest import PHOTOS, ROOT, assert_one_line_exit_2, cli, skip_rendering
+from conftest import PHOTOS, ROOT, assert_one_line_exit_2, cli, reference_args, skip_rendering
 
 COMMITTED = ROOT / "results" / "exercise"
 
@@ -40,7 +40,7 @@ def test_1_a_net_field_cannot_point_a_figure_outside_the_run(tmp_path, monkeypat
     blob["nets"]["net1"]["net"] = "x/../../../victim"
     (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
     before = files_under(tmp_path)
-    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: nets.'net1' is not an entry hw4 writes")
+    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: nets.net1.net does not name the same net")
     assert files_under(tmp_path) == before and not (tmp_path / "victim_val.png").exists()
 
 
@@ -147,3 +147,111 @@ def test_23_class_names_from_weights_are_escaped_on_the_terminal(reference, tmp_
     assert ran.returncode == 0, ran.stderr
     assert "\x1b" not in ran.stdout and len(ran.stdout.strip().splitlines()) == 1
     assert "\\x1b[2Jairplane" in ran.stdout and "bus\\nfake.png" in ran.stdout
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+SCHEMA_FAULTS = {  # field to change -> (its new value, the words the one line must have)
+    "epoch as a string": (("epoch",), "x", "nets.net1.epoch.val_class_acc is not a list"),
+    "no classes": (("classes",), [], "nets.net1.classes is not a list of 2 to 1,000 distinct names"),
+    "classes as ints": (("classes",), [1, 2, 3, 4, 5], "nets.net1.classes is not a list"),
+    "1,000 classes": (("classes",), [f"c{k}" for k in range(1000)], "nets.net1.train_confusion is not a 1000x1000"),
+    "config as a list": (("config",), [1, 2], "nets.net1.config is not an object"),
+    "3-D confusion": (("val_confusion",), [[[1]]], "nets.net1.val_confusion is not a 5x5 matrix"),
+    "scalar confusion": (("val_confusion",), 7, "nets.net1.val_confusion is not a 5x5 matrix"),
+    "no cpus": (("infrastructure", "cpus"), None, "nets.net1.infrastructure.cpus is missing"),
+    "short series": (("epoch", "train_class_acc"), [0.5], "nets.net1.epoch.train_class_acc has 1 values, not 15"),
+    "accuracy 97": (("epoch", "val_class_acc"), [97.0] * 15, "nets.net1.epoch.val_class_acc holds an accuracy"),
+    "best epoch 0": (("best_epoch",), 0, "nets.net1.best_epoch is not an epoch from 1 to 15"),
+    "params of another net": (("params",), 13_669, "nets.net1.params is not Net1's parameter count at 64x64"),
+    "hardest without a path": (("hardest", 0, "path"), None, "nets.net1.hardest[0].path is missing"),
+}
+
+
+@pytest.mark.parametrize("fault", SCHEMA_FAULTS)
+def test_20_a_metrics_json_hw4_did_not_write_is_one_line_naming_the_field(fault, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    keys, value, words = SCHEMA_FAULTS[fault]
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    *parents, last = keys
+    target = blob["nets"]["net1"]
+    for k in parents:
+        target = target[k]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    before = files_under(run)
+    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: " + words)
+    assert files_under(run) == before
+
+
+@pytest.mark.parametrize("text, words", [(nested(100_000), "nested too deeply"), ('{"format": 99, "nets": {"a": 1}}',
+                                                                                  "format 99 is not one this hw4 reads")])
+def test_19_and_20_unreadable_nesting_and_formats_are_one_line(text, words, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    (run / "seed_6" / "metrics.json").write_text(text)
+    assert_one_line_exit_2(cli("report", run), words)
+
+
+def test_19_a_metrics_json_over_the_size_cap_is_not_parsed(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    monkeypatch.setattr(hw4, "METRICS_MAX_BYTES", 1000)
+    assert_one_line_exit_2(cli("report", run), "over the 0 MB an hw4 metrics.json can reach")
+
+
+def test_7_seeds_of_other_settings_are_not_pooled(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    for entry in blob["nets"].values():
+        entry["config"].update(lr=0.5, batch_size=64)
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    assert_one_line_exit_2(cli("report", run), "was trained with other settings than", "batch_size, lr")
+    shutil.copytree(run / "seed_5", run / "seed_7")
+    shutil.rmtree(run / "seed_6")
+    assert_one_line_exit_2(cli("report", run), "seed_7/metrics.json: net1 was trained with seed 5, not 7")
+
+
+def test_5_resume_retrains_a_net_whose_entry_fails_the_checks(tiny_built, reference, tmp_path, monkeypatch):
+    """An injected or doctored entry (here Net1's params under another count) is not taken as finished."""
+    skip_rendering(monkeypatch)
+    out = tmp_path / "r"
+    shutil.copytree(reference, out)
+    shutil.rmtree(out / "checkpoints")
+    blob = json.loads((out / "metrics.json").read_text())
+    blob["nets"]["net1"]["params"] += 1
+    blob["nets"]["net1"]["epoch"]["val_class_acc"][-1] = 0.97
+    (out / "metrics.json").write_text(json.dumps(blob))
+    ran = cli(*reference_args(tiny_built, out), "--resume")
+    assert ran.returncode == 0, ran.stderr
+    assert "note: net1 is not taken from" in ran.stdout and "nets.net1.params is not Net1's parameter count" in \
+        ran.stdout and "net1 epoch  1/2" in ran.stdout and "net1aug: finished in" in ran.stdout
+    retrained = json.loads((out / "metrics.json").read_text())["nets"]["net1"]
+    assert retrained["epoch"] == json.loads((reference / "metrics.json").read_text())["nets"]["net1"]["epoch"]
+    assert (out / "results1.pkl").read_bytes() == (reference / "results1.pkl").read_bytes()
+
+
+def test_15_a_crafted_net_whose_activations_cannot_fit_is_refused(reference, tmp_path):
+    state = torch.load(reference / "net1.pt", weights_only=True)
+    state["_extra_state"].update(image_size=1024)
+    state["_extra_state"]["spec"].update(channels=[1024, 1], hidden=[1])  # few parameters, 12 GB a picture
+    torch.save(state, tmp_path / "wide.pt")
+    assert_one_line_exit_2(cli("predict", "--weights", tmp_path / "wide.pt", PHOTOS / "chelsea.png"),
+                           "a net whose activations take 12,884,901,888 bytes a picture")
+
+
+def test_19_a_weights_file_that_inflates_beyond_any_net_is_refused_before_inflating(tmp_path, monkeypatch):
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", b"\0" * (8 * 2 ** 20))  # 8 MB of zeros: a few kB on disk
+    monkeypatch.setattr(hw4, "max_predict_params", lambda classes: 2 ** 20)  # so that 8 MB is beyond any net
+    assert_one_line_exit_2(cli("predict", "--weights", tmp_path / "bomb.pt", PHOTOS / "chelsea.png"),
+                           "bytes once inflated, more than any net of the table")
+    assert (tmp_path / "bomb.pt").stat().st_size < 100_000

@@ -37,7 +37,7 @@ def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1:
         grad_norms={"conv1": [grad_conv1] * epochs, "last_conv": [1.0] * epochs, "fc1": [1.0] * epochs},
         grad_norms_steps100={"conv1": [grad_conv1], "last_conv": [1.0], "fc1": [1.0]},
         dead_units={layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
-        fc1_in_features=100, params=1000, n_train=50, n_val=50,
+        fc1_in_features=100, params=hw4.spec_parameter_count(hw4.NETS[name], 64, 5), n_train=50, n_val=50,
         hardest=[hw4.HardImage("cat", "dog", 3.0, 7, "val_data/cat_7.jpg", ["dog"], 0)], train_time_s=1.0)
 
 
