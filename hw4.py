@@ -830,6 +830,37 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+RUN_LOCK = ".hw4-run.pid"  # in --out while a run uses it
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One live run per --out, so that two runs never mix their files in one folder: a pid file that a second
+    run is refused by while the first lives. A lock left by a killed run is taken over."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / RUN_LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(lock.read_text()[:20])
+                if pid != os.getpid() and process_alive(pid):
+                    raise UserError(f"another hw4 run (process {pid}) is using --out {out}; wait for it to end, or "
+                                    "pass another --out") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise UserError(f"--out {out}: its lock {lock} cannot be taken; remove it if no hw4 run is using the folder")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def swap_into_place(tmp: Path, target: Path) -> None:
     """Replace target by tmp with renames, so a reader never sees half a build."""
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -5192,6 +5223,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def check_before_work(cfg: Config, args: argparse.Namespace) -> None:
     """Everything that can fail cheaply fails before the build and before any training."""
     check_folder_creatable(cfg.dataset_dir, "--dataset-dir")
+    outputs = [("--dataset-dir", cfg.dataset_dir)] + ([] if args.build_only else [("--out", cfg.out)])
+    for flag, folder in outputs if cfg.image_folders else ():  # the next build would read hw4's files as pictures
+        if Path(folder).resolve().is_relative_to(Path(cfg.image_folders).resolve()):
+            raise UserError(f"{flag} {folder} lies inside --image-folders {cfg.image_folders}, whose pictures the "
+                            "build reads: its thumbnails and figures would become training pictures; put it elsewhere")
     if args.build_only:
         return
     check_folder_creatable(cfg.out, "--out")
@@ -5240,6 +5276,13 @@ def check_out_folder(cfg: Config) -> None:
                                     "to continue it, or --overwrite to start it over")
 
 
+def run_file_names(nets: Sequence[str]) -> list[str]:
+    """Every file a run writes into its folder (or a seed's): hw4 owns these names only where it wrote them."""
+    return ["REPORT.md", "metrics.json", "claims.png", *(p.file for p in FIGURES if not p.per_net),
+            *(name for n in nets for name in (pickle_name(n), f"{n}.pt", *(p.file.format(net=n) for p in FIGURES
+                                                                             if p.per_net)))]
+
+
 def check_out_is_this_run(folder: Path, cfg: Config) -> None:
     """The REPORT.md and metrics.json in folder are an hw4 run's with these settings, or absent."""
     metrics = folder / "metrics.json"
@@ -5250,9 +5293,10 @@ def check_out_is_this_run(folder: Path, cfg: Config) -> None:
     ours = isinstance(blob, dict) and isinstance(blob.get("config"), dict)
     if metrics.exists() and not ours:
         raise UserError(f"{metrics} is not an hw4 run's metrics.json; pass another --out, or --overwrite to replace it")
-    if (folder / "REPORT.md").exists() and not ours:
-        raise UserError(f"{folder / 'REPORT.md'} is not an hw4 run's (no hw4 metrics.json beside it); pass another "
-                        "--out, or --overwrite to replace it")
+    theirs = [] if ours else [name for name in run_file_names(cfg.nets) if (folder / name).exists()]
+    if theirs:
+        raise UserError(f"{folder / theirs[0]} is not an hw4 run's (no hw4 metrics.json beside it), and hw4 would "
+                        "write over it; pass another --out, or --overwrite to replace it")
     if ours:
         now = {**cfg.train_settings(), "image_size": cfg.image_size, "classes": list(cfg.classes)}
         for key in OWN_SETTINGS:
@@ -5266,6 +5310,10 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+SUBCOMMANDS = {"predict": (predict_main, "classifying the images"), "report": (report_main, "rewriting the reports"),
+               "compare": (compare_main, "comparing")}  # each one's main, and what an interrupt says it was doing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):  # a path that is not valid UTF-8 must not crash the last print
@@ -5275,37 +5323,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     stage = "checking the arguments"
     try:
-        if argv[:1] == ["predict"]:
-            return predict_main(argv[1:])
-        if argv[:1] == ["report"]:
-            return report_main(argv[1:])
-        if argv[:1] == ["compare"]:
-            return compare_main(argv[1:])
+        if argv[:1] and argv[0] in SUBCOMMANDS:
+            command, stage = SUBCOMMANDS[argv[0]]
+            return command(argv[1:])
         args = build_parser().parse_args(argv)
         cfg = config_from_args(args)
         check_before_work(cfg, args)
         if args.demo and not (args.ann_file or args.image_dir):  # enough images: 10% of them show two classes
             stage = "generating the demo data"
             ensure_demo_data(Path(DEMO_DATA_DIR), math.ceil(1.2 * (cfg.train_per_class + cfg.val_per_class)) + 10)
-        coco = None
-        if cfg.download and reusable_manifest(cfg) is None:
-            stage = "downloading the images"
-            coco = download_subset_images(cfg)
-        stage = "building the dataset"
-        manifest = build_subset(cfg, coco)
-        if args.build_only:
-            print(f"dataset ready in {cfg.dataset_dir}")
-            return 0
-        stage = "training"
-        run_experiment(cfg, manifest)
+        with contextlib.ExitStack() as held:
+            if not args.build_only:  # from here on no other run can write into --out
+                held.enter_context(run_lock(Path(cfg.out)))
+                check_out_folder(cfg)  # again, now under the lock
+            coco = None
+            if cfg.download and reusable_manifest(cfg) is None:
+                stage = "downloading the images"
+                coco = download_subset_images(cfg)
+            stage = "building the dataset"
+            manifest = build_subset(cfg, coco)
+            if args.build_only:
+                print(f"dataset ready in {cfg.dataset_dir}")
+                return 0
+            stage = "training"
+            run_experiment(cfg, manifest)
         print(f"results are in {cfg.out}/ (REPORT.md, metrics.json, results*.pkl, <net>.pt, *.png)")
         return 0
     except UserError as exc:
         print(f"hw4: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, BrokenProcessPool):  # Ctrl-C, SIGTERM, or a worker killed from outside
+        subcommand = any(stage == s for _, s in SUBCOMMANDS.values())
         print("hw4: interrupted. Finished nets and epochs are kept; to continue, rerun the same command with "
               "--resume (it redoes at most the epoch that was running)." if stage == "training" else
+              f"hw4: interrupted while {stage}; every file is whole (each is written at once). Rerun the same "
+              "command to do it again." if subcommand else
               f"hw4: interrupted while {stage}; nothing was trained. Rerun the same command to start that again.",
               file=sys.stderr)
         return EXIT_INTERRUPTED

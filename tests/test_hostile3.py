@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,59 @@ def test_19_a_weights_file_that_inflates_beyond_any_net_is_refused_before_inflat
     assert_one_line_exit_2(cli("predict", "--weights", tmp_path / "bomb.pt", PHOTOS / "chelsea.png"),
                            "bytes once inflated, more than any net of the table")
     assert (tmp_path / "bomb.pt").stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("mine", ["samples.png", "curves_epoch.png", "confusion_net1_val.png", "hardest_net1.png",
+                                  "seed_6/samples.png"])
+def test_3_a_users_own_figures_in_out_are_not_overwritten(mine, tiny_built, tmp_path):
+    out = tmp_path / "out"
+    (out / mine).parent.mkdir(parents=True)
+    (out / mine).write_bytes(b"my own figure")
+    args = ["--seeds", "2"] if mine.startswith("seed_") else []
+    ran = cli(*reference_args(tiny_built, out), *args)
+    assert_one_line_exit_2(ran, f"{mine} is not an hw4 run's (no hw4 metrics.json beside it)", "--overwrite")
+    assert (out / mine).read_bytes() == b"my own figure" and sorted(p.name for p in out.rglob("*")) == sorted(
+        Path(mine).parts)
+
+
+def test_4_a_second_run_is_kept_out_of_a_folder_a_live_run_uses(tiny_built, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / hw4.RUN_LOCK).write_text(str(other.pid))
+        assert_one_line_exit_2(cli(*reference_args(tiny_built, out)), f"another hw4 run (process {other.pid}) is "
+                                                                       f"using --out {out}")
+        assert sorted(p.name for p in out.iterdir()) == [hw4.RUN_LOCK]
+    finally:
+        other.kill()
+        other.wait()
+    with hw4.run_lock(out):  # the lock of a run that died is taken over, and released at the end
+        assert (out / hw4.RUN_LOCK).read_text() == str(os.getpid())
+    assert not (out / hw4.RUN_LOCK).exists()
+
+
+def test_25_an_interrupted_report_says_what_it_was_doing(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw4, "write_run_reports", interrupted)
+    ran = cli("report", run)
+    assert ran.returncode == 130 and "interrupted while rewriting the reports; every file is whole" in ran.stderr
+    assert "nothing was trained" not in ran.stderr and "checking the arguments" not in ran.stderr
+
+
+@pytest.mark.parametrize("inside", ["dataset", "out"])
+def test_13_no_output_folder_lies_inside_the_class_folders(inside, tmp_path):
+    pics = tmp_path / "pics"
+    (pics / "train" / "cat").mkdir(parents=True)
+    (pics / "val" / "cat").mkdir(parents=True)
+    within = pics / "train" / "cat" / "hw4_out"
+    ds, out = (within, tmp_path / "out") if inside == "dataset" else (tmp_path / "ds", within)
+    ran = cli("--image-folders", pics, "--classes", "cat", "dog", "--dataset-dir", ds, "--out", out)
+    assert_one_line_exit_2(ran, f"{'--dataset-dir' if inside == 'dataset' else '--out'} {within} lies inside "
+                                f"--image-folders {pics}")
+    assert not within.exists()
