@@ -90,7 +90,7 @@ MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to ke
 MAX_IMAGE_SIZE = 1024  # the largest --image-size: predict accepts every net the table builds at this size
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
 MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
-MANIFEST_VERSION = 4  # bump whenever the build writes different files (selection, decoding, naming)
+MANIFEST_VERSION = 5  # bump whenever the build writes different files (selection, decoding, naming)
 NAME_MAX = 255  # bytes in one path component on common file systems
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 DEMO_DATA_DIR = "demo_data"
@@ -124,7 +124,10 @@ def in_range(kind: type, low: float, high: float, low_open: bool = False,
 
 
 def path_argument(text: str) -> str:
-    """An argparse type for paths: every component must fit the file system's 255-byte limit."""
+    """An argparse type for paths: not empty (it would mean the current folder), and every component must fit
+    the file system's 255-byte limit."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; pass a folder or file name ('.' for this folder)")
     for part in Path(text).parts:
         if len(os.fsencode(part)) > NAME_MAX:
             raise argparse.ArgumentTypeError(f"path component {part[:40]!r}... is {len(os.fsencode(part))} "
@@ -262,6 +265,16 @@ def fingerprint(settings: dict[str, Any]) -> str:
 TMP_TAG = "hw4-tmp-"  # in every temporary file's name: cleanup deletes only these
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: Path) -> UserError:
+    """The one message for a full disk, wherever a write meets it: it is never the network's or the picture's."""
+    return UserError(f"no space left on the device of {path.parent} while writing {path.name}; free some space and "
+                     "rerun the same command (with --resume after training)")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds, so a kill
@@ -274,14 +287,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"no space left on the device of {path.parent} while writing {path.name}; free some space "
-                            "and rerun the same command (with --resume after training)") from None
+        if is_disk_full(exc):
+            raise disk_full(path) from None
         raise
     except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its zip writer
         if "unexpected pos" in str(exc) or "No space left" in str(exc):
-            raise UserError(f"no space left on the device of {path.parent} while writing {path.name}; free some "
-                            "space and rerun the same command (with --resume after training)") from None
+            raise disk_full(path) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -339,6 +350,15 @@ def check_folder_creatable(path: str | Path, flag: str) -> None:
     except OSError as exc:
         raise UserError(f"{flag} {path} cannot be created or written: making a folder in {existing} failed "
                         f"({exc.strerror or exc}); pass a folder you can write to") from None
+
+
+NOT_IN_CLASS_NAMES = set("/\\<>|[]`*#")  # a path separator, or Markdown and HTML that REPORT.md would act on
+
+
+def is_class_name(name: Any) -> bool:
+    """A class name hw4 accepts (from --classes or a metrics.json): a folder name that is plain text in Markdown."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and name.isprintable()
+            and not set(name) & NOT_IN_CLASS_NAMES)
 
 
 def path_text(path: Path | str) -> str:
@@ -603,6 +623,16 @@ def output_name(class_name: str, file_name: str, taken: set[str], image_id: int)
     return name
 
 
+@contextlib.contextmanager
+def open_picture(path: str | Path) -> Iterator[Image.Image]:
+    """Image.open without PIL's DecompressionBombWarning on stderr: a picture past PIL's limit raises (and is
+    refused as a bomb); one below it is only large, and decodes quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            yield img
+
+
 def decode_rgb_thumbnail(src: str | Path, size: int) -> Image.Image:
     """Open any image, convert it to RGB and resize it to size x size (bicubic).
 
@@ -610,11 +640,20 @@ def decode_rgb_thumbnail(src: str | Path, size: int) -> Image.Image:
     of the decoding; draft keeps at least the target size, so the final resize still averages real
     pixels (the benchmark measures the difference to a full decode).
     """
-    with Image.open(src) as img:
+    with open_picture(src) as img:
         if img.format == "JPEG":
             img.draft("RGB", (size, size))
-        rgb = (img.convert("RGBA") if img.mode == "P" else img).convert("RGB")  # palette transparency via RGBA
+        rgb = (img.convert("RGBA") if img.mode == "P" else eight_bit(img)).convert("RGB")  # palette alpha via RGBA
     return rgb.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit grayscale picture scaled to 8 bits (PIL's convert would clip it: 99.6% white for a
+    16-bit gradient); any other mode as it is."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N") or (img.mode == "I" and img.getextrema()[1] > 255):
+        values = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return img
 
 
 def write_thumbnail(src: str, dst: str, size: int) -> None:
@@ -623,7 +662,7 @@ def write_thumbnail(src: str, dst: str, size: int) -> None:
     ready-made 64x64 set keeps every pixel; else decoded to RGB, resized and saved as JPEG quality 95 or
     PNG, by the destination's extension."""
     as_jpeg = dst.lower().endswith((".jpg", ".jpeg"))
-    with Image.open(src) as img:
+    with open_picture(src) as img:
         fits = (img.size == (size, size) and img.mode in ("RGB", "L")
                 and img.format == ("JPEG" if as_jpeg else "PNG"))
         if fits:
@@ -648,9 +687,8 @@ def write_thumbnails(jobs: list[tuple[str, str, int]]) -> list[str | None]:
         except FileNotFoundError:
             reasons.append("missing")
         except IMAGE_ERRORS as exc:
-            if getattr(exc, "errno", None) == errno.ENOSPC:  # the destination is full, not the picture bad
-                raise UserError(f"no space left on the device of --dataset-dir while writing {dst}; free some "
-                                "space (a full-size build needs about 40 MB) and rerun") from None
+            if is_disk_full(exc):  # the destination is full, not the picture bad
+                raise disk_full(Path(dst)) from None
             reasons.append(f"unreadable ({type(exc).__name__}: {exc})")
     return reasons
 
@@ -939,7 +977,7 @@ COCO_FILE_ID = re.compile(r"COCO_(?:train|val|test)\d{4}_0*(\d+)\.")
 
 @dataclass(frozen=True)
 class FolderPicture:
-    """One picture file of the class folders; the same image_id in two folders is the same picture."""
+    """One picture file of the class folders; the same image_id (picture_id) in two folders is one picture."""
 
     split: str
     class_name: str
@@ -947,12 +985,17 @@ class FolderPicture:
     image_id: int
 
 
-def picture_id(file_name: str) -> int:
-    """The COCO id when the file name carries one (COCO_train2014_<id>.jpg), else a stable 48-bit id
-    from the relative path."""
-    found = COCO_FILE_ID.search(PurePosixPath(file_name).name)
-    raw = os.fsencode(file_name)  # a name that is not valid UTF-8 arrives surrogate-escaped; its bytes decide
-    return int(found.group(1)) if found else int(hashlib.sha256(raw).hexdigest()[:12], 16)
+def picture_id(path: Path) -> int:
+    """Which picture a file is: the COCO id when its name carries one (COCO_train2014_<id>.jpg), else a 48-bit
+    id from its bytes, so that one picture copied into two class folders under any name is found as one.
+    (On the exercise's pictures the COCO ids and the bytes group the files alike: 181 shared pictures.)"""
+    found = COCO_FILE_ID.search(path.name)
+    if found:
+        return int(found.group(1))
+    try:
+        return int(hashlib.sha256(path.read_bytes()).hexdigest()[:12], 16)
+    except OSError as exc:
+        raise UserError(f"{path_text(path)} cannot be read ({exc.strerror or exc}); check the class folders") from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -1013,7 +1056,7 @@ def scan_class_folders(root: Path, classes: Sequence[str]) -> list[FolderPicture
                                 "out of --classes")
             for path in files:
                 rel = path.relative_to(root).as_posix()
-                pictures.append(FolderPicture(split, name, rel, picture_id(rel)))
+                pictures.append(FolderPicture(split, name, rel, picture_id(path)))
     return pictures
 
 
@@ -1109,8 +1152,17 @@ def checked_url(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
-def http_get(url: str, dest: Path, read_timeout: float, redirects: int = 3) -> None:
-    """GET url into dest with separate connect and read timeouts; classifies every failure."""
+IMAGE_MAX_BYTES = 64 * 2 ** 20  # a COCO train2014 picture is under 1 MB; an endless body stops here
+ANNOTATIONS_MAX_BYTES = 2 * 2 ** 30  # annotations_trainval2014.zip is 241 MB
+DOWNLOAD_STOP = threading.Event()  # set on Ctrl-C or SIGTERM: download threads stop at their next chunk
+
+
+def http_get(url: str, dest: Path, read_timeout: float, max_bytes: int = IMAGE_MAX_BYTES,
+             deadline_s: float | None = None, redirects: int = 3) -> None:
+    """GET url into dest with separate connect and read timeouts, a byte cap and, when given, a deadline for
+    the whole body (a read timeout alone lets a server trickle a byte a second for ever); classifies every
+    failure. A full disk is the disk's error, never retried as the network's."""
+    started = time.monotonic()
     parts = checked_url(url)
     conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_class(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S)
@@ -1121,15 +1173,31 @@ def http_get(url: str, dest: Path, read_timeout: float, redirects: int = 3) -> N
                      headers={"User-Agent": "hw4"})
         resp = conn.getresponse()
         if resp.status in (301, 302, 303, 307, 308) and redirects and resp.getheader("Location"):
-            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, read_timeout, redirects - 1)
+            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, read_timeout, max_bytes,
+                            deadline_s, redirects - 1)
         if resp.status == 429 or resp.status >= 500:
             raise RetryableError(f"HTTP {resp.status} {resp.reason}")
         if resp.status != 200:
             raise PermanentError(f"HTTP {resp.status} {resp.reason}")
         expected, size = resp.getheader("Content-Length"), 0
-        with open(dest, "wb") as f:
-            while chunk := resp.read(1 << 16):
-                size += f.write(chunk)
+        if expected is not None and expected.isdigit() and int(expected) > max_bytes:
+            raise PermanentError(f"the file is {int(expected):,} bytes, over the {max_bytes:,} it can be")
+        try:
+            f = open(dest, "wb")
+        except OSError as exc:
+            raise (disk_full(dest) if is_disk_full(exc) else exc) from None
+        with f:
+            while chunk := resp.read1(1 << 16):  # what has arrived: read() would wait for the whole 64 KiB
+                if DOWNLOAD_STOP.is_set():
+                    raise PermanentError("stopped")
+                if deadline_s is not None and time.monotonic() - started > deadline_s:
+                    raise RetryableError(f"too slow: not complete after {deadline_s:.0f} s")
+                if size + len(chunk) > max_bytes:
+                    raise PermanentError(f"the body runs past {max_bytes:,} bytes, more than the file can be")
+                try:
+                    size += f.write(chunk)
+                except OSError as exc:
+                    raise (disk_full(dest) if is_disk_full(exc) else exc) from None
         if expected is not None and size != int(expected):
             raise RetryableError(f"body cut off: {size} of {expected} bytes")
     except (http.client.HTTPException, OSError) as exc:  # timeouts, resets, cut bodies, DNS
@@ -1141,7 +1209,7 @@ def http_get(url: str, dest: Path, read_timeout: float, redirects: int = 3) -> N
 def is_valid_image(path: Path) -> bool:
     """The file decodes completely (a truncated JPEG fails here); draft mode keeps it cheap."""
     try:
-        with Image.open(path) as img:
+        with open_picture(path) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (64, 64))
             img.load()
@@ -1150,15 +1218,17 @@ def is_valid_image(path: Path) -> bool:
         return False
 
 
-def fetch_with_retries(url: str, dest: Path, cfg: Config, check=is_valid_image) -> tuple[str, int, str]:
+def fetch_with_retries(url: str, dest: Path, cfg: Config, check=is_valid_image, max_bytes: int = IMAGE_MAX_BYTES,
+                       deadline_s: float | None = -1.0) -> tuple[str, int, str]:
     """Fetch url to dest; returns (status, retries, reason). The body goes to a temporary file renamed
     into place only once it is complete and passes `check`, so an interrupted run never leaves a file
     that looks done."""
     reason, attempt = "", 0
     for attempt in range(cfg.download_retries + 1):
         try:
-            with atomic_write(dest) as tmp:
-                http_get(url, tmp, cfg.download_timeout)
+            with atomic_write(dest) as tmp:  # -1: a picture's whole body gets 4 read timeouts, at least a minute
+                http_get(url, tmp, cfg.download_timeout, max_bytes,
+                         max(60.0, 4 * cfg.download_timeout) if deadline_s == -1.0 else deadline_s)
                 if not check(tmp):
                     raise RetryableError("the body is not a readable image")
             return "downloaded", attempt, ""
@@ -1186,7 +1256,8 @@ def fetch_annotations(cfg: Config) -> None:
     archive = ann.with_name(".annotations_trainval2014.zip")
     url = f"{(cfg.coco_url_base or DEFAULT_COCO_URL_BASE).rstrip('/')}/{ANNOTATIONS_ZIP}"
     print(f"fetching the annotations from {url} ...")
-    status, _, reason = fetch_with_retries(url, archive, cfg, check=zipfile.is_zipfile)
+    status, _, reason = fetch_with_retries(url, archive, cfg, check=zipfile.is_zipfile,
+                                           max_bytes=ANNOTATIONS_MAX_BYTES, deadline_s=None)  # 241 MB: no deadline
     if status == "failed":
         raise UserError(f"could not download {url} ({reason}); check the network or --coco-url-base")
     try:
@@ -1216,13 +1287,21 @@ def fetch_images(ids: list[int], coco, cfg: Config) -> dict[int, tuple[str, int,
         except PermanentError as exc:
             return "failed", 0, str(exc)
 
-    with ThreadPoolExecutor(max_workers=cfg.download_workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=cfg.download_workers)
+    try:
         return dict(zip(ids, tqdm(pool.map(one, ids), total=len(ids), desc="downloading", unit="img", disable=None)))
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: the threads stop at their next chunk, none waits
+        DOWNLOAD_STOP.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=False)
 
 
 def download_subset_images(cfg: Config):
     """--download: the annotations if missing, then exactly the chosen images, and for each that fails
     for good the replacement the build will pick (Selection.replacement)."""
+    DOWNLOAD_STOP.clear()  # an earlier download in this process may have been stopped
     if cfg.coco_url_base:
         try:
             checked_url(cfg.coco_url_base)
@@ -1433,7 +1512,7 @@ def decoded_splits(dataset_dir: str | Path, manifest: dict) -> dict[str, torch.T
     with contextlib.suppress(Exception):  # a damaged or wrong cache is only a cache: decode again
         cached = quiet_torch_load(cache)
         if cache_is_valid(cached, manifest):
-            return cached
+            return {k: v for k, v in cached.items() if k != "digest"}
     size, data = manifest["config"]["image_size"], {}
     for split in ("train", "val"):
         entries = [e for e in manifest["entries"] if e["split"] == split]
@@ -1441,7 +1520,7 @@ def decoded_splits(dataset_dir: str | Path, manifest: dict) -> dict[str, torch.T
         for k, entry in enumerate(entries):
             path = root / entry["path"]
             try:
-                with Image.open(path) as img:
+                with open_picture(path) as img:
                     arr = np.asarray(img.convert("RGB"))
             except IMAGE_ERRORS as exc:
                 raise UserError(f"cannot read {path} ({type(exc).__name__}); delete {root} and rebuild") from None
@@ -1451,21 +1530,31 @@ def decoded_splits(dataset_dir: str | Path, manifest: dict) -> dict[str, torch.T
             images[k] = arr.transpose(2, 0, 1)
         data[f"{split}_x"] = torch.from_numpy(images)
         data[f"{split}_y"] = torch.tensor([e["label"] for e in entries], dtype=torch.int64)
-    save_torch_atomic(data, cache)
+    save_torch_atomic({**data, "digest": tensors_digest(data)}, cache)
     return data
 
 
+def tensors_digest(data: dict[str, torch.Tensor]) -> str:
+    """A digest of the decoded tensors' bytes, saved with the cache: a cache damaged or edited after it was
+    written (zeroed images, shifted labels) no longer matches it."""
+    digest = hashlib.sha256()
+    for key in (f"{split}_{part}" for split in SPLITS for part in "xy"):
+        digest.update(key.encode() + data[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cache_is_valid(data: Any, manifest: dict) -> bool:
-    """The tensors the manifest describes: uint8 images of the right size and count, labels in range."""
-    size, classes = manifest["config"]["image_size"], len(manifest["classes"])
+    """The tensors the manifest describes: uint8 images of the right size and count, the manifest's labels, and
+    bytes that still match the digest saved with them."""
+    size = manifest["config"]["image_size"]
     for split in SPLITS:
-        n = sum(e["split"] == split for e in manifest["entries"])
+        labels = [e["label"] for e in manifest["entries"] if e["split"] == split]
         x, y = data[f"{split}_x"], data[f"{split}_y"]
         if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == torch.uint8
-                and tuple(x.shape) == (n, 3, size, size) and y.dtype == torch.int64 and tuple(y.shape) == (n,)
-                and (n == 0 or (int(y.min()) >= 0 and int(y.max()) < classes))):
+                and tuple(x.shape) == (len(labels), 3, size, size) and y.dtype == torch.int64
+                and y.tolist() == labels):
             return False
-    return True
+    return data.get("digest") == tensors_digest(data)
 
 
 def load_dataset_tensors(dataset_dir: str | Path, manifest: dict) -> SubsetTensors:
@@ -4185,9 +4274,14 @@ def check_results_entry(key: str, entry: Any) -> None:
     schema(key in NETS, field, "is not a net of the table")
     schema(isinstance(entry, dict) and entry.get("net") == key, f"{field}.net", "does not name the same net")
     classes = entry.get("classes")
-    schema(isinstance(classes, list) and 2 <= len(classes) <= 1000 and all(isinstance(c, str) for c in classes)
-           and len(set(classes)) == len(classes), f"{field}.classes", "is not a list of 2 to 1,000 distinct names")
+    schema(isinstance(classes, list) and 2 <= len(classes) <= 1000 and all(map(is_class_name, classes))
+           and len(set(classes)) == len(classes), f"{field}.classes", "is not a list of 2 to 1,000 distinct names "
+           "(plain text: no control characters, /, <, >, |, [, ], `, * or #)")
     check_fields(entry.get("config"), f"{field}.config", CONFIG_FIELDS)
+    for name in ("image_folders", "ann_file", "image_dir"):  # shown in REPORT.md inside `...`
+        value = entry["config"].get(name)
+        schema(value is None or isinstance(value, str) and value.isprintable() and "`" not in value,
+               f"{field}.config.{name}", "is not a plain path")
     epochs = check_series(entry["epoch"].get("val_class_acc") if isinstance(entry.get("epoch"), dict) else None,
                           f"{field}.epoch.val_class_acc", None, True)
     schema(epochs >= 1, f"{field}.epoch", "has no epochs")
@@ -4264,7 +4358,7 @@ def check_pooled_settings(seed_outs: Sequence[Path], runs_by_seed: Sequence[dict
             if out.name.startswith("seed_") and r.train_seed != int(out.name[5:]):
                 raise UserError(f"{out / 'metrics.json'}: {name} was trained with seed {r.train_seed}, not "
                                 f"{out.name[5:]}; put each seed's nets in its own seed_<s> folder")
-            settings = {k: v for k, v in r.config.items() if k != "train_seed"}
+            settings = {k: r.config.get(k) for k in (*OWN_SETTINGS, "dataset")}  # what changes numbers
             if first is None:
                 first = (out, settings)
             elif settings != first[1]:
@@ -5204,9 +5298,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if len(cfg.classes) < 2:
         raise UserError("--classes needs at least two classes")
     for name in cfg.classes:
-        if name in ("", ".", "..") or "/" in name or "\\" in name or not name.isprintable():
-            raise UserError(f"--classes {terminal_text(name)!r} is not a class name: each names a class folder, so it "
-                            "must be a non-empty name without '/', control characters, or being '.' or '..'")
+        if not is_class_name(name):
+            raise UserError(f"--classes {terminal_text(name)!r} is not a class name: each names a class folder and "
+                            "appears in REPORT.md, so it must be a non-empty name, not '.' or '..', without control "
+                            f"characters or any of {''.join(sorted(NOT_IN_CLASS_NAMES))}")
     if cfg.seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--seed {cfg.seed} with --seeds {cfg.seeds} runs past the largest seed, {MAX_SEED}; "
                         "use a smaller --seed")

@@ -72,7 +72,7 @@ def test_the_folders_decide_split_and_class_and_shared_pictures_are_counted(fold
     assert by_file["train/airplane/COCO_train2014_000000001001.jpg"]["also_shows"] == ["bus"]
     assert by_file["train/airplane/COCO_train2014_000000000100.jpg"]["image_id"] == 100
     grey = by_file["val/cat/grey_one.jpg"]
-    assert grey["image_id"] == hw4.picture_id("val/cat/grey_one.jpg") > 10 ** 6  # from the path, stable
+    assert grey["image_id"] == hw4.picture_id(folders / "val/cat/grey_one.jpg") > 10 ** 6  # from its bytes, stable
     ds = tmp_path / "ds"
     # a picture of the right size keeps its bytes; the 32x32 one is resized to 16x16 RGB
     same = by_file["train/bus/COCO_train2014_000000000200.jpg"]

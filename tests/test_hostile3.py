@@ -10,8 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,9 +106,28 @@ def test_11_and_12_predict_refuses_nan_weights_and_duplicate_classes(reference, 
                            "is not hw4 weights (ValueError: a net spec out of bounds)")
 
 
-def test_22_a_file_name_that_is_not_utf8_gets_an_id():
-    name = os.fsdecode(b"train/cat/caf\xe9.jpg")  # as os.walk gives it: surrogate-escaped
-    assert hw4.picture_id(name) == hw4.picture_id(os.fsdecode(b"train/cat/caf\xe9.jpg")) != hw4.picture_id("x.jpg")
+def test_22_a_file_name_that_is_not_utf8_gets_an_id(tmp_path):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))  # as os.walk gives it: surrogate-escaped
+    odd.write_bytes(b"a picture's bytes")
+    (tmp_path / "plain.jpg").write_bytes(b"another picture's bytes")
+    assert hw4.picture_id(odd) == hw4.picture_id(odd) != hw4.picture_id(tmp_path / "plain.jpg")
+
+
+def test_8_one_picture_in_several_class_folders_is_found_by_its_bytes(tmp_path):
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for folder in ("train/cat", "train/dog", "val/cat", "val/dog"):
+        (tmp_path / folder).mkdir(parents=True)
+    for folder in ("train/cat", "train/dog", "val/dog"):
+        Image.fromarray(pixels).save(tmp_path / folder / "dup.jpg")
+    for k, folder in enumerate(("train/cat", "train/dog", "val/cat", "val/dog")):
+        Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(tmp_path / folder / f"own{k}.jpg")
+    pictures = hw4.scan_class_folders(tmp_path, ["cat", "dog"])
+    cfg = hw4.Config(image_folders=str(tmp_path), classes=("cat", "dog"), train_per_class=None, val_per_class=None)
+    summary = hw4.shared_pictures_summary(pictures, cfg)
+    assert (summary["in_two_classes"], summary["in_both_splits"]) == (1, 1)
+    kept = hw4.choose_folder_pictures(pictures, dataclasses.replace(cfg, exclusive=True))
+    assert "dup.jpg" not in {Path(p.file_name).name for p in kept} and len(kept) == 4
 
 
 def test_24_predict_accepts_every_size_training_accepts_and_sizes_its_batch(reference):
@@ -313,3 +334,112 @@ def test_13_no_output_folder_lies_inside_the_class_folders(inside, tmp_path):
     assert_one_line_exit_2(ran, f"{'--dataset-dir' if inside == 'dataset' else '--out'} {within} lies inside "
                                 f"--image-folders {pics}")
     assert not within.exists()
+
+
+@pytest.mark.parametrize("damage", ["zeroed images", "labels shifted by one"])
+def test_6_a_tensor_cache_that_does_not_match_its_digest_is_decoded_again(damage, tiny_built, tmp_path):
+    cfg, _ = tiny_built
+    ds = tmp_path / "ds"
+    shutil.copytree(cfg.dataset_dir, ds)
+    manifest = hw4.read_manifest(ds)
+    good = hw4.decoded_splits(ds, manifest)
+    cache = ds / f"tensors-{manifest['fingerprint']}.pt"
+    saved = torch.load(cache, weights_only=True)
+    assert saved["digest"] == hw4.tensors_digest(good)
+    if damage == "zeroed images":
+        saved["train_x"].zero_()
+    else:
+        labels = [e["label"] for e in manifest["entries"] if e["split"] == "train"]
+        saved["train_y"] = torch.tensor([(v + 1) % len(manifest["classes"]) for v in labels])
+    torch.save(saved, cache)  # the digest kept as it was
+    again = hw4.decoded_splits(ds, manifest)
+    assert all(torch.equal(again[k], good[k]) for k in good) and "digest" not in again
+
+
+def test_9_sixteen_bit_pictures_are_scaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # a 16-bit grayscale PNG
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
+    rgb = np.asarray(hw4.decode_rgb_thumbnail(tmp_path / "deep.png", 64))
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, -1].tolist() == [255, 255, 255]
+    assert abs(int(rgb[0, 32, 0]) - round(gradient[0, 32] / 257)) <= 2 and (rgb == 255).mean() < 0.05
+
+
+class Trickle:
+    """A local server whose body never ends: `rate` bytes at a time, every `pause` seconds."""
+
+    def __init__(self, rate: int, pause: float):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    while True:
+                        self.wfile.write(b"x" * rate)
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x.jpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_16_and_17_a_trickling_or_endless_body_and_a_full_disk_end_each_download(tmp_path):
+    slow, endless = Trickle(1, 0.05), Trickle(1 << 16, 0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(hw4.RetryableError, match="too slow: not complete after 1 s"):
+            hw4.http_get(slow.url, tmp_path / "a", read_timeout=5, deadline_s=1)
+        assert time.monotonic() - started < 4
+        with pytest.raises(hw4.PermanentError, match="runs past 1,000,000 bytes"):
+            hw4.http_get(endless.url, tmp_path / "b", read_timeout=5, max_bytes=1_000_000)
+        assert (tmp_path / "b").stat().st_size <= 1_000_000
+        with pytest.raises(hw4.UserError, match="no space left on the device of /dev while writing full"):
+            hw4.http_get(endless.url, Path("/dev/full"), read_timeout=5)
+        hw4.DOWNLOAD_STOP.set()  # what Ctrl-C or SIGTERM sets: every thread stops at its next chunk
+        try:
+            with pytest.raises(hw4.PermanentError, match="stopped"):
+                hw4.http_get(slow.url, tmp_path / "c", read_timeout=5)
+        finally:
+            hw4.DOWNLOAD_STOP.clear()
+    finally:
+        slow.close()
+        endless.close()
+
+
+def test_25_an_empty_out_and_a_large_picture_say_nothing_misleading(tmp_path, monkeypatch):
+    import warnings
+    from PIL import Image
+    assert_one_line_exit_2(cli("--demo", "--out", ""), "--out: an empty path")
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: over the warning limit, under the error's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert hw4.decode_rgb_thumbnail(tmp_path / "big.png", 16).size == (16, 16)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("name", ["## Verdict: reproduced", "<img src=x>", "a|b", "`code`"])
+def test_23_class_names_that_markdown_or_html_would_act_on_are_refused(name, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    assert_one_line_exit_2(cli("--classes", "cat", name, "--demo", "--out", tmp_path / "o"), "is not a class name")
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    blob["nets"]["net1"]["classes"][0] = name
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    assert_one_line_exit_2(cli("report", run), "nets.net1.classes is not a list of 2 to 1,000 distinct names")
