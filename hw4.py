@@ -43,6 +43,7 @@ import bisect
 import contextlib
 import ctypes
 import dataclasses
+import enum
 import difflib
 import errno
 import functools
@@ -932,7 +933,7 @@ def build_subset(cfg: Config, coco=None) -> dict:
                             "it to finish, or build into another --dataset-dir")
         shutil.rmtree(other, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
-    for split in ("train", "val"):
+    for split in SPLITS:
         (tmp / f"{split}_data").mkdir(parents=True)
     try:
         if cfg.image_folders is None:
@@ -943,7 +944,7 @@ def build_subset(cfg: Config, coco=None) -> dict:
             entries, replacements = write_folder_subset(chosen, pictures, cfg, tmp), []
             source = {"source": "image_folders", "shared_pictures": shared_pictures_summary(chosen, cfg)}
         counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
-                  for split in ("train", "val")}
+                  for split in SPLITS}
         manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
                     "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(),
                     "classes": list(cfg.classes), "counts": counts, **source, "replacements": replacements,
@@ -1514,7 +1515,7 @@ def decoded_splits(dataset_dir: str | Path, manifest: dict) -> dict[str, torch.T
         if cache_is_valid(cached, manifest):
             return {k: v for k, v in cached.items() if k != "digest"}
     size, data = manifest["config"]["image_size"], {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         entries = [e for e in manifest["entries"] if e["split"] == split]
         images = np.empty((len(entries), 3, size, size), dtype=np.uint8)
         for k, entry in enumerate(entries):
@@ -1598,8 +1599,8 @@ class NetSpec:
     padding: int = 0                 # of conv1 and conv2
     channels: tuple[int, int] = (16, 32)  # out channels of conv1 and conv2
     extra_convs: int = 0             # the chain of 3x3 convs after the second pool
-    block: str = "plain"             # chain block: "plain" | "bn" (BatchNorm) | "res" (residual)
-    init: str = "default"            # conv weights: "default" (torch's) | "xavier" | "he"
+    block: str = "plain"             # chain block, one of CHAIN_BLOCKS: plain, bn (BatchNorm), res (residual)
+    init: str = "default"            # conv weights, one of INITS: default (torch's), xavier, he
     hidden: tuple[int, ...] = (64,)  # hidden fully connected layers before the output layer
     dropout: float = 0.0             # dropout rate before fc1 and after every hidden layer
     augment: bool = False            # seeded random flip + 4-pixel-padded random crop while training
@@ -1610,10 +1611,20 @@ class NetSpec:
     about: str = ""                  # one line for the net table and the report
 
     DESCRIPTIVE = ("label", "pickle_name", "base", "remedy", "about")  # fields that change no number
+    # The fields every run fingerprint has hashed, defaults included, since fingerprints began. A field added
+    # later enters a fingerprint only when it differs from its default, so that adding one keeps every
+    # existing fingerprint, and --resume still takes the committed runs as finished.
+    ALWAYS_HASHED = ("padding", "channels", "extra_convs", "block", "init", "hidden", "dropout", "augment",
+                     "train_fraction")
 
     def trained(self) -> dict[str, Any]:
-        """The fields that decide what the net computes (the resume fingerprint hashes these)."""
+        """The fields that decide what the net computes."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.DESCRIPTIVE}
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """What the run fingerprint hashes of the spec: ALWAYS_HASHED, and any later field off its default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in self.trained().items() if k in self.ALWAYS_HASHED or v != defaults[k]}
 
 
 DROPOUT = 0.5  # the classic rate for fully connected layers (Srivastava et al. 2014)
@@ -1643,6 +1654,13 @@ NETS: dict[str, NetSpec] = {
                         about="Net1 on a fixed half of the training set"),
 }
 GRAD_LAYERS = ("conv1", "last_conv", "fc1")  # where HW4Net.watched_weights looks
+CHAIN_BLOCKS = ("plain", "bn", "res")  # NetSpec.block
+INITS = ("default", "xavier", "he")  # NetSpec.init
+
+
+def is_chain_layer(layer: str) -> bool:
+    """A ReLU layer of the extra conv chain (chain1, chain2, ...), by the name HW4Net gives it."""
+    return layer.startswith("chain")
 
 
 def pickle_name(name: str) -> str:
@@ -1660,7 +1678,7 @@ class ChainBlock(nn.Module):
 
     def __init__(self, channels: int, block: str):
         super().__init__()
-        if block not in ("plain", "bn", "res"):
+        if block not in CHAIN_BLOCKS:
             raise ValueError(f"unknown chain block {block!r}")
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=block != "bn")
         self.bn = nn.BatchNorm2d(channels) if block == "bn" else None
@@ -1782,15 +1800,32 @@ def print_net_table(nets: Sequence[str], image_size: int, classes: Sequence[str]
 
 
 @dataclass(frozen=True)
+class Unit:
+    """How a difference of a metric prints and which axis draws it: stored values times scale, at digits
+    decimals, followed by suffix ('+1.2 points', '+0.117 nats')."""
+
+    name: str      # the axis a difference is drawn on ("accuracy points"); one panel of claims.png per unit
+    scale: float
+    digits: int
+    suffix: str
+
+
+POINTS = Unit("accuracy points", 100.0, 1, " points")
+NATS = Unit("nats", 1.0, 3, " nats")
+
+
+@dataclass(frozen=True)
 class Metric:
     """One metric, defined once: its key (the pickles' train_<key>/val_<key>), how it prints on
-    the epoch line, its axis label, and its per-sample value from (logits, labels). An epoch
-    value or a 100-iteration point is the mean of the per-sample values."""
+    the epoch line, its axis label, its words and unit in the report, and its per-sample value from
+    (logits, labels). An epoch value or a 100-iteration point is the mean of the per-sample values."""
 
     key: str
     short: str
     axis: str
     per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    words: str = ""                # how the report names it ("best val accuracy")
+    unit: Unit = NATS              # a difference of it, as the report prints and draws it
     percent: bool = False          # the report prints it as a percentage
     picks_best: bool = False       # its val value picks the best epoch (one metric has it)
     higher_is_better: bool = True
@@ -1804,18 +1839,25 @@ def per_sample_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return (logits.argmax(1) == labels).double()
 
 
-METRICS = (
-    Metric("cross_entropy", "loss", "cross-entropy", per_sample_cross_entropy, higher_is_better=False),
-    Metric("class_acc", "acc", "classification accuracy", per_sample_accuracy, percent=True, picks_best=True),
-)
+CROSS_ENTROPY = Metric("cross_entropy", "loss", "cross-entropy", per_sample_cross_entropy, "cross-entropy", NATS,
+                       higher_is_better=False)
+ACCURACY = Metric("class_acc", "acc", "classification accuracy", per_sample_accuracy, "accuracy", POINTS, percent=True,
+                  picks_best=True)
+METRICS = (CROSS_ENTROPY, ACCURACY)
 WINDOW_STEPS = 100  # the original logged every 100 iterations of batch 4
 VAL_CHUNK = 256  # validation has no optimizer step, so it runs in large chunks
 DEAD_UNIT_IMAGES = VAL_CHUNK  # dead units are counted on the first (class-mixed) val chunk
 
 
+def series_key(split: str, metric: Metric, clean: bool = False) -> str:
+    """The one place a series is named: train_<key> and val_<key> (the original's pickle keys), and
+    train_clean_<key> for the training images measured in eval mode at an epoch's end."""
+    return f"{split}_{'clean_' if clean else ''}{metric.key}"
+
+
 def metric_keys() -> list[str]:
     """train_<key> and val_<key> of every metric: the histories' and the pickles' series."""
-    return [f"{split}_{m.key}" for split in SPLITS for m in METRICS]
+    return [series_key(split, m) for split in SPLITS for m in METRICS]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -1927,7 +1969,7 @@ def steps_per_epoch(n: int, cfg: Config) -> int:
 
 def clean_train_keys() -> list[str]:
     """train_clean_<key> of every metric: the training images measured like val, at each epoch's end."""
-    return [f"train_clean_{m.key}" for m in METRICS]
+    return [series_key("train", m, clean=True) for m in METRICS]
 
 
 @dataclass
@@ -2062,7 +2104,7 @@ def record_clean_train(history: History, clean: EvalResult | None) -> None:
     """One epoch's eval-mode train metrics, or NaN for an epoch where they were not measured."""
     logits, labels = (clean.logits.cpu().double(), clean.labels.cpu()) if clean is not None else (None, None)
     for m in METRICS:
-        history.train_clean[f"train_clean_{m.key}"].append(
+        history.train_clean[series_key("train", m, clean=True)].append(
             math.nan if clean is None else float(m.per_sample(logits, labels).sum()) / len(labels))
 
 
@@ -2075,7 +2117,7 @@ def record_epoch(history: History, train_logits: torch.Tensor, train_labels: tor
     values, window = {}, WINDOW_STEPS * cfg.batch_size
     for split, (logits, labels) in splits.items():
         for m in METRICS:
-            key, per_sample = f"{split}_{m.key}", m.per_sample(logits, labels).double()
+            key, per_sample = series_key(split, m), m.per_sample(logits, labels).double()
             full = per_sample.numel() // window * window  # whole windows of 100 iterations; a partial one is dropped
             windows = per_sample[:full].view(-1, window).mean(1).tolist() if full else []
             history.steps100.setdefault(key, []).extend(windows)
@@ -2095,7 +2137,7 @@ def record_epoch(history: History, train_logits: torch.Tensor, train_labels: tor
 def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: EvalResult) -> bool:
     """Keep the confusion matrices, weights and val logits of the best epoch (by the picking metric)."""
     m = next(m for m in METRICS if m.picks_best)
-    score = summary.values[f"val_{m.key}"]
+    score = summary.values[series_key("val", m)]
     if state.best is not None and not (score > state.best.score if m.higher_is_better else score < state.best.score):
         return False
     state.best = Best(
@@ -2112,7 +2154,7 @@ def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: E
 
 def diverged_epoch(epoch_values: dict[str, list[float]]) -> int | None:
     """The first epoch (1-based) in which a training metric stopped being a finite number."""
-    train = [v for k, v in epoch_values.items() if k.startswith("train_")]
+    train = [epoch_values[k] for k in (series_key("train", m) for m in METRICS) if k in epoch_values]
     for e, row in enumerate(zip(*train), 1):
         if not all(math.isfinite(v) for v in row):
             return e
@@ -2121,7 +2163,7 @@ def diverged_epoch(epoch_values: dict[str, list[float]]) -> int | None:
 
 def print_epoch_line(state: TrainState, cfg: Config, seconds: float, improved: bool) -> None:
     e = state.history.epoch
-    parts = [f"{split} " + " ".join(f"{m.short} {e[f'{split}_{m.key}'][-1]:.4f}" for m in METRICS)
+    parts = [f"{split} " + " ".join(f"{m.short} {e[series_key(split, m)][-1]:.4f}" for m in METRICS)
              for split in SPLITS]
     print(f"{state.net} epoch {state.epoch:2d}/{cfg.epochs}  {'  '.join(parts)}  "
           f"{seconds:5.1f}s{'  *best' if improved else ''}", flush=True)
@@ -2134,7 +2176,7 @@ def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device
     """What a checkpoint must match to be resumed: the dataset content digest, every training setting, the net's
     spec (augmentation, dropout and data share included) and the device type."""
     return fingerprint({**cfg.train_settings(), "dataset": manifest["content"], "net": name,
-                        "spec": NETS[name].trained(), "device": device.type})
+                        "spec": NETS[name].fingerprinted(), "device": device.type})
 
 
 CHECKPOINT_FORMAT = 4  # bump when TrainState's fields change
@@ -2341,12 +2383,34 @@ class Results:
     def clean_train_recorded(self) -> bool:
         return bool(self.train_clean)
 
-    def series(self, name: str) -> list[float]:
-        """One per-epoch series by its key: the original's (train_class_acc ...) or train_clean_<key>; a run
-        saved before train_clean existed answers train_clean_<key> with the running train_<key>."""
-        if name.startswith("train_clean_") and not self.train_clean:
-            return self.epoch[name.replace("train_clean_", "train_")]
-        return self.train_clean[name] if name in self.train_clean else self.epoch[name]
+    def series(self, split: str, metric: Metric, clean: bool = False) -> list[float] | None:
+        """One per-epoch series (series_key), or None when this run did not record it (a metric added to
+        METRICS after it trained). A run saved before train_clean existed answers the eval-mode train
+        series with the running one."""
+        if clean and not self.train_clean:
+            clean = False
+        found = (self.train_clean if clean else self.epoch).get(series_key(split, metric, clean))
+        return found if found else None
+
+    def missing_series(self) -> list[str]:
+        """The per-epoch series the current code records and this run lacks (it trained before they existed)."""
+        wanted = [*metric_keys(), *(clean_train_keys() if self.train_clean else [])]
+        return [k for k in wanted if not self.epoch.get(k) and not self.train_clean.get(k)]
+
+    def best(self, split: str, metric: Metric, clean: bool = False) -> float:
+        """A series' best finite value over the epochs (the highest, or the lowest for a loss); NaN when the
+        run did not record it."""
+        values = [v for v in self.series(split, metric, clean) or () if math.isfinite(v)]
+        return (max if metric.higher_is_better else min)(values, default=math.nan)
+
+    def final(self, split: str, metric: Metric, clean: bool = False) -> float:
+        """A series' last finite value; NaN when the run did not record it."""
+        return next((v for v in reversed(self.series(split, metric, clean) or ()) if math.isfinite(v)), math.nan)
+
+    @property
+    def gap(self) -> float:
+        """Final train minus final val accuracy, both in eval mode."""
+        return self.final("train", ACCURACY, clean=True) - self.final("val", ACCURACY)
 
     @property
     def train_seed(self) -> int:
@@ -2358,24 +2422,12 @@ class Results:
 
     @property
     def epochs(self) -> int:
-        return len(self.epoch["val_class_acc"])
-
-    def value(self, what: str) -> float:
-        """One number of this run: 'best_<series>' (its highest finite value over the epochs),
-        'final_<series>', 'best_epoch', or 'gap' (final train minus final val accuracy, both in eval mode)."""
-        if what == "gap":
-            return self.value("final_train_clean_class_acc") - self.value("final_val_class_acc")
-        if what == "best_epoch":
-            return self.best_epoch
-        kind, series = what.split("_", 1)
-        if kind == "final":
-            return next((v for v in reversed(self.series(series)) if math.isfinite(v)), math.nan)
-        return max((v for v in self.series(series) if math.isfinite(v)), default=math.nan)
+        return len(self.epoch[series_key("val", ACCURACY)])
 
     @property
     def at_chance(self) -> bool:
         """Train accuracy never rose clearly above chance: the net did not learn."""
-        return not self.value("best_train_class_acc") >= CHANCE_FACTOR / len(self.classes)
+        return not self.best("train", ACCURACY) >= CHANCE_FACTOR / len(self.classes)
 
     @property
     def diverged_epoch(self) -> int | None:
@@ -2604,6 +2656,18 @@ def finish_figure(fig, runs: dict[str, list[Results]], title: str, what: str = "
     fig.suptitle(title + seeds_note(runs, what), fontsize=10)
 
 
+def recorded(seeds: list[Results], split: str, metric: Metric, steps100: bool = False) -> list[list[float]] | None:
+    """One series of every seed (per epoch, or per 100 iterations), or None when a seed did not record it."""
+    found = [r.steps100.get(series_key(split, metric)) if steps100 else r.series(split, metric) for r in seeds]
+    return found if all(f is not None for f in found) else None
+
+
+def mark_not_recorded(ax, metric: Metric, runs: dict[str, list[Results]]) -> None:
+    """Say on a panel that some nets of the run did not record this metric (they trained before it existed)."""
+    if any(recorded(seeds, "val", metric) is None for seeds in runs.values()):
+        ax.text(0.5, 0.5, "not recorded for some nets", transform=ax.transAxes, ha="center", color="grey")
+
+
 def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
     """Every metric per epoch, all nets, train solid and val dashed."""
     fig = new_figure(figsize=(5.5 * len(METRICS), 4.2), layout="constrained")
@@ -2611,10 +2675,11 @@ def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
     for k, (name, seeds) in enumerate(runs.items()):
         for ax, m in zip(axes, METRICS):
             for split, style in (("train", "-"), ("val", "--")):
-                plot_line(ax, np.arange(1, seeds[0].epochs + 1), [r.epoch[f"{split}_{m.key}"] for r in seeds],
-                          linestyle=style, color=colour(k, len(runs)),
-                          label=net_label(name) if split == "train" else None)
+                if (series := recorded(seeds, split, m)) is not None:
+                    plot_line(ax, np.arange(1, seeds[0].epochs + 1), series, linestyle=style,
+                              color=colour(k, len(runs)), label=net_label(name) if split == "train" else None)
     for ax, m in zip(axes, METRICS):
+        mark_not_recorded(ax, m, runs)
         ax.set_ylabel(m.axis)
         ax.set_title(m.axis, fontsize=9)
     finish_axes(axes, "epoch", integer_x=True)
@@ -2637,19 +2702,22 @@ def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
     for k, (name, seeds) in enumerate(runs.items()):
         r0, tint, epochs = seeds[0], colour(k, len(runs)), seeds[0].epochs
         for col, m in enumerate(METRICS):
-            train = [r.steps100[f"train_{m.key}"] for r in seeds]
+            if recorded(seeds, "val", m) is None:
+                continue
+            train = recorded(seeds, "train", m, steps100=True) or [[]]
             if train[0]:
                 per_epoch = len(train[0]) // epochs
                 x = (np.arange(epochs)[:, None] + window_images / r0.n_train * np.arange(1, per_epoch + 1)).ravel()
                 plot_line(axes[0][col], x, train, color=tint, marker=".", label=net_label(name))
-            val = [r.steps100[f"val_{m.key}"] for r in seeds]
+            val = recorded(seeds, "val", m, steps100=True) or [[]]
             if val[0]:  # every window of the pass after epoch e evaluates one model: all sit at e, ±0.3
                 spread = np.linspace(-0.3, 0.3, len(val[0]) // epochs) if len(val[0]) > epochs else np.zeros(1)
                 axes[1][col].plot((np.arange(1, epochs + 1)[:, None] + spread).ravel(), mean_std(val)[0], ".",
                                   color=tint)
-            plot_line(axes[1][col], np.arange(1, epochs + 1), [r.epoch[f"val_{m.key}"] for r in seeds],
+            plot_line(axes[1][col], np.arange(1, epochs + 1), recorded(seeds, "val", m),
                       color=tint, linestyle="--", linewidth=1, label=net_label(name))
     for col, m in enumerate(METRICS):
+        mark_not_recorded(axes[1][col], m, runs)
         axes[0][col].set_title(f"train {m.axis} per 100 iterations", fontsize=9)
         axes[1][col].set_title(f"val {m.axis}: windows (dots), epoch value (dashed)", fontsize=9)
         for row in (0, 1):
@@ -2963,7 +3031,15 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
     except (UserError, SchemaError) as exc:
         print(f"note: {name} is not taken from {path}: {str(exc).removeprefix(str(path) + ': ')}; it trains again")
         return None
-    return Results.from_json(entry) if entry.get("fingerprint") == run_fingerprint(c, manifest, name, device) else None
+    if entry.get("fingerprint") != run_fingerprint(c, manifest, name, device):
+        return None
+    results = Results.from_json(entry)
+    missing = results.missing_series()
+    if missing:  # METRICS is not in the fingerprint: a metric changes no trained number, so the net is not retrained
+        print(f"note: {name} (seed {results.train_seed}) is taken as finished from {path}, which did not record "
+              f"{', '.join(missing)}: the report shows {'it' if len(missing) == 1 else 'them'} as not recorded; "
+              "to record them, train into a new --out")
+    return results
 
 
 def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[str, Results]],
@@ -2997,7 +3073,47 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 OVERFIT_GAP = 0.10  # a final train - val accuracy gap above 10 points is "large": the net overfits
 UNDERFIT_ACC = 0.8  # a final train accuracy (eval mode) under 80% is "underfits"
 SEED_SPREAD = 0.02  # a seed-to-seed std of best val accuracy under 2 points is "no significant change"
-BEST_VAL = "best_val_class_acc"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number per Results that the report compares over seeds: the best or final value of a series
+    (kind "best" or "final"), the eval-mode train - val accuracy gap ("gap") or the best epoch ("best_epoch")."""
+
+    kind: str
+    split: str = "val"
+    metric: Metric = ACCURACY
+    clean: bool = False  # the training images measured in eval mode at an epoch's end
+
+    def of(self, r: Results) -> float:
+        if self.kind == "gap":
+            return r.gap
+        if self.kind == "best_epoch":
+            return r.best_epoch
+        return (r.best if self.kind == "best" else r.final)(self.split, self.metric, self.clean)
+
+    def recorded(self, r: Results) -> bool:
+        return self.kind in ("gap", "best_epoch") or r.series(self.split, self.metric, self.clean) is not None
+
+    @property
+    def name(self) -> str:
+        """Its key in a seeds summary's metrics.json: best_val_class_acc, final_train_cross_entropy, gap, ..."""
+        if self.kind in ("gap", "best_epoch"):
+            return self.kind
+        return f"{self.kind}_{series_key(self.split, self.metric, self.clean)}"
+
+    @property
+    def words(self) -> str:
+        return f"{self.kind} {self.split} {self.metric.words}"
+
+    @property
+    def unit(self) -> Unit:
+        return POINTS if self.kind == "gap" else self.metric.unit
+
+
+BEST_VAL, BEST_TRAIN = Measure("best"), Measure("best", "train")
+GAP, BEST_EPOCH = Measure("gap"), Measure("best_epoch")
+FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS = Measure("final", "train", ACCURACY, True), Measure("final", "train", CROSS_ENTROPY)
 
 
 def t_quantile_975(df: int) -> float:
@@ -3186,10 +3302,10 @@ def unpaired_text(cmp: Comparison) -> str:
             "on different machines")
 
 
-def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
+def difference_text(cmp: Comparison, unit: Unit = POINTS) -> str:
     """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'; seeds whose two nets
     ran on different machines are left out, and said to be."""
-    digits = 1 if scale == 100 else 3
+    scale, digits, unit = unit.scale, unit.digits, unit.suffix
     left_out = unpaired_text(cmp)
     if cmp.seeds == 0:
         return f"not paired ({left_out})"
@@ -3203,11 +3319,11 @@ def difference_text(cmp: Comparison, scale: float = 100.0, unit: str = " points"
     return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low}, {high}], {cmp.seeds} paired seeds{note})"
 
 
-def barely_text(cmp: Comparison, scale: float = 100.0, unit: str = " points") -> str:
+def barely_text(cmp: Comparison, unit: Unit = POINTS) -> str:
     """'' unless the interval excludes 0 by less than the report's precision; then which end, and how near."""
     if not cmp.excludes_zero:
         return ""
-    digits = 1 if scale == 100 else 3
+    scale, digits, unit = unit.scale, unit.digits, unit.suffix
     side, end = ("lower", cmp.ci95[0]) if cmp.ci95[0] > 0 else ("upper", cmp.ci95[1])
     if round(scale * end, digits) != 0:
         return ""
@@ -3233,9 +3349,14 @@ class Experiment:
     def first(self) -> Results:
         return next(iter(self.runs.values()))[0]
 
-    def values(self, name: str, what: str) -> list[float]:
-        """Results.value(what) of one net, seed by seed."""
-        return [r.value(what) for r in self.runs[name]]
+    def values(self, name: str, measure: Measure) -> list[float]:
+        """One measure of one net, seed by seed."""
+        return [measure.of(r) for r in self.runs[name]]
+
+    def recorded(self, name: str, measure: Measure) -> bool:
+        """Whether every seed of the net recorded what the measure reads (a run trained before a metric
+        existed did not)."""
+        return all(measure.recorded(r) for r in self.runs[name])
 
     def same_machine(self, a: str, b: str) -> list[bool]:
         """Per seed, whether nets a and b ran on one machine type (machine_of), so that their difference is
@@ -3247,7 +3368,7 @@ class Experiment:
         """(a's, b's) Results of every seed in which both ran on one machine type."""
         return [pair for pair, same in zip(zip(self.runs[a], self.runs[b]), self.same_machine(a, b)) if same]
 
-    def compare(self, a: str, b: str, what: str = BEST_VAL) -> Comparison:
+    def compare(self, a: str, b: str, what: Measure = BEST_VAL) -> Comparison:
         """b - a over the seeds in which both ran on one machine type; the others are named, never paired."""
         same = self.same_machine(a, b)
         kept = lambda name: [v for v, s in zip(self.values(name, what), same) if s]  # noqa: E731
@@ -3310,9 +3431,10 @@ def report_table(exp: Experiment) -> list[str]:
              + f" | final train acc ({measure}) | params | training time | diagnosis |",
              "|---" * (7 + len(finals)) + "|"]
     for name, runs in exp.runs.items():
-        cells = [pm(exp.values(name, f"final_{s}_{m.key}"), *(() if m.percent else (1, 3, ""))) for s, m in finals]
+        cells = [pm(exp.values(name, Measure("final", s, m)), *(() if m.percent else (1, 3, "")))
+                 if exp.recorded(name, Measure("final", s, m)) else "not recorded" for s, m in finals]
         lines.append(f"| {net_label(name)} | {pm(exp.values(name, BEST_VAL))} | {best_epoch_text(exp, name)} | "
-                     f"{' | '.join(cells)} | {pm(exp.values(name, 'final_train_clean_class_acc'))} | "
+                     f"{' | '.join(cells)} | {pm(exp.values(name, FINAL_TRAIN_CLEAN_ACC))} | "
                      f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | "
                      f"{diagnosis(exp, name)} |")
     return lines
@@ -3379,13 +3501,22 @@ def ends_dead(r: Results) -> bool:
     return bool(dead_layers(r, r.epochs)) or r.grad_norms["conv1"][-1] == 0
 
 
-def gradient_story(deep: Results, base: Results) -> str:
-    """'vanishing, then dead', 'vanishing', 'dead' or 'healthy': vanishing when the deep net's early
-    gradient ratio is over VANISH_FACTOR below its base net's (same seed); dead when ends_dead."""
-    vanishing = gradient_ratio(deep) < gradient_ratio(base) / VANISH_FACTOR
-    dead = ends_dead(deep)
-    return {(True, True): "vanishing, then dead", (True, False): "vanishing", (False, True): "dead",
-            (False, False): "healthy"}[(vanishing, dead)]
+@dataclass(frozen=True)
+class GradientStory:
+    """What happened to a deep net's gradient in one seed, against its base net in the same seed: vanishing
+    when its early gradient ratio is over VANISH_FACTOR below the base's; dead when ends_dead."""
+
+    vanishing: bool
+    dead: bool
+
+    @property
+    def text(self) -> str:
+        return {(True, True): "vanishing, then dead", (True, False): "vanishing", (False, True): "dead",
+                (False, False): "healthy"}[(self.vanishing, self.dead)]
+
+
+def gradient_story(deep: Results, base: Results) -> GradientStory:
+    return GradientStory(gradient_ratio(deep) < gradient_ratio(base) / VANISH_FACTOR, ends_dead(deep))
 
 
 def ratio_range(values: Sequence[float]) -> str:
@@ -3411,9 +3542,9 @@ def unit_facts(r: Results) -> list[str]:
 def dead_at_end_text(r: Results) -> str:
     """The layers dead after the last epoch, chain layers counted ('1 of 10 chain layers, fc1'); '' for none."""
     dead = dead_layers(r, r.epochs)
-    chain = sum(d.startswith("chain") for d in dead)
-    return ", ".join(([f"{chain} of {sum(k.startswith('chain') for k in r.dead_units)} chain layers"] if chain else [])
-                     + [d for d in dead if not d.startswith("chain")])
+    chain = sum(map(is_chain_layer, dead))
+    return ", ".join(([f"{chain} of {sum(map(is_chain_layer, r.dead_units))} chain layers"] if chain else [])
+                     + [d for d in dead if not is_chain_layer(d)])
 
 
 def where_dead_text(variant: list[Results], base: list[Results], base_label: str) -> str:
@@ -3443,7 +3574,7 @@ def answer_vanishing(exp: Experiment) -> list[str]:
         base = NETS[name].base
         same = exp.same_machine(name, base) if base in exp.runs else []
         for k, r in enumerate(exp.runs[name]):
-            story = "" if base not in exp.runs else (gradient_story(r, exp.runs[base][k]) if same[k] else
+            story = "" if base not in exp.runs else (gradient_story(r, exp.runs[base][k]).text if same[k] else
                                                     f"not paired: {net_label(base)} ran on another machine")
             lines.append(f"| {r.label} | {r.train_seed} | {' | '.join(unit_facts(r))} | {story} |")
     lines.append("")
@@ -3456,12 +3587,12 @@ def answer_vanishing(exp: Experiment) -> list[str]:
         elif changed_fields(name) == {"extra_convs"}:
             if len(pairs) < exp.seeds:
                 n = f"{seeds_text(len(pairs))} in which both ran on one machine"
-            counts = ", ".join(f"{story} in {stories.count(story)}" for story in dict.fromkeys(stories))
+            counts = ", ".join(f"{story.text} in {stories.count(story)}" for story in dict.fromkeys(stories))
             lines.append(f"{ld} against {lb}, over {n}: {counts}. Gradient ratio over the first {WINDOW_STEPS} "
                          f"iterations: {ld} {ratio_range([gradient_ratio(r) for r in exp.runs[name]])}, {lb} "
                          f"{ratio_range([gradient_ratio(r) for r in exp.runs[base]])}. Final training loss "
-                         f"{pm(exp.values(name, 'final_train_cross_entropy'), 1, 3, '')} against "
-                         f"{pm(exp.values(base, 'final_train_cross_entropy'), 1, 3, '')}.")
+                         f"{pm(exp.values(name, FINAL_TRAIN_LOSS), 1, 3, '')} against "
+                         f"{pm(exp.values(base, FINAL_TRAIN_LOSS), 1, 3, '')}.")
         elif NETS[base].extra_convs and NETS[name].extra_convs:
             dead = sum(ends_dead(r) for r in exp.runs[name])
             sentence = (f"{ld} {'keeps its units alive' if not dead else 'still loses whole layers'}: a dead layer "
@@ -3486,9 +3617,9 @@ def answer_ranking(exp: Experiment) -> list[str]:
             lines.append(f"- {net_label(name)}: learned in {len(learned)} of {seeds_text(len(runs))} (95% Clopper–Pearson "
                          f"interval of the rate at which a seed learns: {pct(low)} to {pct(high)}); "
                          f"{len(stuck)} stayed at chance (best val "
-                         f"{pm([r.value(BEST_VAL) for r in stuck])}, seeds "
+                         f"{pm([BEST_VAL.of(r) for r in stuck])}, seeds "
                          f"{', '.join(str(r.train_seed) for r in stuck)})"
-                         + (f"; the {len(learned)} that learned reached {pm([r.value(BEST_VAL) for r in learned])}, so "
+                         + (f"; the {len(learned)} that learned reached {pm([BEST_VAL.of(r) for r in learned])}, so "
                             "its mean hides two regimes." if learned else "."))
     return lines + [ranking_verdict(exp, order)]
 
@@ -3606,18 +3737,21 @@ def effect_text(cmp: Comparison) -> str:
     """A variant's effect on best val accuracy against its base, in words that follow the interval."""
     size = f"{100 * cmp.diff:+.1f} points"
     if cmp.seeds == 0:
-        return f"{NOT_TESTABLE}: {not_paired_reason(cmp)}"
+        return verdict_text(Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(cmp),), colon=True))
     if cmp.ci95 is None and not cmp.degenerate:
-        return f"{NOT_RESOLVED} at one seed ({size}; the noise is unknown, so use `--seeds 3` or more)"
+        return verdict_text(Judgement(Verdict.NOT_RESOLVED, (size, "the noise is unknown, so use `--seeds 3` or more"),
+                                      "at one seed"))
     if cmp.excludes_zero:
         return f"{'helps' if cmp.diff > 0 else 'hurts'}: {size}, resolved at {seeds_text(cmp.seeds)}"
-    return claim_verdict(cmp, threshold=True).replace("(", f"({size}; ", 1)
+    judged = claim_verdict(cmp, threshold=True)
+    return verdict_text(judged.leading(size) if judged.reasons else judged)
 
 
 def remedy_verdict(exp: Experiment, name: str) -> str:
     spec, cmp = NETS[name], exp.compare(NETS[name].base, name)
     if both_at_chance(exp, spec.base, name):
-        return f"{NOT_TESTABLE}: both at chance in {exp.seeds} of {seeds_text(exp.seeds)}"
+        return verdict_text(Judgement(Verdict.NOT_TESTABLE, (f"both at chance in {exp.seeds} of "
+                                                             f"{seeds_text(exp.seeds)}",), colon=True))
     if spec.train_fraction < 1:
         return (f"training on {pct(spec.train_fraction)} of the images: {effect_text(cmp)}. More images than the "
                 "dataset has is not measured here; only a larger dataset can show it")
@@ -3649,8 +3783,8 @@ def remedy_table(exp: Experiment) -> list[str]:
                      else difference_text(exp.compare(b, n)))
             holm_cell = ("resolved" if survives[(r, n)] else "not resolved") if (r, n) in survives else "—"
             lines.append(f"| {remedy.words} | {net_label(n)} (vs {net_label(b)}) | {pm(exp.values(n, BEST_VAL))} vs "
-                         f"{pm(exp.values(b, BEST_VAL))} | {100 * np.mean(exp.values(n, 'gap')):.1f} vs "
-                         f"{100 * np.mean(exp.values(b, 'gap')):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
+                         f"{pm(exp.values(b, BEST_VAL))} | {100 * np.mean(exp.values(n, GAP)):.1f} vs "
+                         f"{100 * np.mean(exp.values(b, GAP)):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
                          f"{exp.seeds} | {delta} | {remedy_verdict(exp, n)} | {holm_cell} |")
     if tested:
         lines += ["", f"Each row's verdict is its own 95% interval, so over {len(tested)} comparisons the chance that "
@@ -3662,7 +3796,7 @@ def remedy_table(exp: Experiment) -> list[str]:
 def diagnosis(exp: Experiment, name: str) -> str:
     """One net's fit in a few words (the results table's last column): diverged, at chance, overfits,
     underfits, or neither; with advice that names only nets of the table."""
-    runs, gap = exp.runs[name], float(np.mean(exp.values(name, "gap")))
+    runs, gap = exp.runs[name], float(np.mean(exp.values(name, GAP)))
     diverged = [r.diverged_epoch for r in runs if r.diverged_epoch]
     if diverged:
         return f"diverged in epoch {min(diverged)}: lower `--lr`"
@@ -3673,11 +3807,11 @@ def diagnosis(exp: Experiment, name: str) -> str:
         helpers = [n for n in remedy_nets("overfitting", name) if n not in exp.runs]
         return (mixed + f"overfits: train accuracy ({train_measure(exp)}) ends {100 * gap:.1f} points above val, "
                 f"val peaks at epoch "
-                f"{np.mean(exp.values(name, 'best_epoch')):.0f}" + (f" ({nets_arg(helpers)} measures remedies)"
+                f"{np.mean(exp.values(name, BEST_EPOCH)):.0f}" + (f" ({nets_arg(helpers)} measures remedies)"
                                                                      if helpers else ""))
     if stuck == len(runs):
         return f"at chance ({pct(1 / len(exp.first.classes))}): it does not learn (Q2)"
-    if np.mean(exp.values(name, "final_train_clean_class_acc")) < UNDERFIT_ACC:
+    if np.mean(exp.values(name, FINAL_TRAIN_CLEAN_ACC)) < UNDERFIT_ACC:
         return mixed + f"underfits: its final train accuracy ({train_measure(exp)}) stays below {pct(UNDERFIT_ACC)}"
     return mixed + "neither over- nor underfits"
 
@@ -3711,27 +3845,53 @@ QUESTIONS = (
 
 # --- The original report's claims, checked: one row each, with the function that measures it.
 
-# The one verdict vocabulary; a verdict is one of these words, then its reason in parentheses.
-REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
-NOT_RESOLVED, NOT_TESTABLE = "not resolved", "not testable here"
-VERDICT_ORDER = (NOT_REPRODUCED, NOT_TESTABLE, NOT_RESOLVED, PARTLY, REPRODUCED)  # a combined claim: first found
+class Verdict(enum.IntEnum):
+    """A claim's verdict, in order of precedence: a claim of several parts takes the lowest of its parts'
+    (one part not reproduced makes the claim not reproduced; all reproduced, reproduced)."""
+
+    NOT_REPRODUCED = 0
+    NOT_TESTABLE = 1
+    NOT_RESOLVED = 2
+    PARTLY = 3
+    REPRODUCED = 4
+
+    @property
+    def word(self) -> str:
+        return {Verdict.NOT_REPRODUCED: "not reproduced", Verdict.NOT_TESTABLE: "not testable here",
+                Verdict.NOT_RESOLVED: "not resolved", Verdict.PARTLY: "partly reproduced",
+                Verdict.REPRODUCED: "reproduced"}[self]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict with its reasons kept apart from it; only verdict_text turns the two into words, and no
+    code reads those words back: every decision reads `verdict`."""
+
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()
+    scope: str = ""      # 'at 5 seeds', 'at one seed'
+    colon: bool = False  # a failed precondition: 'not testable here: why' rather than 'verdict (why)'
+
+    def adding(self, reason: str) -> "Judgement":
+        return dataclasses.replace(self, reasons=(*self.reasons, reason))
+
+    def leading(self, reason: str) -> "Judgement":
+        return dataclasses.replace(self, reasons=(reason, *self.reasons))
+
+
 NET1, NET2, NET3 = DEFAULT_NETS  # the nets the original report's claims are about
 
 
-def verdict_word(verdict: str) -> str:
-    return next(w for w in VERDICT_ORDER if verdict.startswith(w))
-
-
-def signed(value: float, scale: float, unit: str) -> str:
-    return f"{scale * value:+.{1 if scale == 100 else 3}f}{unit}"
+def signed(value: float, unit: Unit) -> str:
+    return f"{unit.scale * value:+.{unit.digits}f}{unit.suffix}"
 
 
 def not_paired_reason(cmp: Comparison) -> str:
     return f"the two nets ran on different machines in every seed ({seed_list_text(cmp.unpaired)}), so none pairs them"
 
 
-def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 100.0,
-                  unit: str = " points", threshold: bool = False) -> str:
+def claim_verdict(cmp: Comparison, claimed: float | None = None, unit: Unit = POINTS,
+                  threshold: bool = False) -> Judgement:
     """The rule for a claimed positive difference b - a (its size, or None for a direction only), from
     the 95% paired interval over the seeds:
     reproduced: it excludes 0 on the claimed side and does not exclude the claimed size;
@@ -3740,75 +3900,92 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, scale: float = 
     not resolved: it holds both 0 and the claim; it says what the interval does exclude, and about how
     many seeds would, with 80% power, exclude the nearer of 0 and the claim if the measured difference
     were the truth. threshold: the difference has no claimed sign of its own (a measure minus a threshold,
-    or a remedy's effect), so no sentence calls its sign opposite."""
+    or a remedy's effect), so no reason calls its sign opposite."""
     n = cmp.seeds
     if n == 0:
-        return f"{NOT_TESTABLE}: {not_paired_reason(cmp)}"
+        return Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(cmp),), colon=True)
     if cmp.degenerate:
-        return (f"{NOT_RESOLVED} at {seeds_text(n)} (the difference is {signed(cmp.diff, scale, unit).strip()} in "
-                "every seed, so a t-interval has no spread to stand on)")
+        return Judgement(Verdict.NOT_RESOLVED, (f"the difference is {signed(cmp.diff, unit).strip()} in every seed, so "
+                                                "a t-interval has no spread to stand on",), f"at {seeds_text(n)}")
     if cmp.ci95 is None:
-        return f"{NOT_RESOLVED} at one seed (one seed has no interval; rerun with `--seeds 3` or more)"
+        return Judgement(Verdict.NOT_RESOLVED, ("one seed has no interval; rerun with `--seeds 3` or more",),
+                         "at one seed")
     low, high = cmp.ci95
-    claim_text = f"claimed {signed(claimed, scale, unit).strip()}" if claimed is not None else "claimed direction"
-    barely = barely_text(cmp, scale, unit)  # an interval that clears 0 by less than the report shows
+    claim_text = f"claimed {signed(claimed, unit).strip()}" if claimed is not None else "claimed direction"
+    barely = barely_text(cmp, unit)  # an interval that clears 0 by less than the report shows
     if low > 0:
         if claimed is None or low <= claimed <= high:
-            return REPRODUCED + (f" ({barely})" if barely else "")
-        return (f"{PARTLY} (the direction holds{', ' + barely if barely else ''}, but the interval excludes the "
-                f"{claim_text}: the effect is {'smaller' if high < claimed else 'larger'})")
+            return Judgement(Verdict.REPRODUCED, (barely,) if barely else ())
+        return Judgement(Verdict.PARTLY, (f"the direction holds{', ' + barely if barely else ''}, but the interval "
+                                          f"excludes the {claim_text}: the effect is "
+                                          f"{'smaller' if high < claimed else 'larger'}",))
+    opposite = cmp.diff < 0 and not threshold
     if high < (0 if claimed is None else claimed) or (claimed is None and high == 0):
-        reasons = ([barely] if barely and claimed is None else []) + (
-            ["the measured sign is opposite to the claim"] if cmp.diff < 0 and not threshold else [])
-        return NOT_REPRODUCED + (f" ({'; '.join(reasons)})" if reasons else "")
-    excluded = [f"effects below {signed(low, scale, unit).strip()}", f"above {signed(high, scale, unit).strip()}"]
-    opposite = "; the measured sign is opposite to the claim" if cmp.diff < 0 and not threshold else ""
+        return Judgement(Verdict.NOT_REPRODUCED, tuple(([barely] if barely and claimed is None else [])
+                                                       + (["the measured sign is opposite to the claim"] if opposite
+                                                          else [])))
+    reasons = [f"the interval rules out effects below {signed(low, unit).strip()} and above "
+               f"{signed(high, unit).strip()}"] + (["the measured sign is opposite to the claim"] if opposite else [])
     nearer = 0.0 if claimed is None or abs(cmp.diff) <= abs(claimed - cmp.diff) else claimed
     needed = cmp.seeds_for_power(nearer)
-    estimate = (f"; about {needed} seeds would exclude {'0' if nearer == 0 else 'the claim'} with "
-                f"{100 * POWER:.0f}% power, if the measured difference is the true one" if needed else "")
-    return f"{NOT_RESOLVED} at {seeds_text(n)} (the interval rules out {' and '.join(excluded)}{opposite}{estimate})"
+    if needed:
+        reasons.append(f"about {needed} seeds would exclude {'0' if nearer == 0 else 'the claim'} with "
+                       f"{100 * POWER:.0f}% power, if the measured difference is the true one")
+    return Judgement(Verdict.NOT_RESOLVED, tuple(reasons), f"at {seeds_text(n)}")
 
 
-def combined_verdict(verdicts: Sequence[str]) -> str:
-    """A claim of several parts takes the first of VERDICT_ORDER that any part has: one part not reproduced
-    makes the claim not reproduced; all reproduced, reproduced."""
-    words = [verdict_word(v) for v in verdicts]
-    return next(verdicts[words.index(w)] for w in VERDICT_ORDER if w in words)
+def combined_verdict(parts: Sequence[Judgement]) -> Judgement:
+    """A claim of several parts: the first part with the lowest verdict (Verdict's order of precedence)."""
+    return min(parts, key=lambda j: j.verdict)
+
+
+@dataclass(frozen=True)
+class ClaimInterval:
+    """One part of a claim that claims.png draws: b - a over the paired seeds, the claimed value (None for a
+    direction), and the unit both are in."""
+
+    label: str
+    cmp: Comparison
+    claimed: float | None
+    unit: Unit = POINTS
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """What a claim's check measured, its verdict, and the intervals that claims.png draws."""
+    """What a claim's check measured, its judgement, and the intervals it rests on."""
 
     measured: str
-    verdict: str
-    intervals: tuple[tuple[str, Comparison, float | None], ...] = ()  # (label, b - a, claimed) in accuracy
+    judgement: Judgement
+    intervals: tuple[ClaimInterval, ...] = ()
 
 
-def check_differences(pairs: list[tuple[str, str]], what: str, claimed: float | None = None) -> Callable:
-    """A claim that each (a, b) pair has b > a in `what` (by `claimed`, or in direction only)."""
+def check_differences(pairs: list[tuple[str, str]], what: Measure, claimed: float | None = None) -> Callable:
+    """A claim that each (a, b) pair has b > a in `what` (by `claimed`, in its unit, or in direction only)."""
     def check(exp: Experiment) -> ClaimResult:
         cmps = [exp.compare(a, b, what) for a, b in pairs]
         return ClaimResult(
-            what.replace("_class_acc", " accuracy").replace("_", " ") + ": " + "; ".join(
-                f"{net_label(b)} − {net_label(a)} {difference_text(c)}" for (a, b), c in zip(pairs, cmps)),
-            combined_verdict([claim_verdict(c, claimed) for c in cmps]),
-            tuple((f"{net_label(b)} − {net_label(a)}, {what.split('_')[1]}", c, claimed)
+            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} {difference_text(c, what.unit)}"
+                                          for (a, b), c in zip(pairs, cmps)),
+            combined_verdict([claim_verdict(c, claimed, what.unit) for c in cmps]),
+            tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, claimed, what.unit)
                   for (a, b), c in zip(pairs, cmps)))
     return check
+
+
+BARE_NATS = Unit("nats", 1.0, 3, "")  # Q2's loss difference, printed as a bare number (as the reports always had it)
 
 
 def check_vanishing(exp: Experiment) -> ClaimResult:
     """Vanishing: the early gradient ratio far below Net1's; slow loss: Net3's final train loss above
     Net1's yet falling; the mechanism goes further when layers then die and Net3 stays at chance."""
-    loss = exp.compare(NET1, NET3, "final_train_cross_entropy")
+    loss = exp.compare(NET1, NET3, FINAL_TRAIN_LOSS)
     pairs = exp.paired_runs(NET3, NET1)
     if not pairs:
-        return ClaimResult("—", f"{NOT_TESTABLE}: {not_paired_reason(loss)}")
+        return ClaimResult("—", Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(loss),), colon=True))
     stories = [gradient_story(d, b) for d, b in pairs]
-    vanishing = sum(s.startswith("vanishing") for s in stories)
-    then_dead, n, stuck = stories.count("vanishing, then dead"), len(pairs), sum(d.at_chance for d, _ in pairs)
+    vanishing = sum(s.vanishing for s in stories)
+    then_dead, n = sum(s.vanishing and s.dead for s in stories), len(pairs)
+    stuck = sum(d.at_chance for d, _ in pairs)
     l3, l1 = net_label(NET3), net_label(NET1)
     measured = (f"conv1/fc1 gradient ratio over the first {WINDOW_STEPS} iterations: {l3} "
                 f"{ratio_range([gradient_ratio(r) for r in exp.runs[NET3]])}, {l1} "
@@ -3817,25 +3994,27 @@ def check_vanishing(exp: Experiment) -> ClaimResult:
                 f"{ratio_range([gradient_ratio(r, 1) for r in exp.runs[NET1]])}. Vanishing (over {VANISH_FACTOR}× "
                 f"below {l1}'s) in {vanishing} of {seeds_text(n)}, then a dead ReLU layer and a conv1 gradient of "
                 f"exactly 0 in {then_dead}; {l3} stayed at chance in {stuck}; final train loss {l3} − {l1}: "
-                f"{difference_text(loss, 1, '')}.")
+                f"{difference_text(loss, BARE_NATS)}.")
     if vanishing == 0:
-        return ClaimResult(measured, f"{NOT_REPRODUCED} (no seed shows a vanishing gradient)")
+        return ClaimResult(measured, Judgement(Verdict.NOT_REPRODUCED, ("no seed shows a vanishing gradient",)))
     if vanishing < n:
-        return ClaimResult(measured, f"{PARTLY} (the gradient vanishes in {vanishing} of {seeds_text(n)} only)")
+        return ClaimResult(measured, Judgement(Verdict.PARTLY, (f"the gradient vanishes in {vanishing} of "
+                                                                f"{seeds_text(n)} only",)))
     if then_dead or stuck:
         further = [f"the loss does not fall at all in {stuck} of {seeds_text(n)}, rather than slowly"] if stuck else []
         further += [f"ReLU layers then die in {then_dead}, so the gradient ends at exactly 0"] if then_dead else []
-        return ClaimResult(measured, f"{PARTLY} (the gradient vanishes in every seed, as claimed, and the mechanism "
-                                     f"goes further: {'; '.join(further)})")
-    return ClaimResult(measured, combined_verdict([claim_verdict(loss, None, 1, ""), REPRODUCED]))
+        return ClaimResult(measured, Judgement(Verdict.PARTLY, ("the gradient vanishes in every seed, as claimed, and "
+                                                                f"the mechanism goes further: {'; '.join(further)}",)))
+    return ClaimResult(measured, combined_verdict([claim_verdict(loss, None, BARE_NATS), Judgement(Verdict.REPRODUCED)]))
 
 
-def never_learned(exp: Experiment, name: str) -> str:
-    """The not-testable verdict for a net that stayed at chance in every seed."""
+def never_learned(exp: Experiment, name: str) -> Judgement:
+    """The not-testable judgement for a net that stayed at chance in every seed."""
     low, high = clopper_pearson(0, exp.seeds)
-    return (f"{NOT_TESTABLE}: {net_label(name)} never learned (at chance in {exp.seeds} of {seeds_text(exp.seeds)}; a "
-            f"seed in which it learns is at most {100 * high:.0f}% likely, 95% Clopper–Pearson), while the original's "
-            f"{net_label(name)} did learn")
+    return Judgement(Verdict.NOT_TESTABLE, (
+        f"{net_label(name)} never learned (at chance in {exp.seeds} of {seeds_text(exp.seeds)}; a seed in which it "
+        f"learns is at most {100 * high:.0f}% likely, 95% Clopper–Pearson), while the original's {net_label(name)} "
+        "did learn",), colon=True)
 
 
 def check_cat_dog(exp: Experiment) -> ClaimResult:
@@ -3851,11 +4030,13 @@ def check_cat_dog(exp: Experiment) -> ClaimResult:
                        for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
         parts.append(f"{net_label(name)}: {'/'.join(top[0][:2]) if top else 'none'} (cat/dog first in {per_seed} of "
                      f"{seeds_text(len(learned))} in which it learned)")
-        verdicts.append(REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"} else NOT_REPRODUCED)
+        verdicts.append(Judgement(Verdict.REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"}
+                                  else Verdict.NOT_REPRODUCED))
     verdict = combined_verdict(verdicts)
-    testable = [net_label(n) for n, v in zip((NET1, NET2, NET3), verdicts) if not v.startswith(NOT_TESTABLE)]
-    if verdict.startswith(NOT_TESTABLE) and testable and all(v.startswith((NOT_TESTABLE, REPRODUCED)) for v in verdicts):
-        verdict += f"; reproduced for {' and '.join(testable)}"
+    testable = [net_label(n) for n, v in zip((NET1, NET2, NET3), verdicts) if v.verdict is not Verdict.NOT_TESTABLE]
+    if (verdict.verdict is Verdict.NOT_TESTABLE and testable
+            and all(v.verdict in (Verdict.NOT_TESTABLE, Verdict.REPRODUCED) for v in verdicts)):
+        verdict = verdict.adding(f"reproduced for {' and '.join(testable)}")
     return ClaimResult("most confused val pair: " + "; ".join(parts), verdict)
 
 
@@ -3870,19 +4051,20 @@ def check_net3_airplane_bus(exp: Experiment) -> ClaimResult:
     where = (f"#{rank} of its confused pairs ({ranked[rank - 1][2]} of {int(matrix.sum() - np.trace(matrix))} errors)"
              if rank else "never confused")
     return ClaimResult(f"airplane/bus is {net_label(NET3)}'s {where}, over the {seeds_text(len(learned))} in which it "
-                       "learned (claimed: second after cat/dog)", REPRODUCED if rank and rank <= 2 else NOT_REPRODUCED)
+                       "learned (claimed: second after cat/dog)",
+                       Judgement(Verdict.REPRODUCED if rank and rank <= 2 else Verdict.NOT_REPRODUCED))
 
 
 def check_overfit(exp: Experiment) -> ClaimResult:
     """The gap is final train accuracy in eval mode minus final val accuracy, against OVERFIT_GAP."""
-    gaps = {name: paired_difference([OVERFIT_GAP] * exp.seeds, exp.values(name, "gap")) for name in (NET1, NET2)}
+    gaps = {name: paired_difference([OVERFIT_GAP] * exp.seeds, exp.values(name, GAP)) for name in (NET1, NET2)}
     return ClaimResult(
         f"final train ({train_measure(exp)}) − val accuracy gap (claimed: large, taken as over "
         f"{100 * OVERFIT_GAP:.0f} points): "
         + "; ".join(f"{net_label(n)} {difference_text(dataclasses.replace(g, diff=g.diff + OVERFIT_GAP))}"
                     for n, g in gaps.items()),
         combined_verdict([claim_verdict(g, threshold=True) for g in gaps.values()]),
-        tuple((f"{net_label(n)} gap − {100 * OVERFIT_GAP:.0f} points", g, None) for n, g in gaps.items()))
+        tuple(ClaimInterval(f"{net_label(n)} gap − {100 * OVERFIT_GAP:.0f} points", g, None) for n, g in gaps.items()))
 
 
 def check_randomness(exp: Experiment) -> ClaimResult:
@@ -3892,10 +4074,11 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     in some seeds but not in others; not reproduced when a lower bound is over it, or a net is mixed."""
     nets = [NET1, NET2, NET3]
     if exp.seeds < 2:
-        return ClaimResult("one seed", f"{NOT_RESOLVED} at one seed (the seed-to-seed spread needs `--seeds 3` or more)")
+        return ClaimResult("one seed", Judgement(Verdict.NOT_RESOLVED, ("the seed-to-seed spread needs `--seeds 3` or "
+                                                                        "more",), "at one seed"))
     orders: dict[str, list[int]] = {}
     for k in range(exp.seeds):
-        ranked = sorted(nets, key=lambda n: -exp.runs[n][k].value(BEST_VAL))
+        ranked = sorted(nets, key=lambda n: -BEST_VAL.of(exp.runs[n][k]))
         orders.setdefault(" > ".join(map(net_label, ranked)), []).append(exp.runs[NET1][k].train_seed)
     mixed = [net_label(n) for n in nets if 0 < exp.stuck(n) < exp.seeds]
     spread = {n: float(mean_std(exp.values(n, BEST_VAL))[1]) for n in nets}
@@ -3910,18 +4093,19 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     if mixed or above:
         why = ", ".join([f"{m} learns in some seeds only" for m in mixed]
                         + [f"{a}'s std is above {100 * SEED_SPREAD:.0f} points even at its lower bound" for a in above])
-        return ClaimResult(measured, f"{NOT_REPRODUCED} ({why})")
+        return ClaimResult(measured, Judgement(Verdict.NOT_REPRODUCED, (why,)))
     if max(b[1] for b in bounds.values()) < SEED_SPREAD:
-        return ClaimResult(measured, REPRODUCED)
+        return ClaimResult(measured, Judgement(Verdict.REPRODUCED))
     loose = [net_label(n) for n in nets if bounds[n][1] >= SEED_SPREAD]
-    return ClaimResult(measured, f"{NOT_RESOLVED} at {seeds_text(exp.seeds)} (consistent with the claim, but the upper "
-                                 f"bound of {', '.join(loose)}'s std reaches {100 * SEED_SPREAD:.0f} points or more)")
+    return ClaimResult(measured, Judgement(Verdict.NOT_RESOLVED, (
+        f"consistent with the claim, but the upper bound of {', '.join(loose)}'s std reaches "
+        f"{100 * SEED_SPREAD:.0f} points or more",), f"at {seeds_text(exp.seeds)}"))
 
 
 @dataclass(frozen=True)
 class Claim:
     """A finding of the original report: its words, the nets and classes it is about, and the check that
-    turns this run's numbers into (what was measured, a verdict)."""
+    turns this run's numbers into (what was measured, a judgement)."""
 
     question: str
     words: str
@@ -3932,13 +4116,13 @@ class Claim:
 
 CLAIMS = (
     Claim("Q1", "Padding increased train accuracy by 0.8 points (Net2 over Net1).",
-          check_differences([(NET1, NET2)], "best_train_class_acc", 0.008), (NET1, NET2)),
+          check_differences([(NET1, NET2)], BEST_TRAIN, 0.008), (NET1, NET2)),
     Claim("Q1", "Padding increased val accuracy by 0.4 points (Net2 over Net1).",
           check_differences([(NET1, NET2)], BEST_VAL, 0.004), (NET1, NET2)),
     Claim("Q2", "Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small.",
           check_vanishing, (NET1, NET3)),
     Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on train.",
-          check_differences([(NET1, NET2), (NET3, NET1)], "best_train_class_acc")),
+          check_differences([(NET1, NET2), (NET3, NET1)], BEST_TRAIN)),
     Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on val.",
           check_differences([(NET1, NET2), (NET3, NET1)], BEST_VAL)),
     Claim("Q4", "Cat/dog is the hardest pair for all three nets.", check_cat_dog, classes=("cat", "dog")),
@@ -3955,7 +4139,7 @@ def claim_row(exp: Experiment, claim: Claim) -> ClaimResult:
     """The claim's check, or not testable when the run lacks a net or a class the claim is about."""
     missing = [n for n in claim.nets if n not in exp.runs] or [c for c in claim.classes if c not in exp.first.classes]
     if missing:
-        return ClaimResult("—", f"{NOT_TESTABLE} (this run has no {', '.join(missing)})")
+        return ClaimResult("—", Judgement(Verdict.NOT_TESTABLE, (f"this run has no {', '.join(missing)}",)))
     return claim.check(exp)
 
 
@@ -4054,35 +4238,47 @@ def fc1_caveat(image_size: int) -> str:
             "claims below compare against its numbers as reported.")
 
 
-def claim_intervals(exp: Experiment) -> list[tuple[str, str, Comparison, float | None, str]]:
-    """(claim, label, b - a, claimed, verdict) for every claim part with an interval in accuracy."""
+@dataclass(frozen=True)
+class ClaimRow:
+    """One drawn row of claims.png: a claim part with an interval, and its claim's verdict."""
+
+    claim: str
+    part: ClaimInterval
+    verdict: Verdict
+
+
+def claim_intervals(exp: Experiment) -> list[ClaimRow]:
+    """Every claim part with an interval, in the order of CLAIMS."""
     rows = []
     for k, claim in enumerate(CLAIMS, 1):
         result = claim_row(exp, claim)
-        rows += [(f"{claim.question} #{k}", label, cmp, claimed, verdict_word(result.verdict))
-                 for label, cmp, claimed in result.intervals if cmp.ci95 is not None]
+        rows += [ClaimRow(f"{claim.question} #{k}", part, result.judgement.verdict)
+                 for part in result.intervals if part.cmp.ci95 is not None]
     return rows
 
 
 def draw_claims(exp: Experiment):
-    """A forest plot: per claim part, the 95% paired interval and the measured difference in points, the
-    claimed value as a marker, 0 as a line, and the claim's verdict."""
+    """A forest plot: per claim part, the 95% paired interval and the measured difference, the claimed value
+    as a marker, 0 as a line, and the claim's verdict; one panel per unit (accuracy points, nats, ...)."""
     rows = claim_intervals(exp)
-    fig = new_figure(figsize=(8.5, 0.45 * len(rows) + 1.3), layout="constrained")
-    ax = fig.subplots()
-    for y, (claim, label, cmp, claimed, verdict) in enumerate(reversed(rows)):
-        low, high = (100 * v for v in cmp.ci95)
-        ax.plot([low, high], [y, y], color="black", linewidth=2)
-        ax.plot(100 * cmp.diff, y, "o", color="black")
-        if claimed is not None:
-            ax.plot(100 * claimed, y, "D", color="tab:red", markersize=6, label="claimed value")
-        ax.annotate(verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
-    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{c}: {lab}" for c, lab, *_ in reversed(rows)], fontsize=8)
-    ax.set_xlabel("difference in accuracy points (95% paired interval over the seeds; ● measured)")
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(handles[:1], labels[:1], fontsize=7, loc="lower right")
+    units = list(dict.fromkeys(row.part.unit for row in rows))
+    panels = [[row for row in rows if row.part.unit == unit] for unit in units]
+    fig = new_figure(figsize=(8.5, 0.45 * len(rows) + 1.3 + 0.6 * (len(units) - 1)), layout="constrained")
+    axes = fig.subplots(len(units), 1, squeeze=False, gridspec_kw={"height_ratios": [len(p) for p in panels]})[:, 0]
+    for ax, unit, panel in zip(axes, units, panels):
+        for y, row in enumerate(reversed(panel)):
+            low, high = (unit.scale * v for v in row.part.cmp.ci95)
+            ax.plot([low, high], [y, y], color="black", linewidth=2)
+            ax.plot(unit.scale * row.part.cmp.diff, y, "o", color="black")
+            if row.part.claimed is not None:
+                ax.plot(unit.scale * row.part.claimed, y, "D", color="tab:red", markersize=6, label="claimed value")
+            ax.annotate(row.verdict.word, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+        ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(panel)), [f"{row.claim}: {row.part.label}" for row in reversed(panel)], fontsize=8)
+        ax.set_xlabel(f"difference in {unit.name} (95% paired interval over the seeds; ● measured)")
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(handles[:1], labels[:1], fontsize=7, loc="lower right")
     fig.suptitle(f"The original report's claims against this run ({seeds_text(exp.seeds)})", fontsize=10)
     return fig
 
@@ -4106,8 +4302,19 @@ def claims_section(exp: Experiment) -> list[str]:
     if claim_intervals(exp):
         lines += ["", "![the original's claims: 95% paired intervals against the claimed values](claims.png)"]
     lines += ["", "| question | the original's claim | measured in this run | verdict |", "|---|---|---|---|",
-              *(f"| {c.question} | {c.words} | {r.measured} | {r.verdict} |" for c, r in zip(CLAIMS, results))]
+              *(f"| {c.question} | {c.words} | {r.measured} | {verdict_text(r.judgement)} |"
+                for c, r in zip(CLAIMS, results))]
     return lines
+
+
+# --- Rendering: the one place a verdict becomes words.
+
+def verdict_text(judged: Judgement) -> str:
+    """'reproduced', 'not resolved at 5 seeds (reason; reason)', 'not testable here: reason; reason'."""
+    head = judged.verdict.word + (f" {judged.scope}" if judged.scope else "")
+    if not judged.reasons:
+        return head
+    return f"{head}: {'; '.join(judged.reasons)}" if judged.colon else f"{head} ({'; '.join(judged.reasons)})"
 
 
 def write_report(out: Path, exp: Experiment) -> None:
@@ -4145,15 +4352,16 @@ def write_seeds_summary(out: Path, exp: Experiment) -> None:
                       "seeds_at_chance": [r.train_seed for r in runs if r.at_chance],
                       "dead_units": {k: mean_std([r.dead_units[k] for r in runs])[0].tolist()
                                      for k in runs[0].dead_units}}
-        for what in (BEST_VAL, "best_train_class_acc", "best_epoch", "gap", *(f"final_{k}" for k in runs[0].epoch)):
+        finals = [Measure("final", split, m) for split in SPLITS for m in METRICS]
+        for what in (BEST_VAL, BEST_TRAIN, BEST_EPOCH, GAP, *(f for f in finals if exp.recorded(name, f))):
             values = exp.values(name, what)
-            nets[name][what] = values
-            nets[name][f"{what}_mean"], nets[name][f"{what}_std"] = (float(v) for v in mean_std(values))
+            nets[name][what.name] = values
+            nets[name][f"{what.name}_mean"], nets[name][f"{what.name}_std"] = (float(v) for v in mean_std(values))
     pairs = {f"{b}-{a}": {**dataclasses.asdict(c := exp.compare(a, b)), "ci95": c.ci95,
                           "excludes_zero": c.excludes_zero}
              for a, b in exp.base_pairs()}
     claims = [{"question": c.question, "claim": c.words, "measured": (r := claim_row(exp, c)).measured,
-               "verdict": r.verdict} for c in CLAIMS]
+               "verdict": verdict_text(r.judgement)} for c in CLAIMS]
     infra = list({json.dumps(r.infrastructure, sort_keys=True): r.infrastructure
                   for runs in exp.runs.values() for r in runs}.values())
     write_json_atomic(out / "metrics.json", {
@@ -4488,8 +4696,8 @@ def spec_from_weights(meta: Any) -> NetSpec:
     ints = [spec.padding, spec.extra_convs, *spec.channels, *spec.hidden]
     if (not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or not 0 <= spec.padding <= 8
             or not 0 <= spec.extra_convs <= 64 or not all(1 <= v <= 4096 for v in [*spec.channels, *spec.hidden])
-            or len(spec.channels) != 2 or not 1 <= len(spec.hidden) <= 8 or spec.block not in ("plain", "bn", "res")
-            or spec.init not in ("default", "xavier", "he") or not isinstance(meta.get("image_size"), int)
+            or len(spec.channels) != 2 or not 1 <= len(spec.hidden) <= 8 or spec.block not in CHAIN_BLOCKS
+            or spec.init not in INITS or not isinstance(meta.get("image_size"), int)
             or not MIN_IMAGE_SIZE <= meta["image_size"] <= MAX_IMAGE_SIZE or not isinstance(meta.get("classes"), list)
             or not 2 <= len(meta["classes"]) <= 1000 or not all(isinstance(c, str) for c in meta["classes"])
             or len(set(meta["classes"])) != len(meta["classes"])):
@@ -4687,7 +4895,7 @@ class NetRun:
     @classmethod
     def from_results(cls, r: Results, source: str) -> "NetRun":
         clean = r.train_clean.get("train_clean_class_acc")
-        return cls(r.net, source, tuple(r.epoch["train_class_acc"]), tuple(r.epoch["val_class_acc"]),
+        return cls(r.net, source, tuple(r.series("train", ACCURACY)), tuple(r.series("val", ACCURACY)),
                    tuple(clean) if clean else None, r.train_confusion, r.val_confusion)
 
     @property
@@ -4774,7 +4982,7 @@ def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun
     val = number_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
     if len(train) != len(val):
         raise UserError(f"{where}: epoch/train class acc has {len(train)} epochs and val class acc {len(val)}")
-    clean = (plain_dict(top.get("train_clean")) or {}).get("train_clean_class_acc")
+    clean = (plain_dict(top.get("train_clean")) or {}).get(series_key("train", ACCURACY, clean=True))
     clean = number_series(clean, f"{where}: train_clean") if clean is not None else None
     confusion = plain_dict(top.get("confusion_matrix")) or {}
     return NetRun(net, os.fsdecode(path), train, val, clean if clean and len(clean) == len(val) else None,

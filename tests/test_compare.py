@@ -190,7 +190,7 @@ def test_nets_names_pickles_whose_names_are_not_the_originals(tmp_path, monkeypa
     ran = cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "net2", "--reference", EXERCISE)
     assert ran.returncode == 0, ran.stderr
     seed_9 = hw4.load_finished_run(EXERCISE / "seed_9")[1][0]
-    assert f"Net1 {hw4.pct(seed_9['net1'].value(hw4.BEST_VAL))} inside | Net2" in ran.stdout and "Net3" not in \
+    assert f"Net1 {hw4.pct(hw4.BEST_VAL.of(seed_9['net1']))} inside | Net2" in ran.stdout and "Net3" not in \
         ran.stdout.splitlines()[1]
     assert_one_line_exit_2(cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "--reference",
                                EXERCISE), "--nets names 1 nets for 2 pickles")

@@ -143,9 +143,13 @@ def interval(low: float, high: float, seeds: int = 3) -> hw4.Comparison:
 
 
 def test_the_claims_verdict_rule():
-    """One vocabulary: a claimed +0.8 point gain against intervals that decide each verdict."""
-    v = hw4.claim_verdict
+    """One vocabulary: a claimed +0.8 point gain against intervals that decide each verdict. The verdict is a
+    typed value; its words come from verdict_text alone."""
+    def v(*args):
+        return hw4.verdict_text(hw4.claim_verdict(*args))
     assert v(interval(0.001, 0.020), 0.008) == "reproduced"
+    assert hw4.claim_verdict(interval(0.001, 0.005), 0.008).verdict is hw4.Verdict.PARTLY
+    assert hw4.claim_verdict(interval(-0.012, 0.011), 0.008).verdict is hw4.Verdict.NOT_RESOLVED
     smaller = v(interval(0.001, 0.005), 0.008)
     assert smaller.startswith("partly reproduced (the direction holds, but the interval excludes the claimed +0.8 "
                               "points: the effect is smaller)"), smaller
@@ -162,20 +166,29 @@ def test_the_claims_verdict_rule():
     assert degenerate.startswith("not resolved at 3 seeds (the difference is +0.0 points in every seed"), degenerate
     assert v(hw4.Comparison(0.0, 0.0, 3), 0.008).startswith("not resolved")
     assert v(hw4.Comparison(0.01, 0.0, 1), 0.004).startswith("not resolved at one seed")
-    assert hw4.combined_verdict(["reproduced", "not resolved at 3 seeds (x)"]) == "not resolved at 3 seeds (x)"
-    assert hw4.combined_verdict(["reproduced", "not reproduced"]) == "not reproduced"
-    assert hw4.combined_verdict(["reproduced", "partly reproduced (y)"]) == "partly reproduced (y)"
-    assert hw4.verdict_word("not testable here: z") == "not testable here"
+    J, V = hw4.Judgement, hw4.Verdict
+    x = J(V.NOT_RESOLVED, ("x",), "at 3 seeds")
+    assert hw4.combined_verdict([J(V.REPRODUCED), x]) is x and hw4.verdict_text(x) == "not resolved at 3 seeds (x)"
+    assert hw4.combined_verdict([J(V.REPRODUCED), J(V.NOT_REPRODUCED)]).verdict is V.NOT_REPRODUCED
+    assert hw4.combined_verdict([J(V.REPRODUCED), J(V.PARTLY, ("y",))]) == J(V.PARTLY, ("y",))
+    first = J(V.NOT_TESTABLE, ("z",), colon=True)
+    assert hw4.combined_verdict([first, J(V.NOT_TESTABLE, ("w",))]) is first, "ties: the first part"
+    assert hw4.verdict_text(first.adding("reproduced for Net1")) == "not testable here: z; reproduced for Net1"
+    # a reason that reads like another verdict changes nothing: no code reads the words back
+    odd = J(V.REPRODUCED, ("not reproduced elsewhere",))
+    assert hw4.combined_verdict([odd, J(V.PARTLY)]).verdict is V.PARTLY
 
 
 def test_an_interval_that_clears_0_by_less_than_the_report_shows_says_so():
     """The exercise's 10 seeds: Net2 − Net1 has a lower end of +0.0011 points, which would print as +0.0."""
     thin = interval(0.000011, 0.0132, seeds=10)
     assert "(95% CI [+0.0011, +1.3], 10 paired seeds)" in hw4.difference_text(thin)
-    assert hw4.claim_verdict(thin, 0.004) == "reproduced (barely: the interval's lower end is +0.0011 points)"
-    assert hw4.claim_verdict(interval(-0.02, -0.000004), None) == \
+    assert hw4.verdict_text(hw4.claim_verdict(thin, 0.004)) == \
+        "reproduced (barely: the interval's lower end is +0.0011 points)"
+    assert hw4.verdict_text(hw4.claim_verdict(interval(-0.02, -0.000004), None)) == \
         "not reproduced (barely: the interval's upper end is -0.00040 points; the measured sign is opposite to the claim)"
-    assert hw4.claim_verdict(interval(0.0006, 0.0132), 0.004) == "reproduced", "+0.06 prints as +0.1: no note"
+    assert hw4.verdict_text(hw4.claim_verdict(interval(0.0006, 0.0132), 0.004)) == "reproduced", \
+        "+0.06 prints as +0.1: no note"
     assert "[-0.2, +1.3]" in hw4.difference_text(interval(-0.002, 0.0132)), "ends away from 0 keep one decimal"
 
 

@@ -367,5 +367,5 @@ def test_clean_train_accuracy_is_measured_in_eval_mode_after_the_epoch(tiny_buil
     assert state.history.train_clean["train_clean_class_acc"] == [pytest.approx(expected, abs=1e-12)]
     assert state.history.train_clean["train_clean_class_acc"] != state.history.epoch["train_class_acc"]
     results = hw4.Results.from_state(state, cfg, manifest, data)
-    assert results.value("gap") == pytest.approx(expected - state.history.epoch["val_class_acc"][-1])
+    assert results.gap == pytest.approx(expected - state.history.epoch["val_class_acc"][-1])
     assert results.infrastructure["device"] == "cpu" and results.infrastructure["threads"] == cfg.threads

@@ -1,0 +1,170 @@
+"""CONTRIBUTING's "Extending hw4", held by tests: a new NetSpec field with a default keeps every committed
+fingerprint; a new per-sample metric is recorded by a fresh run, and report and --resume still work on runs
+made without it; a claim in nats is written and drawn in nats; the metrics.json format follows Results; the
+parameter bound for untrusted weights counts every spec field like the net does."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REFERENCE_NETS, ROOT, cli, hw4, reference_args, skip_rendering
+
+COMMITTED = [ROOT / "results" / "exercise", ROOT / "results" / "exercise-all"]
+
+
+def with_new_field(default: str = "max", value: str | None = None) -> dict[str, hw4.NetSpec]:
+    """The net table as it would be after adding a field `pool: str = default` to NetSpec (each spec set to
+    `value` when given)."""
+    wider = dataclasses.make_dataclass("WiderSpec", [("pool", str, default)], bases=(hw4.NetSpec,), frozen=True)
+    return {name: wider(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(hw4.NetSpec)},
+                        **({"pool": value} if value else {})) for name, spec in hw4.NETS.items()}
+
+
+def committed_entries():
+    for run in COMMITTED:
+        for path in sorted(run.glob("seed_*/metrics.json")):
+            for name, entry in json.loads(path.read_text())["nets"].items():
+                yield path, name, entry
+
+
+def fingerprint_of(name: str, entry: dict) -> str:
+    """The run fingerprint the current code computes for a committed net entry."""
+    conf = entry["config"]
+    settings = {k: conf[k] for k in hw4.Config().train_settings()}
+    cfg = types.SimpleNamespace(train_settings=lambda: settings)
+    return hw4.run_fingerprint(cfg, {"content": conf["dataset"]}, name, torch.device("cpu"))
+
+
+def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monkeypatch):
+    entries = list(committed_entries())
+    assert len(entries) > 50
+    for path, name, entry in entries:
+        assert fingerprint_of(name, entry) == entry["fingerprint"], f"{path}: {name}"
+    monkeypatch.setattr(hw4, "NETS", with_new_field())
+    for path, name, entry in entries:
+        assert fingerprint_of(name, entry) == entry["fingerprint"], f"{path}: {name} after adding a field"
+    monkeypatch.setattr(hw4, "NETS", with_new_field(value="avg"))
+    path, name, entry = entries[0]
+    assert fingerprint_of(name, entry) != entry["fingerprint"], "a field off its default changes the numbers"
+
+
+def per_sample_top2(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).double()
+
+
+TOP2 = hw4.Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", hw4.POINTS, percent=True)
+
+
+def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypatch):
+    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    skip_rendering(monkeypatch)
+    out = tmp_path / "fresh"
+    args = reference_args(tiny_built, out)
+    nets = args.index("--nets") + 1
+    ran = cli(*args[:nets], "net1", *args[nets + len(REFERENCE_NETS):], "--epochs", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    entry = json.loads((out / "metrics.json").read_text())["nets"]["net1"]
+    for key in ("train_top2_acc", "val_top2_acc"):
+        assert len(entry["epoch"][key]) == 1 and 0 <= entry["epoch"][key][0] <= 1
+        assert entry["epoch"][key][0] >= entry["epoch"][key.replace("top2", "class")][0], "top-2 >= top-1"
+    assert "train_clean_top2_acc" in entry["train_clean"]
+    assert "final val top2" in (out / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("run", COMMITTED, ids=lambda p: p.name)
+def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
+    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    skip_rendering(monkeypatch)
+    ran = cli("report", copy)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    table = [line for line in (copy / "REPORT.md").read_text().splitlines() if line.startswith("| Net1 |")][0]
+    assert table.count("| not recorded |") == 2, "final train top2 and final val top2 of a run without them"
+
+
+def test_a_figure_of_a_run_without_a_metric_says_so(monkeypatch):
+    _, runs_by_seed, _ = hw4.load_finished_run(COMMITTED[0])
+    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    runs = {name: [runs[name] for runs in runs_by_seed[:2]] for name in ("net1", "net2")}
+    fig = hw4.draw_curves_epoch(runs, None)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("not recorded for some nets") == 1
+    assert len(fig.axes[0].lines) == 4 and not fig.axes[2].lines, "the recorded metrics are drawn, the new one not"
+
+
+def test_resume_over_a_finished_run_trains_nothing_after_a_field_or_a_metric_is_added(tiny_built, reference,
+                                                                                      tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    for step, patch in (("field", ("NETS", with_new_field())), ("metric", ("METRICS", (*hw4.METRICS, TOP2)))):
+        out = tmp_path / step
+        shutil.copytree(reference, out, ignore=shutil.ignore_patterns("checkpoints"))
+        with monkeypatch.context() as m:
+            m.setattr(hw4, *patch)
+            ran = cli(*reference_args(tiny_built, out), "--resume")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert not re.search(r"epoch +\d+/2", ran.stdout), f"after adding a {step}, --resume trained:\n{ran.stdout}"
+        notes = [line for line in ran.stdout.splitlines() if "did not record" in line]
+        assert len(notes) == (len(REFERENCE_NETS) if step == "metric" else 0), ran.stdout
+        if step == "metric":
+            assert "train_top2_acc, val_top2_acc" in notes[0] and "as not recorded" in notes[0]
+
+
+def nats_claim() -> hw4.Claim:
+    return hw4.Claim("Q2", "Net3 ends with a higher train loss than Net1.",
+                     hw4.check_differences([("net1", "net3")], hw4.FINAL_TRAIN_LOSS), ("net1", "net3"))
+
+
+def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypatch):
+    _, runs_by_seed, facts = hw4.load_finished_run(COMMITTED[0])
+    exp = hw4.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
+    monkeypatch.setattr(hw4, "CLAIMS", (*hw4.CLAIMS, nats_claim()))
+    result = hw4.claim_row(exp, hw4.CLAIMS[-1])
+    assert result.measured.startswith("final train cross-entropy: Net3 − Net1 +")
+    assert " nats (95% CI [" in result.measured and "points" not in result.measured
+    assert result.intervals[0].unit is hw4.NATS
+    fig = hw4.draw_claims(exp)
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert len(fig.axes) == 2 and "accuracy points" in labels[0] and labels[1].startswith("difference in nats")
+    drawn = [x for line in fig.axes[1].lines for x in line.get_xdata()]
+    low, high = result.intervals[0].cmp.ci95
+    assert min(drawn) <= low and high <= max(drawn) and max(drawn) < 5, "nats drawn unscaled, not as points"
+
+
+# Results' fields at each format of metrics.json; changing Results without bumping METRICS_FORMAT (and teaching
+# migrate_metrics the old one) fails here.
+RESULTS_FIELDS = {2: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
+                      "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
+                      "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
+                      "fingerprint")}
+
+
+def test_the_metrics_format_is_what_results_writes(reference):
+    assert tuple(f.name for f in dataclasses.fields(hw4.Results)) == RESULTS_FIELDS[hw4.METRICS_FORMAT]
+    written = json.loads((reference / "metrics.json").read_text())
+    assert written["format"] == hw4.METRICS_FORMAT
+    assert all(tuple(entry) == RESULTS_FIELDS[hw4.METRICS_FORMAT] for entry in written["nets"].values())
+    for path, _, _ in committed_entries():
+        assert hw4.read_metrics_json(path)["format"] == hw4.METRICS_FORMAT
+
+
+SPEC_VALUES = {"padding": (0, 1, 2), "channels": ((16, 32), (8, 12)), "extra_convs": (0, 1, 3),
+               "block": hw4.CHAIN_BLOCKS, "init": hw4.INITS, "hidden": ((64,), (32, 16), (7, 5, 3)),
+               "dropout": (0.0, 0.5), "augment": (False, True), "train_fraction": (1.0, 0.5)}
+
+
+def test_the_parameter_bound_counts_every_spec_field_like_the_net():
+    assert set(SPEC_VALUES) == set(hw4.NetSpec("x").trained()), "a new spec field needs its values here"
+    for field, values in SPEC_VALUES.items():
+        for value, size, classes in itertools.product(values, (16, 33, 64), (2, 5)):
+            spec = hw4.NetSpec("x", **{"extra_convs": 2, field: value})
+            net = hw4.HW4Net("x", spec, size, [f"c{k}" for k in range(classes)])
+            assert hw4.spec_parameter_count(spec, size, classes) == hw4.count_parameters(net), (field, value, size)
