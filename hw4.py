@@ -2728,6 +2728,22 @@ def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
     return fig
 
 
+def plain_log_axis(ax) -> None:
+    """A log y axis with plain tick labels, at 1, 2 and 5 per decade when it spans under two decades.
+
+    The log axis's default formatter writes mathtext ($\\mathdefault{10^{0}}$), which new_figure turns off,
+    so it would print as raw text; and a span under a decade would show one labelled tick or none.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    narrow = low > 0 and math.log10(high / low) < 2
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
     """Per-epoch mean gradient norm of the first conv, last conv and fc1, on a log axis.
 
@@ -2751,7 +2767,7 @@ def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
                 ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(means)), markersize=8,
                         label=f"{net_label(name)}: exactly 0 (drawn at the floor)")
     for ax, layer in zip(axes, GRAD_LAYERS):
-        ax.set_yscale("log")
+        plain_log_axis(ax)
         ax.set_title(layer.replace("_", " "), fontsize=9)
     finish_axes(axes, "epoch", integer_x=True)
     finish_figure(fig, runs, "gradient norm per epoch", "mean")
@@ -3066,10 +3082,6 @@ def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[
 # each for the exercise's questions (QUESTIONS), Q5's remedies (REMEDIES) and the original's claims (CLAIMS).
 # =============================================================================
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
 OVERFIT_GAP = 0.10  # a final train - val accuracy gap above 10 points is "large": the net overfits
 UNDERFIT_ACC = 0.8  # a final train accuracy (eval mode) under 80% is "underfits"
 SEED_SPREAD = 0.02  # a seed-to-seed std of best val accuracy under 2 points is "no significant change"
@@ -3116,32 +3128,25 @@ GAP, BEST_EPOCH = Measure("gap"), Measure("best_epoch")
 FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS = Measure("final", "train", ACCURACY, True), Measure("final", "train", CROSS_ENTROPY)
 
 
-def t_quantile_975(df: int) -> float:
-    """t_{0.975, df}: the table up to 30, then the Cornish-Fisher expansion (within 1e-3 there)."""
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
-
-
-# Lower and upper 5% quantiles of chi-square for 1..30 degrees of freedom (standard tables), for the
-# one-sided 95% bounds of a standard deviation; Wilson-Hilferty beyond.
-CHI2_05 = (0.00393, 0.1026, 0.3518, 0.7107, 1.1455, 1.6354, 2.1673, 2.7326, 3.3251, 3.9403, 4.5748, 5.2260, 5.8919,
-           6.5706, 7.2609, 7.9616, 8.6718, 9.3905, 10.1170, 10.8508, 11.5913, 12.3380, 13.0905, 13.8484, 14.6114,
-           15.3791, 16.1514, 16.9279, 17.7084, 18.4927)
-CHI2_95 = (3.841, 5.991, 7.815, 9.488, 11.070, 12.592, 14.067, 15.507, 16.919, 18.307, 19.675, 21.026, 22.362, 23.685,
-           24.996, 26.296, 27.587, 28.869, 30.144, 31.410, 32.671, 33.924, 35.172, 36.415, 37.652, 38.885, 40.113,
-           41.337, 42.557, 43.773)
 POWER = 0.8  # the power a seed estimate is computed for
+
+
+@functools.cache
+def scipy_stats():
+    """scipy.stats, imported on first use: only the report needs it, and it takes about a second."""
+    from scipy import stats
+
+    return stats
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975, df}: the half-width factor of a two-sided 95% t-interval."""
+    return float(scipy_stats().t.ppf(0.975, df))
 
 
 def chi2_quantile(df: int, upper: bool) -> float:
     """The 95% (upper) or 5% (lower) quantile of chi-square with df degrees of freedom."""
-    if df <= len(CHI2_05):
-        return (CHI2_95 if upper else CHI2_05)[df - 1]
-    z = 1.644854 if upper else -1.644854
-    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+    return float(scipy_stats().chi2.ppf(0.95 if upper else 0.05, df))
 
 
 def std_bounds(values: Sequence[float]) -> tuple[float, float]:
@@ -3150,50 +3155,10 @@ def std_bounds(values: Sequence[float]) -> tuple[float, float]:
     return s * math.sqrt((n - 1) / chi2_quantile(n - 1, True)), s * math.sqrt((n - 1) / chi2_quantile(n - 1, False))
 
 
-def normal_cdf(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-
-
-def beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, c, d = 1e-300, 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def beta_cdf(x: float, a: float, b: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0 or x >= 1:
-        return float(x >= 1)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * beta_fraction(a, b, x) / a
-    return 1 - front * beta_fraction(b, a, 1 - x) / b
-
-
-def beta_quantile(p: float, a: float, b: float) -> float:
-    low, high = 0.0, 1.0
-    for _ in range(80):
-        mid = (low + high) / 2
-        low, high = (mid, high) if beta_cdf(mid, a, b) < p else (low, mid)
-    return (low + high) / 2
-
-
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
     """The exact 95% interval of a rate seen k times in n."""
-    return (0.0 if k == 0 else beta_quantile(0.025, k, n - k + 1),
-            1.0 if k == n else beta_quantile(0.975, k + 1, n - k))
+    ci = scipy_stats().binomtest(k, n).proportion_ci(0.95, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
@@ -3237,19 +3202,20 @@ class Comparison:
         if self.ci95 is None:
             return 1.0
         t, df = self.diff / (self.sd / math.sqrt(self.seeds)), self.seeds - 1
-        return beta_cdf(df / (df + t * t), df / 2, 0.5)
+        return float(2 * scipy_stats().t.sf(abs(t), df))
 
     def seeds_for_power(self, point: float, power: float = POWER) -> int | None:
         """About how many paired seeds exclude `point` with this power, if the true difference and spread
-        are the measured ones (normal approximation to the noncentral t); None beyond 1000."""
+        are the measured ones (the two-sided paired t-test's power, from the noncentral t); None beyond 1000."""
         distance = abs(self.diff - point)
         if distance == 0 or self.sd == 0 or not math.isfinite(distance + self.sd):
             return None
-        for n in range(2, 1001):
-            t = t_quantile_975(n - 1)
-            if normal_cdf((distance * math.sqrt(n) / self.sd - t) / math.sqrt(1 + t * t / (2 * (n - 1)))) >= power:
-                return n
-        return None
+        ns = np.arange(2, 1001)
+        df, shift = ns - 1, distance * np.sqrt(ns) / self.sd
+        crit = scipy_stats().t.ppf(0.975, df)
+        nct = scipy_stats().nct
+        reached = np.flatnonzero(nct.sf(crit, df, shift) + nct.cdf(-crit, df, shift) >= power)
+        return int(ns[reached[0]]) if len(reached) else None
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], unpaired: Sequence[int] = ()) -> Comparison:

@@ -168,3 +168,26 @@ def test_the_parameter_bound_counts_every_spec_field_like_the_net():
             spec = hw4.NetSpec("x", **{"extra_convs": 2, field: value})
             net = hw4.HW4Net("x", spec, size, [f"c{k}" for k in range(classes)])
             assert hw4.spec_parameter_count(spec, size, classes) == hw4.count_parameters(net), (field, value, size)
+
+
+def rendered_texts(fig) -> list[str]:
+    """Every text a rendered figure shows: titles, axis labels, legends and the tick labels, which exist only
+    once the figure is drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    FigureCanvasAgg(fig).draw()
+    return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+def test_every_figure_prints_plain_text_labels():
+    """With mathtext off (new_figure), a formatter that writes '$...$' prints it raw: no label may hold one."""
+    _, runs_by_seed, facts = hw4.load_finished_run(COMMITTED[0])
+    runs = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
+    figures = [plot.draw(runs, None) for plot in hw4.FIGURES if not plot.per_net and not plot.needs_pictures]
+    figures += [plot.draw(runs["net3"][0], None) for plot in hw4.FIGURES if plot.per_net and not plot.needs_pictures]
+    figures.append(hw4.draw_claims(hw4.Experiment(runs, facts)))
+    for fig in figures:
+        texts = rendered_texts(fig)
+        assert len(texts) > 10
+        assert not [t for t in texts if "$" in t or "\\mathdefault" in t], fig._suptitle.get_text()

@@ -111,16 +111,16 @@ def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
 
 
 def test_paired_interval_matches_a_hand_calculation():
-    # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.303
+    # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.302653
     cmp = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
-    half = 4.303 * 0.01 / np.sqrt(3)
+    half = 4.302653 * 0.01 / np.sqrt(3)
     assert cmp.diff == pytest.approx(0.03) and cmp.ci95 == pytest.approx([0.03 - half, 0.03 + half])
     assert cmp.excludes_zero is True
     wide = hw4.paired_difference([0.5, 0.5], [0.6, 0.4])
-    assert wide.ci95 == pytest.approx([-0.1 * 12.706, 0.1 * 12.706]) and wide.excludes_zero is False
+    assert wide.ci95 == pytest.approx([-0.1 * 12.706205, 0.1 * 12.706205]) and wide.excludes_zero is False
     one = hw4.paired_difference([0.5], [0.6])
     assert one.ci95 is None and one.seeds == 1 and one.excludes_zero is None
-    assert hw4.t_quantile_975(2) == 4.303 and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert hw4.t_quantile_975(2) == pytest.approx(4.303, abs=1e-3) and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
     assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
     # +3 points, sd 2: the seeds that exclude 0 with 80% power, checked against a simulation of paired seeds
     cmp = hw4.Comparison(0.03, 0.02, 3)
@@ -195,9 +195,9 @@ def test_an_interval_that_clears_0_by_less_than_the_report_shows_says_so():
 def test_statistics_helpers_match_published_values():
     assert hw4.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
     assert hw4.clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)
-    assert hw4.chi2_quantile(40, True) == pytest.approx(55.758, abs=0.02)  # Wilson-Hilferty beyond the table
+    assert hw4.chi2_quantile(40, True) == pytest.approx(55.758, abs=0.02)
     low, high = hw4.std_bounds([0.60, 0.61, 0.59])  # s = 0.01, 2 degrees of freedom
-    assert high == pytest.approx(0.01 * np.sqrt(2 / 0.1026), rel=1e-6) and low == pytest.approx(0.01 * np.sqrt(2 / 5.991))
+    assert high == pytest.approx(0.01 * np.sqrt(2 / 0.102587), rel=1e-5) and low == pytest.approx(0.01 * np.sqrt(2 / 5.991465))
     # diffs 0.02, 0.04, 0.03: t = 0.03 / (0.01 / sqrt 3); at 2 degrees of freedom p = 1 - t / sqrt(2 + t^2)
     t = 0.03 / (0.01 / np.sqrt(3))
     p = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73]).p_value
@@ -347,7 +347,7 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp
         assert summary["nets"][name]["best_val_class_acc_mean"] == pytest.approx(np.mean(best))
         assert summary["nets"][name]["best_val_class_acc_std"] == pytest.approx(np.std(best, ddof=1))
     diffs = np.subtract(summary["nets"]["net2"]["best_val_class_acc"], summary["nets"]["net1"]["best_val_class_acc"])
-    half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)
+    half = 12.706205 * np.std(diffs, ddof=1) / np.sqrt(2)
     assert summary["comparisons"]["net2-net1"]["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half])
     assert len(summary["claims"]) == len(hw4.CLAIMS)
     text = (out / "REPORT.md").read_text()
