@@ -2763,22 +2763,23 @@ def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
     A log axis cannot show 0, and a dead net's gradient is exactly 0 (its ReLUs pass
     nothing back), so zeros are drawn as x markers on the axis floor, not dropped.
     """
-    means = {name: {layer: mean_std([r.grad_norms[layer] for r in seeds])[0] for layer in GRAD_LAYERS}
-             for name, seeds in runs.items()}
-    positive = [v for layers in means.values() for arr in layers.values() for v in arr if v > 0]
+    groups = [(k, label, {layer: mean_std([r.grad_norms[layer] for r in seeds])[0] for layer in GRAD_LAYERS}, look)
+              for k, (name, all_seeds) in enumerate(runs.items())
+              for label, seeds, look in regime_groups(name, all_seeds)]
+    positive = [v for _, _, layers, _ in groups for arr in layers.values() for v in arr if v > 0]
     floor = min(positive) / 10 if positive else 1e-12
     fig = new_figure(figsize=(13, 4), layout="constrained")
     axes = fig.subplots(1, len(GRAD_LAYERS))
-    for k, (name, layers) in enumerate(means.items()):
+    for k, label, layers, look in groups:
         for ax, layer in zip(axes, GRAD_LAYERS):
             values = layers[layer]
             x = np.arange(1, len(values) + 1)
-            ax.plot(x, np.where(values > 0, values, np.nan), color=colour(k, len(means)), marker=".",
-                    label=net_label(name))
+            ax.plot(x, np.where(values > 0, values, np.nan), color=colour(k, len(runs)), marker=".", label=label,
+                    **look)
             zero = values <= 0
             if zero.any():
-                ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(means)), markersize=8,
-                        label=f"{net_label(name)}: exactly 0 (drawn at the floor)")
+                ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(runs)), markersize=8,
+                        label=f"{label}: exactly 0 (drawn at the floor)")
     for ax, layer in zip(axes, GRAD_LAYERS):
         plain_log_axis(ax)
         ax.set_title(layer.replace("_", " "), fontsize=9)
@@ -2788,25 +2789,27 @@ def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
 
 
 def draw_dead_units(runs: dict[str, list[Results]], data: SubsetTensors):
-    """Per net, the share of each ReLU layer's units (rows) that output zero for all of the first 256 val
-    images, per epoch (columns); 1.0 = the whole layer is dead. Plain imshow: seaborn's heatmap took about
-    700 MB per panel on a figure this wide (9 GB for the 13 nets of `--nets all`)."""
-    names = list(runs)
+    """Per net (and per regime, for a net with two), the share of each ReLU layer's units (rows) that output
+    zero for all of the first 256 val images, per epoch (columns); 1.0 = the whole layer is dead. One column
+    of panels, so that the cell labels read at page width. Plain imshow: seaborn's heatmap took about 700 MB
+    per panel on a figure this wide (9 GB for the 13 nets of `--nets all`)."""
+    groups = [(label, seeds) for name, all_seeds in runs.items() for label, seeds, _ in regime_groups(name, all_seeds)]
     epochs = next(iter(runs.values()))[0].epochs
-    cols, rows = min(len(names), 4), math.ceil(len(names) / 4)
-    fig = new_figure(figsize=(max(4.0, 0.45 * epochs + 2.5) * cols, 4.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, name in zip(axes, names):
-        layers = list(runs[name][0].dead_units)
-        matrix = np.array([mean_std([r.dead_units[layer] for r in runs[name]])[0] for layer in layers])
+    heights = [0.32 * len(seeds[0].dead_units) + 1.1 for _, seeds in groups]
+    fig = new_figure(figsize=(max(5.0, 0.5 * epochs + 2.0), sum(heights)), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (label, seeds) in zip(axes, groups):
+        layers = list(seeds[0].dead_units)
+        matrix = np.array([mean_std([r.dead_units[layer] for r in seeds])[0] for layer in layers])
         ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto", interpolation="nearest")
-        for (i, j), v in np.ndenumerate(matrix) if epochs <= 15 else ():
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.6 else "black")
-        ax.set_xticks(range(epochs), range(1, epochs + 1))
-        ax.set_yticks(range(len(layers)), layers)
-        ax.set(xlabel="epoch", title=f"{net_label(name)}: dead share{seeds_note(runs, 'mean')}")
-    for ax in axes[len(names):]:
-        ax.axis("off")
+        for (i, j), v in np.ndenumerate(matrix) if epochs <= 20 else ():
+            if v > 0:  # a blank cell is 0: no dead units
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.6 else "black")
+        ax.set_xticks(range(epochs), range(1, epochs + 1), fontsize=7)
+        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_title(f"{label}: dead share" + (", mean over its seeds" if len(seeds) > 1 else ""), fontsize=9)
     return fig
 
 
