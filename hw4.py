@@ -3887,8 +3887,10 @@ def answer_hardest(exp: Experiment) -> list[str]:
                      f"{100 * n / errors:.0f}% "
                      f"of its {errors} val errors); lowest recall: {shown.classes[int(np.argmin(recall))]} "
                      f"({pct(float(recall.min()))}). Its hardest val images ([`{figure}`]({figure})): "
-                     f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown also show "
-                     "another class.")
+                     f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown "
+                     + ("also sit in another class's folder (a picture can lack its labelled object and still sit in "
+                        "one folder only: look at them)." if exp.dataset and exp.dataset.source == "image_folders"
+                        else "are annotated with another class too."))
     lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
                  "the seeds in which a net learned.")
     facts = exp.dataset
