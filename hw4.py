@@ -3248,11 +3248,6 @@ def holm_adjusted(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
-    """Which of several tests stay significant at family-wise level alpha (Holm's step-down)."""
-    return [p <= alpha for p in holm_adjusted(p_values)]
-
-
 def sign_test(wins: int, losses: int) -> float:
     """The exact two-sided sign test of wins against losses (ties dropped); 1 without either."""
     return float(scipy_stats().binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
@@ -3303,6 +3298,16 @@ class Comparison:
     @property
     def median(self) -> float:
         return float(np.median(self.diffs)) if self.diffs else math.nan
+
+    @property
+    def centre(self) -> float:
+        """What the test is about: the median difference over two regimes, else the mean."""
+        return self.median if self.test == "sign" else self.diff
+
+    @property
+    def positive(self) -> bool:
+        """b - a leans positive by the test's own reading: more wins than losses over two regimes, else the mean."""
+        return self.wins > self.losses if self.test == "sign" else self.diff > 0
 
     @property
     def ci95(self) -> tuple[float, float] | None:
@@ -3389,11 +3394,9 @@ def regime_pm(exp: "Experiment", name: str, measure: "Measure", scale: float = 1
               unit: str = "%") -> str:
     """pm over the seeds; for a net with two regimes, over each regime apart (a mean over both is a value no
     seed has)."""
-    values = exp.values(name, measure)
     if not exp.two_regimes(name):
-        return pm(values, scale, digits, unit)
-    learned = [v for v, r in zip(values, exp.runs[name]) if not r.at_chance]
-    chance = [v for v, r in zip(values, exp.runs[name]) if r.at_chance]
+        return pm(exp.values(name, measure), scale, digits, unit)
+    learned, chance = exp.by_regime(name, measure)
     return (f"{pm(learned, scale, digits, unit)} ({len(learned)} learned), "
             f"{pm(chance, scale, digits, unit)} ({len(chance)} at chance)")
 
@@ -3401,8 +3404,7 @@ def regime_pm(exp: "Experiment", name: str, measure: "Measure", scale: float = 1
 def typical(exp: "Experiment", name: str, measure: "Measure") -> float:
     """The mean over the seeds in which the net learned (over every seed when it learned in none): what a
     diagnosis reads, which a collapsed seed would drag towards chance."""
-    learned = [v for v, r in zip(exp.values(name, measure), exp.runs[name]) if not r.at_chance]
-    return float(np.mean(learned or exp.values(name, measure)))
+    return float(np.mean(exp.by_regime(name, measure)[0] or exp.values(name, measure)))
 
 
 def seeds_text(n: int) -> str:
@@ -3537,6 +3539,11 @@ class Experiment:
         runs = self.runs[test.b]
         return paired_difference([test.offset] * len(runs), self.values(test.b, test.measure),
                                  learned=[(True, not r.at_chance) for r in runs])
+
+    def by_regime(self, name: str, measure: Measure) -> tuple[list[float], list[float]]:
+        """One measure of one net, split into (the seeds that learned, the seeds at chance)."""
+        pairs = list(zip(self.values(name, measure), self.runs[name]))
+        return [v for v, r in pairs if not r.at_chance], [v for v, r in pairs if r.at_chance]
 
     def two_regimes(self, name: str) -> bool:
         """The net learned in some seeds and stayed at chance in others."""
@@ -3830,7 +3837,7 @@ def answer_ranking(exp: Experiment) -> list[str]:
 
 def resolved_positive(cmp: Comparison, p: float) -> bool:
     """b - a is resolved above 0 by its test at (Holm-adjusted) p."""
-    return bool(cmp.test) and p <= ALPHA and (cmp.wins > cmp.losses if cmp.test == "sign" else cmp.diff > 0)
+    return bool(cmp.test) and p <= ALPHA and cmp.positive
 
 
 def ranking_verdict(exp: Experiment, order: list[str]) -> str:
@@ -3953,7 +3960,7 @@ def both_at_chance(exp: Experiment, a: str, b: str) -> bool:
 def effect_text(cmp: Comparison, adjusted: float | None = None, family: int = 1) -> str:
     """A variant's effect on best val accuracy against its base, in words that follow its test, Holm-adjusted
     over the remedies' family (`adjusted`, of `family` tests)."""
-    size = f"{'median ' if cmp.test == 'sign' else ''}{100 * (cmp.median if cmp.test == 'sign' else cmp.diff):+.1f} points"
+    size = f"{'median ' if cmp.test == 'sign' else ''}{100 * cmp.centre:+.1f} points"
     if cmp.seeds == 0:
         return verdict_text(Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(cmp),), colon=True))
     if cmp.seeds == 1:
@@ -3961,8 +3968,7 @@ def effect_text(cmp: Comparison, adjusted: float | None = None, family: int = 1)
                                       "at one seed"))
     p = cmp.p_value if adjusted is None else adjusted
     if cmp.test and p <= ALPHA:
-        helps = cmp.wins > cmp.losses if cmp.test == "sign" else cmp.diff > 0
-        return (f"{'helps' if helps else 'hurts'}: {size}, resolved at {seeds_text(cmp.seeds)}"
+        return (f"{'helps' if cmp.positive else 'hurts'}: {size}, resolved at {seeds_text(cmp.seeds)}"
                 + (f" after Holm's correction over {family}" if family > 1 else ""))
     judged = claim_verdict(cmp, threshold=True, adjusted=adjusted, family=family)
     return verdict_text(judged.leading(size))
@@ -4037,7 +4043,7 @@ def proposal(exp: Experiment, family: dict[str, float]) -> str:
     if not resolved:
         return ("**Proposal:** no remedy's gain is resolved in this run (Holm-adjusted over "
                 f"{len(family)} tests); more seeds would tell them apart.")
-    best = max(resolved, key=lambda n: resolved[n].median if resolved[n].test == "sign" else resolved[n].diff)
+    best = max(resolved, key=lambda n: resolved[n].centre)
     remedy = next(r for r in REMEDIES if r.key == NETS[best].remedy)
     return (f"**Proposal:** {remedy.words}, as {net_label(best)} measures it: the largest resolved gain over its base "
             f"({difference_text(resolved[best])} of best val accuracy).")
@@ -4171,7 +4177,7 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, unit: Unit = PO
         return Judgement(Verdict.NOT_RESOLVED, ("one seed has no interval; rerun with `--seeds 3` or more",),
                          "at one seed")
     p = cmp.p_value if adjusted is None else adjusted
-    positive = cmp.wins > cmp.losses if cmp.test == "sign" else cmp.diff > 0
+    positive = cmp.positive  # the test's own direction: the sign test's majority over two regimes
     opposite = [] if threshold or positive else ["the measured sign is opposite to the claim"]
     claim_text = f"claimed {signed(claimed, unit).strip()}" if claimed is not None else "claimed direction"
     if p <= ALPHA and positive:
@@ -4423,7 +4429,7 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     for k in range(exp.seeds):
         ranked = sorted(nets, key=lambda n: -BEST_VAL.of(exp.runs[n][k]))
         orders.setdefault(" > ".join(map(net_label, ranked)), []).append(exp.runs[NET1][k].train_seed)
-    values = {n: [BEST_VAL.of(r) for r in (exp.learned(n) if exp.two_regimes(n) else exp.runs[n])] for n in nets}
+    values = {n: exp.by_regime(n, BEST_VAL)[0] if exp.two_regimes(n) else exp.values(n, BEST_VAL) for n in nets}
     spread = {n: (float(mean_std(v)[1]), *std_bounds(v)) if len(v) > 1 else None for n, v in values.items()}
 
     def spread_text(n: str) -> str:
@@ -4528,9 +4534,9 @@ def claim_row(exp: Experiment, claim: Claim) -> ClaimResult:
 def claims_family(exp: Experiment) -> dict[PairTest, float]:
     """The Holm-adjusted p of every distinct test the claims table makes: a test that two claims cite (Q1's
     and Q3's Net2 - Net1) counts once."""
-    tests = dict.fromkeys(t for claim in CLAIMS if not claim.missing(exp) for t in claim.tests)
-    tests = [t for t in tests if exp.run_test(t).test]
-    return dict(zip(tests, holm_adjusted([exp.run_test(t).p_value for t in tests])))
+    cmps = {t: exp.run_test(t) for claim in CLAIMS if not claim.missing(exp) for t in claim.tests}
+    tested = [t for t, cmp in cmps.items() if cmp.test]
+    return dict(zip(tested, holm_adjusted([cmps[t].p_value for t in tested])))
 
 
 def tests_p_text(exp: Experiment, claim: Claim) -> str:
