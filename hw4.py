@@ -2015,6 +2015,7 @@ class TrainState:
     best: Best | None = None
     train_time_s: float = 0.0
     steps_time_s: float = 0.0
+    last_val_predictions: torch.Tensor | None = None  # the last finished epoch's class per val image
 
     def to_checkpoint(self) -> dict:
         """Plain dicts, lists and tensors: what torch.load(weights_only=True) accepts."""
@@ -2025,7 +2026,10 @@ class TrainState:
 
     @classmethod
     def from_checkpoint(cls, blob: dict) -> "TrainState":
-        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls)}
+        """A checkpoint written before last_val_predictions existed lacks it: the next epoch records it (a
+        net already finished then has no final-epoch predictions, which the report says)."""
+        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name != "last_val_predictions"}
+        fields["last_val_predictions"] = blob.get("last_val_predictions")
         fields["history"] = History(**blob["history"])
         fields["best"] = Best(**blob["best"]) if blob["best"] is not None else None
         return cls(**fields)
@@ -2277,6 +2281,7 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
         summary = record_epoch(state.history, logits, data.train_y[order[:len(logits)]], grad_norms, val, cfg,
                                len(classes))
         improved = update_best(state, net, summary, val)
+        state.last_val_predictions = val.logits.argmax(1).cpu()
         # eval-mode train metrics where the report reads them (a pass costs half an epoch on the CPU)
         record_clean_train(state.history, evaluate(net, *clean_train, cfg)
                            if improved or state.epoch + 1 == cfg.epochs else None)
@@ -2344,6 +2349,9 @@ class Results:
     train_time_s: float = 0.0
     infrastructure: dict[str, Any] = field(default_factory=dict)  # where it trained: infrastructure()
     fingerprint: str = ""  # the run fingerprint it trained under: --resume takes it as finished when it matches
+    # per val image (class-mixed val order): its label and the class predicted at the best and the final epoch,
+    # for the picture-level tests of a one-seed run; {} for a run saved before hw4 recorded them
+    val_predictions: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors,
@@ -2364,7 +2372,8 @@ class Results:
             fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
             n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
             hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s,
-            infrastructure=infrastructure(device, cfg.threads), fingerprint=state.fingerprint)
+            infrastructure=infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
+            val_predictions=val_predictions(state, data))
 
     @classmethod
     def from_json(cls, blob: dict) -> "Results":
@@ -2378,6 +2387,12 @@ class Results:
         for key in ("steps100", "epoch", "train_clean", "grad_norms", "grad_norms_steps100", "dead_units"):
             fields[key] = map_leaves(blob[key], restore_nan)
         return cls(**fields)
+
+    def val_correct(self, epoch: str) -> np.ndarray | None:
+        """Per val image, whether the net got it right at the "best" or "final" epoch; None when not recorded."""
+        if epoch not in self.val_predictions:
+            return None
+        return np.asarray(self.val_predictions[epoch]) == np.asarray(self.val_predictions["labels"])
 
     @property
     def clean_train_recorded(self) -> bool:
@@ -2452,6 +2467,16 @@ class Results:
             "fc1_in_features": self.fc1_in_features, "params": self.params, "n_train": self.n_train,
             "n_val": self.n_val, "hardest": [h.to_original() for h in self.hardest],
         }
+
+
+def val_predictions(state: TrainState, data: SubsetTensors) -> dict[str, list[int]]:
+    """Each val image's label and predicted class at the best epoch and (when the checkpoint recorded it) the
+    final one: one small int per picture, so that a one-seed run can test two nets on the same pictures."""
+    best = state.best.val_logits.argmax(1)
+    out = {"labels": data.val_y[:len(best)].cpu().tolist(), "best": best.tolist()}
+    if state.last_val_predictions is not None and len(state.last_val_predictions) == len(best):
+        out["final"] = state.last_val_predictions.tolist()
+    return out
 
 
 def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[HardImage]:
@@ -3021,7 +3046,7 @@ def seed_configs(cfg: Config) -> list[Config]:
             for k in range(cfg.seeds)]
 
 
-METRICS_FORMAT = 2  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
+METRICS_FORMAT = 3  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
 
 
 def remove_partial_writes(out: Path) -> None:
@@ -3253,6 +3278,56 @@ def sign_test(wins: int, losses: int) -> float:
     return float(scipy_stats().binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
 
 
+PICTURE_TESTS = ("mcnemar", "proportions")  # PictureTest.kind: the tests within one training seed
+
+
+@dataclass(frozen=True)
+class PictureTest:
+    """b - a within one training seed, over pictures: what a one-seed run can test. "mcnemar": two nets judged
+    on the same val pictures (exact McNemar test on the pictures only one of them got right; its interval is the
+    exact one conditional on how many those are). "proportions": two independent sets of pictures (a net's train
+    accuracy against its val accuracy: a gap), Agresti–Caffo interval and the z-test of the same standard error.
+    kind "" with a note: no picture-level test (what it would need is not recorded). The variation it covers is
+    the pictures' only: another training seed would add its own."""
+
+    kind: str
+    diff: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    p_value: float = 1.0
+    pictures: str = ""  # what was counted: "the 2,500 val pictures"
+    note: str = ""      # kind "": why there is no test
+
+    @property
+    def scope(self) -> str:
+        return f"over {'train and val' if self.kind == 'proportions' else 'val'} pictures, one training seed"
+
+
+def mcnemar_test(a_right: np.ndarray, b_right: np.ndarray) -> PictureTest:
+    """b's accuracy - a's on the same val pictures: exact McNemar on the discordant pictures."""
+    only_b, only_a, n = int((b_right & ~a_right).sum()), int((a_right & ~b_right).sum()), len(a_right)
+    discordant = only_a + only_b
+    if not discordant:
+        return PictureTest("", note=f"the two nets got the same {n:,} val pictures right")
+    result = scipy_stats().binomtest(only_b, discordant)
+    ci = result.proportion_ci(0.95, method="exact")  # of the share of discordant pictures that favour b
+    scale = discordant / n
+    return PictureTest("mcnemar", (only_b - only_a) / n, scale * (2 * ci.low - 1), scale * (2 * ci.high - 1),
+                       float(result.pvalue), f"exact McNemar over the {n:,} val pictures")
+
+
+def proportions_test(k1: int, n1: int, k2: int, n2: int, offset: float = 0.0) -> PictureTest:
+    """k1/n1 - k2/n2 - offset over two independent sets of pictures: Agresti–Caffo's interval (one success
+    and one failure added to each set, which keeps it honest near 0% and 100%) and the z-test on its standard
+    error, so that the interval excludes a value exactly when the test rejects it."""
+    p1, p2 = (k1 + 1) / (n1 + 2), (k2 + 1) / (n2 + 2)
+    se = math.sqrt(p1 * (1 - p1) / (n1 + 2) + p2 * (1 - p2) / (n2 + 2))
+    centre, half = p1 - p2 - offset, float(scipy_stats().norm.ppf(0.975)) * se
+    return PictureTest("proportions", k1 / n1 - k2 / n2 - offset, centre - half, centre + half,
+                       float(2 * scipy_stats().norm.sf(abs(centre) / se)),
+                       f"two-proportion over {n1:,} train and {n2:,} val pictures")
+
+
 @dataclass(frozen=True)
 class Comparison:
     """b - a over paired seeds: the mean difference, its spread and, per seed, the difference and whether
@@ -3268,6 +3343,7 @@ class Comparison:
     unpaired: tuple[int, ...] = ()  # the seeds left out: their two nets ran on different machines
     diffs: tuple[float, ...] = ()
     learned: tuple[tuple[bool, bool], ...] = ()  # per paired seed: (a learned, b learned)
+    pictures: PictureTest | None = None  # one paired seed: the test over its pictures, if one can be made
 
     @property
     def two_regimes(self) -> bool:
@@ -3282,7 +3358,7 @@ class Comparison:
     def test(self) -> str:
         """'t' (paired t-test), 'sign' (exact sign test over two regimes) or '' (none can be made)."""
         if self.seeds < 2:
-            return ""
+            return self.pictures.kind if self.pictures else ""
         if self.two_regimes:
             return "sign" if self.wins + self.losses else ""
         return "" if self.degenerate else "t"
@@ -3311,6 +3387,8 @@ class Comparison:
 
     @property
     def ci95(self) -> tuple[float, float] | None:
+        if self.test in PICTURE_TESTS:
+            return self.pictures.low, self.pictures.high
         if self.test != "t":
             return None
         half = t_quantile_975(self.seeds - 1) * self.sd / math.sqrt(self.seeds)
@@ -3325,7 +3403,10 @@ class Comparison:
 
     @property
     def p_value(self) -> float:
-        """Two-sided p of the paired t-test, or of the sign test over two regimes (1 without a test)."""
+        """Two-sided p of the paired t-test, of the sign test over two regimes, or of the picture-level test of
+        one seed (1 without a test)."""
+        if self.test in PICTURE_TESTS:
+            return self.pictures.p_value
         if self.test == "sign":
             return sign_test(self.wins, self.losses)
         if self.test != "t":
@@ -3438,23 +3519,27 @@ def unpaired_text(cmp: Comparison) -> str:
             "on different machines")
 
 
-def difference_text(cmp: Comparison, unit: Unit = POINTS) -> str:
-    """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)', or '+1.2 points (one seed)'; seeds whose two nets
-    ran on different machines are left out, and said to be."""
+def difference_text(cmp: Comparison, unit: Unit = POINTS, shown_seeds: int = 0) -> str:
+    """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)' (without the count when it is shown_seeds, which a
+    table states once), '+1.2 points (one seed)', or one seed's picture-level interval, labelled as such; seeds
+    whose two nets ran on different machines are left out, and said to be."""
     left_out = unpaired_text(cmp)
     if cmp.seeds == 0:
         return f"not paired ({left_out})"
     note = f"; {left_out}" if left_out else ""
     if cmp.two_regimes and cmp.seeds > 1:
         return regimes_difference_text(cmp, unit, note)
-    scale, digits, unit = unit.scale, unit.digits, unit.suffix
+    scale, digits, suffix = unit.scale, unit.digits, unit.suffix
+    value = f"{scale * cmp.diff:+.{digits}f}{suffix}"
     if cmp.degenerate:
-        return (f"{scale * cmp.diff:+.{digits}f}{unit} in every one of {cmp.seeds} paired seeds (no spread, so no "
-                f"interval{note})")
+        return f"{value} in every one of {cmp.seeds} paired seeds (no spread, so no interval{note})"
     if cmp.ci95 is None:
-        return f"{scale * cmp.diff:+.{digits}f}{unit} (one seed{note})"
+        return f"{value} (one seed{note})"
     low, high = (interval_end(scale * v, digits) for v in cmp.ci95)
-    return f"{scale * cmp.diff:+.{digits}f}{unit} (95% CI [{low}, {high}], {cmp.seeds} paired seeds{note})"
+    if cmp.test in PICTURE_TESTS:
+        return f"{value} (95% CI [{low}, {high}], {cmp.pictures.pictures}, one training seed{note})"
+    seeds = "" if cmp.seeds == shown_seeds else f", {cmp.seeds} paired seeds"
+    return f"{value} (95% CI [{low}, {high}]{seeds}{note})"
 
 
 def regimes_difference_text(cmp: Comparison, unit: Unit, note: str = "") -> str:
@@ -3471,7 +3556,7 @@ def regimes_difference_text(cmp: Comparison, unit: Unit, note: str = "") -> str:
         text += (f"; only the net left of − learned in {only_b} seed{'s' * (only_b != 1)}, only the one right of it "
                  f"in {only_a} (exact McNemar p = {p_text(cmp.regime_p)})")
     if both.seeds:
-        text += f"; over the {seeds_text(both.seeds)} in which both learned: {difference_text(both, unit)}"
+        text += f"; over the {seeds_text(both.seeds)} in which both learned: {difference_text(both, unit, both.seeds)}"
     return text
 
 
@@ -3484,6 +3569,25 @@ def barely_text(cmp: Comparison, unit: Unit = POINTS) -> str:
     if round(scale * end, digits) != 0:
         return ""
     return f"barely: the interval's {side} end is {interval_end(scale * end, digits)}{unit}"
+
+
+def nets_picture_test(a: Results, b: Results, what: Measure) -> PictureTest | None:
+    """b - a in a val accuracy within one seed, over the same val pictures (McNemar); None for a measure that
+    no picture-level test reads (a loss, a train accuracy, an epoch)."""
+    if what.kind not in ("best", "final") or what.split != "val" or what.metric is not ACCURACY:
+        return None
+    a_right, b_right = a.val_correct(what.kind), b.val_correct(what.kind)
+    if a_right is None or b_right is None:
+        return PictureTest("", note=f"per-picture {what.kind}-epoch val predictions not recorded")
+    return mcnemar_test(a_right, b_right)
+
+
+def gap_picture_test(r: Results, offset: float) -> PictureTest:
+    """A net's final train (eval mode) - val accuracy gap, less `offset`, over its train and val pictures."""
+    train, val = r.final("train", ACCURACY, clean=True), r.final("val", ACCURACY)
+    if not (math.isfinite(train + val) and r.n_train and r.n_val):
+        return PictureTest("", note="its final accuracies are not finite")
+    return proportions_test(round(train * r.n_train), r.n_train, round(val * r.n_val), r.n_val, offset)
 
 
 @dataclass
@@ -3528,17 +3632,21 @@ class Experiment:
         """b - a over the seeds in which both ran on one machine type; the others are named, never paired."""
         same = self.same_machine(a, b)
         kept = lambda name: [v for v, s in zip(self.values(name, what), same) if s]  # noqa: E731
-        learned = [(not ra.at_chance, not rb.at_chance) for ra, rb in self.paired_runs(a, b)]
-        return paired_difference(kept(a), kept(b), [r.train_seed for r, s in zip(self.runs[a], same) if not s],
-                                 learned)
+        pairs = self.paired_runs(a, b)
+        learned = [(not ra.at_chance, not rb.at_chance) for ra, rb in pairs]
+        cmp = paired_difference(kept(a), kept(b), [r.train_seed for r, s in zip(self.runs[a], same) if not s],
+                                learned)
+        return dataclasses.replace(cmp, pictures=nets_picture_test(*pairs[0], what)) if len(pairs) == 1 else cmp
 
     def run_test(self, test: "PairTest") -> Comparison:
         """A test of the claims: b - a, or b's measure minus a fixed threshold (a is None)."""
         if test.a is not None:
             return self.compare(test.a, test.b, test.measure)
         runs = self.runs[test.b]
-        return paired_difference([test.offset] * len(runs), self.values(test.b, test.measure),
-                                 learned=[(True, not r.at_chance) for r in runs])
+        cmp = paired_difference([test.offset] * len(runs), self.values(test.b, test.measure),
+                                learned=[(True, not r.at_chance) for r in runs])
+        one = len(runs) == 1 and test.measure == GAP
+        return dataclasses.replace(cmp, pictures=gap_picture_test(runs[0], test.offset)) if one else cmp
 
     def by_regime(self, name: str, measure: Measure) -> tuple[list[float], list[float]]:
         """One measure of one net, split into (the seeds that learned, the seeds at chance)."""
@@ -3610,32 +3718,57 @@ def report_table(exp: Experiment) -> list[str]:
              "| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
              + f" | final train acc ({measure}) | params | training time | diagnosis |",
              "|---" * (7 + len(finals)) + "|"]
+    if exp.seeds == 1:
+        lines[:1] = [lines[0] + f" With one seed, a val accuracy's bracket is its 95% Clopper–Pearson interval over the "
+                     f"{exp.first.n_val:,} val pictures: the pictures' variation, not that between training seeds."]
     for name, runs in exp.runs.items():
         cells = [regime_pm(exp, name, Measure("final", s, m), *(() if m.percent else (1, 3, "")))
+                 + val_interval_text(exp, name, Measure("final", s, m))
                  if exp.recorded(name, Measure("final", s, m)) else "not recorded" for s, m in finals]
-        lines.append(f"| {net_label(name)} | {regime_pm(exp, name, BEST_VAL)} | {best_epoch_text(exp, name)} | "
+        lines.append(f"| {net_label(name)} | {regime_pm(exp, name, BEST_VAL)}{val_interval_text(exp, name, BEST_VAL)} | "
+                     f"{best_epoch_text(exp, name)} | "
                      f"{' | '.join(cells)} | {regime_pm(exp, name, FINAL_TRAIN_CLEAN_ACC)} | "
                      f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | "
                      f"{diagnosis(exp, name)} |")
     return lines
 
 
+def val_interval_text(exp: Experiment, name: str, measure: Measure) -> str:
+    """' [58.6, 62.4]': a one-seed run's val accuracy's Clopper–Pearson interval over its val pictures ('' else)."""
+    r = exp.runs[name][0]
+    value = measure.of(r)
+    if exp.seeds > 1 or measure.split != "val" or measure.metric is not ACCURACY or not math.isfinite(value):
+        return ""
+    low, high = clopper_pearson(round(value * r.n_val), r.n_val)
+    return f" [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def describe_difference(exp: Experiment, a: str, b: str, what: Measure = BEST_VAL) -> str:
     """'Net2 − Net1: +0.4 points of best val accuracy (95% CI ...), and the seeds (do not) resolve it' by the
-    comparison's own test, unadjusted (the claims table corrects for its family)."""
+    comparison's own test; when the claims table tests it too, after the table's Holm correction, which decides."""
     cmp = exp.compare(a, b, what)
     if cmp.seeds == 0:
         return f"{net_label(b)} − {net_label(a)}: not compared; {not_paired_reason(cmp)}."
     text = f"{net_label(b)} − {net_label(a)}: {difference_text(cmp)} of {what.words}"
-    if cmp.seeds == 1:
-        return text + ("; the run-to-run noise is unknown, so rerun with `--seeds 3` or more before reading "
+    if cmp.seeds == 1 and cmp.test not in PICTURE_TESTS:
+        missing = f" ({cmp.pictures.note})" if cmp.pictures and cmp.pictures.note else ""
+        return text + (f"; the run-to-run noise is unknown{missing}, so rerun with `--seeds 3` or more before reading "
                        "anything into it.")
     if cmp.degenerate:
         return text + "; every seed gives the same difference, so there is no spread to build an interval on."
+    family = exp.claims_family
+    adjusted = family.get(PairTest(a, b, what), family.get(PairTest(b, a, what)))
+    held = (f", but not after Holm's correction over the claims table's {len(family)} tests (adjusted p = "
+            f"{p_text(adjusted)})" if adjusted is not None and cmp.excludes_zero and adjusted > ALPHA else "")
+    resolves = "resolves a difference" if cmp.excludes_zero and not held else "does not resolve a difference"
+    if cmp.test in PICTURE_TESTS:
+        return text + (f"; over these pictures the test {resolves}{held}, but one training seed says nothing of the "
+                       "variation between seeds (`--seeds 3` or more measures it).")
     if cmp.test == "sign":
-        return text + ("; a net is at chance in some seeds, so the sign test decides: it " +
-                       ("resolves a difference." if cmp.excludes_zero else "does not resolve a difference."))
+        return text + f"; a net is at chance in some seeds, so the sign test decides: it {resolves}{held}."
     barely = ", barely (its end nearer 0 is under 0.05 points from it)" if barely_text(cmp) else ""
+    if held:
+        return text + f"; the interval excludes 0 on its own{barely}{held}, so the seeds do not resolve a difference."
     return text + (f"; the interval excludes 0, so the seeds resolve a difference{barely}." if cmp.excludes_zero else
                    "; the interval includes 0, so the seeds do not resolve a difference.")
 
@@ -3646,11 +3779,7 @@ def answer_padding(exp: Experiment) -> list[str]:
         padded = [n for n, s in NETS.items() if s.base and changed_fields(n) == {"padding"}]
         return [f"Not measured: this run trained no net that differs from its base only in padding "
                 f"({nets_arg(padded)} measures it)."]
-    lines = [f"- {describe_difference(exp, a, b, what)}" for a, b in pairs for what in (BEST_TRAIN, BEST_VAL)]
-    if exp.seeds > 1 and any(NET2 == b for _, b in pairs):
-        lines.append("Each interval above is its own; the claims table, which corrects for its family of tests, "
-                     "decides whether the original's padding claims hold.")
-    return lines
+    return [f"- {describe_difference(exp, a, b, what)}" for a, b in pairs for what in (BEST_TRAIN, BEST_VAL)]
 
 
 def dead_layers(r: Results, epoch: int) -> list[str]:
@@ -3817,10 +3946,9 @@ def answer_vanishing(exp: Experiment) -> list[str]:
 def answer_ranking(exp: Experiment) -> list[str]:
     order = sorted(exp.nets, key=lambda n: -np.median(exp.values(n, BEST_VAL)))  # robust to two regimes
     lines = [f"By best val accuracy: {' > '.join(f'{net_label(n)} ({regime_pm(exp, n, BEST_VAL)})' for n in order)}."]
-    if exp.seeds == 1 and len(order) > 1:
-        lines.append("With one seed, gaps of a few points may be noise; `--seeds N` measures it.")
-    if exp.seeds > 1:
-        lines += [f"- {describe_difference(exp, a, b)}" for a, b in exp.base_pairs()]
+    if len(order) > 1:
+        lines += [f"- {net_label(b)} − {net_label(a)}: in Q1." if changed_fields(b) == {"padding"} else
+                  f"- {describe_difference(exp, a, b)}" for a, b in exp.base_pairs()]
     for name, runs in exp.runs.items():
         stuck, learned = [r for r in runs if r.at_chance], exp.learned(name)
         if stuck and exp.seeds > 1:
@@ -3963,12 +4091,13 @@ def effect_text(cmp: Comparison, adjusted: float | None = None, family: int = 1)
     size = f"{'median ' if cmp.test == 'sign' else ''}{100 * cmp.centre:+.1f} points"
     if cmp.seeds == 0:
         return verdict_text(Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(cmp),), colon=True))
-    if cmp.seeds == 1:
+    if cmp.seeds == 1 and not cmp.test:
         return verdict_text(Judgement(Verdict.NOT_RESOLVED, (size, "the noise is unknown, so use `--seeds 3` or more"),
                                       "at one seed"))
     p = cmp.p_value if adjusted is None else adjusted
     if cmp.test and p <= ALPHA:
-        return (f"{'helps' if cmp.positive else 'hurts'}: {size}, resolved at {seeds_text(cmp.seeds)}"
+        scope = cmp.pictures.scope if cmp.test in PICTURE_TESTS else f"at {seeds_text(cmp.seeds)}"
+        return (f"{'helps' if cmp.positive else 'hurts'}: {size}, resolved {scope}"
                 + (f" after Holm's correction over {family}" if family > 1 else ""))
     judged = claim_verdict(cmp, threshold=True, adjusted=adjusted, family=family)
     return verdict_text(judged.leading(size))
@@ -4017,7 +4146,7 @@ def remedy_table(exp: Experiment) -> list[str]:
                 continue
             b, cmp = NETS[n].base, exp.compare(NETS[n].base, n)
             delta = (f"both at chance in {exp.seeds} of {seeds_text(exp.seeds)}" if both_at_chance(exp, b, n)
-                     else difference_text(cmp))
+                     else difference_text(cmp, shown_seeds=exp.seeds))
             p_cell = f"{p_text(cmp.p_value)} ({p_text(family[n])})" if n in family else "—"
             lines.append(f"| {remedy.words} | {net_label(n)} (vs {net_label(b)}) | {regime_pm(exp, n, BEST_VAL)} vs "
                          f"{regime_pm(exp, b, BEST_VAL)} | {100 * typical(exp, n, GAP):.1f} vs "
@@ -4025,10 +4154,12 @@ def remedy_table(exp: Experiment) -> list[str]:
                          f"{exp.seeds} | {delta} | {p_cell} | "
                          f"{remedy_verdict(exp, n, family.get(n), len(family))} |")
     if family:
+        tests = ("an exact McNemar test over the val pictures of the one training seed" if exp.seeds == 1 else
+                 "a paired t-test where both nets learned in every seed, else an exact sign test")
         lines += ["", f"Each verdict reads its test after Holm's step-down correction over the {len(family)} tests of "
-                  "this table, which keeps the chance of any false difference at 5%: a paired t-test where both nets "
-                  "learned in every seed, else an exact sign test. The p column gives the unadjusted p and, in "
-                  "brackets, the adjusted one. Gaps are means over the seeds in which the net learned."]
+                  f"this table, which keeps the chance of any false difference at 5%: {tests}. The p column gives the "
+                  "unadjusted p and, in brackets, the adjusted one."
+                  + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1 else "")]
     return lines + ["", proposal(exp, family)]
 
 
@@ -4090,8 +4221,9 @@ def answer_improvement(exp: Experiment) -> list[str]:
             lines.append(f"{net_label(name)} does worse than {net_label(base)} despite its depth: batch normalisation, "
                          "residual connections or a better initialisation could let the extra layers train (not "
                          f"measured in this run; {nets_arg(fixes)} measures them).")
+    paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
     return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
-                    "variant vs base; Δ: variant − base, paired by seed):", "", *remedy_table(exp)]
+                    f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp)]
 
 
 @dataclass(frozen=True)
@@ -4157,9 +4289,18 @@ def not_paired_reason(cmp: Comparison) -> str:
 
 def claim_verdict(cmp: Comparison, claimed: float | None = None, unit: Unit = POINTS, threshold: bool = False,
                   adjusted: float | None = None, family: int = 1) -> Judgement:
+    """verdict_rule, and for a one-seed run's picture-level test the scope it holds in ('over val pictures,
+    one training seed'), whatever the verdict: it says nothing of how another seed would train."""
+    judged = verdict_rule(cmp, claimed, unit, threshold, adjusted, family)
+    return dataclasses.replace(judged, scope=cmp.pictures.scope) if cmp.test in PICTURE_TESTS else judged
+
+
+def verdict_rule(cmp: Comparison, claimed: float | None = None, unit: Unit = POINTS, threshold: bool = False,
+                 adjusted: float | None = None, family: int = 1) -> Judgement:
     """The rule for a claimed positive difference b - a (its size, or None for a direction only). The test
-    against 0 is the comparison's own (paired t; exact sign test over two regimes), Holm-adjusted over its
-    family (`adjusted`, of `family` tests; the unadjusted p when alone):
+    against 0 is the comparison's own (paired t; exact sign test over two regimes; over one seed's pictures,
+    McNemar or two proportions), Holm-adjusted over its family (`adjusted`, of `family` tests; the unadjusted p
+    when alone):
     reproduced: significant on the claimed side, and the 95% interval does not exclude the claimed size;
     partly reproduced: the direction holds but the interval excludes the claimed size (or, over two
     regimes, the size cannot be tested);
@@ -4174,7 +4315,8 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, unit: Unit = PO
         if cmp.seeds > 1:
             return Judgement(Verdict.NOT_RESOLVED, (f"the difference is {signed(cmp.diff, unit).strip()} in every "
                                                     "seed, so a test has no spread to stand on",), f"at {seeds_text(n)}")
-        return Judgement(Verdict.NOT_RESOLVED, ("one seed has no interval; rerun with `--seeds 3` or more",),
+        missing = f" ({cmp.pictures.note}, so no picture-level test)" if cmp.pictures and cmp.pictures.note else ""
+        return Judgement(Verdict.NOT_RESOLVED, (f"one seed has no interval{missing}; rerun with `--seeds 3` or more",),
                          "at one seed")
     p = cmp.p_value if adjusted is None else adjusted
     positive = cmp.positive  # the test's own direction: the sign test's majority over two regimes
@@ -4199,13 +4341,13 @@ def claim_verdict(cmp: Comparison, claimed: float | None = None, unit: Unit = PO
         reasons.append(f"its own {'sign test' if cmp.test == 'sign' else 'interval'} excludes 0 (p = "
                        f"{p_text(cmp.p_value)}), but not after Holm's correction over the {family} tests of its family "
                        f"(adjusted p = {p_text(p)})")
-    if cmp.test == "t" and claimed is not None and not cmp.ci95[0] <= claimed <= cmp.ci95[1]:
+    if cmp.ci95 is not None and claimed is not None and not cmp.ci95[0] <= claimed <= cmp.ci95[1]:
         if not cmp.excludes_zero:
             return Judgement(Verdict.NOT_REPRODUCED, (f"the interval excludes the {claim_text} and holds 0",
                                                       *opposite))
         reasons.append(f"the interval excludes the {claim_text}")
     if not reasons:
-        reasons.append("its interval holds 0" if cmp.test == "t" else "its sign test does not exclude 0")
+        reasons.append("its interval holds 0" if cmp.ci95 is not None else "its sign test does not exclude 0")
     spread = cmp.sd if cmp.test == "t" else cmp.both_learned.sd
     needed = Comparison(claimed, spread, n).seeds_for_power(0.0) if claimed else None
     if needed:
@@ -4265,7 +4407,7 @@ class DifferenceCheck:
         what, cmps = self.what, [exp.run_test(t) for t in self.tests]
         judged = [judge_test(exp, t, self.claimed, what.unit) for t in self.tests]
         return ClaimResult(
-            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} {difference_text(c, what.unit)}"
+            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} {difference_text(c, what.unit, exp.seeds)}"
                                           for (a, b), c in zip(self.pairs, cmps)),
             combined_verdict(judged),
             tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit, j.verdict)
@@ -4301,7 +4443,7 @@ def check_vanishing(exp: Experiment) -> ClaimResult:
                 f"below {l1}'s) in {vanishing} of {seeds_text(n)}; then recovering (back within {VANISH_FACTOR}× of "
                 f"{l1}'s) in {len(recovered)}" + (f", by epoch {max(epochs)}" if epochs else "") +
                 f", and dead (fc1 dead with the loss flat at ln {len(exp.first.classes)}, or conv1's gradient exactly "
-                f"0) in {dead}; final train loss {l3} − {l1}: {difference_text(loss, BARE_NATS)}.")
+                f"0) in {dead}; final train loss {l3} − {l1}: {difference_text(loss, BARE_NATS, exp.seeds)}.")
     if vanishing == 0:
         return ClaimResult(measured, Judgement(Verdict.NOT_REPRODUCED, ("no seed shows a vanishing gradient",)))
     reasons = [f"the gradient vanishes early in {'every seed' if vanishing == n else f'{vanishing} of {seeds_text(n)}'}"]
@@ -4388,7 +4530,9 @@ def check_net3_airplane_bus(exp: Experiment) -> ClaimResult:
 
 def shifted(cmp: Comparison, by: float) -> Comparison:
     """The comparison with `by` added to every difference (a gap minus its threshold, back to the gap)."""
-    return dataclasses.replace(cmp, diff=cmp.diff + by, diffs=tuple(d + by for d in cmp.diffs))
+    pictures = cmp.pictures and dataclasses.replace(cmp.pictures, diff=cmp.pictures.diff + by,
+                                                    low=cmp.pictures.low + by, high=cmp.pictures.high + by)
+    return dataclasses.replace(cmp, diff=cmp.diff + by, diffs=tuple(d + by for d in cmp.diffs), pictures=pictures)
 
 
 @dataclass(frozen=True)
@@ -4408,7 +4552,7 @@ class GapCheck:
         return ClaimResult(
             f"final train ({train_measure(exp)}) − val accuracy gap (claimed: large, taken as over "
             f"{100 * OVERFIT_GAP:.0f} points): "
-            + "; ".join(f"{net_label(n)} {difference_text(shifted(g, OVERFIT_GAP))}"
+            + "; ".join(f"{net_label(n)} {difference_text(shifted(g, OVERFIT_GAP), shown_seeds=exp.seeds)}"
                         for n, g in gaps.items()),
             combined_verdict(judged),
             tuple(ClaimInterval(f"{net_label(n)} train − val gap", g, None, POINTS, j.verdict, OVERFIT_GAP)
@@ -4678,6 +4822,10 @@ def claim_panels(rows: list[ClaimRow]) -> list[tuple[Unit, list[ClaimRow]]]:
     return panels
 
 
+def interval_scope(exp: Experiment) -> str:
+    return "paired interval over the seeds" if exp.seeds > 1 else "interval over the pictures, one training seed"
+
+
 def draw_claims(exp: Experiment):
     """A forest plot: per claim part, the 95% paired interval and the measured difference (over two regimes,
     each seed's difference as a dot, and the median), the claimed value or threshold as a marker, 0 as a line,
@@ -4704,7 +4852,7 @@ def draw_claims(exp: Experiment):
             ax.annotate(row.part.verdict.word, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
         ax.axvline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(panel)), [f"{row.claim}: {row.part.label}" for row in reversed(panel)], fontsize=8)
-        ax.set_xlabel(f"difference in {unit.name} (95% paired interval over the seeds; ● measured)")
+        ax.set_xlabel(f"difference in {unit.name} (95% {interval_scope(exp)}; ● measured)")
         handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
         if handles:
             ax.legend(handles.values(), handles.keys(), fontsize=7, loc="best")
@@ -4716,12 +4864,16 @@ def draw_claims(exp: Experiment):
 def claims_section(exp: Experiment) -> list[str]:
     """The claims table with its rule, its scope and, when any claim has an interval, a link to claims.png."""
     results = [claim_row(exp, c) for c in CLAIMS]
+    how = ("over the paired seeds: a paired t-test when both nets learned in every seed, else (a net at chance in some "
+           "seeds makes two regimes, which no normal interval fits) an exact sign test, with McNemar's test on the "
+           "regimes and the t-interval over the seeds in which both learned" if exp.seeds > 1 else
+           "within the one training seed, over pictures: two nets' val accuracies by an exact McNemar test on the val "
+           "pictures that only one of them got right, a net's train − val gap by a two-proportion test over its "
+           "train and val pictures")
     lines = ["## Does this reproduce the original report?", "",
              "The original report is a student's submission for this homework (spring 2023), with its code; each of "
              "its findings (its Q1–Q4 answers and discussion) is checked against this run. A claimed difference is "
-             "tested against 0 over the paired seeds: a paired t-test when both nets learned in every seed, else "
-             "(a net at chance in some seeds makes two regimes, which no normal interval fits) an exact sign test, "
-             "with McNemar's test on the regimes and the t-interval over the seeds in which both learned. The tests "
+             f"tested against 0 {how}. The tests "
              "of the table are one family: each verdict reads its test after Holm's correction over them (a test "
              "that two claims cite counts once), and the p column gives the unadjusted p with the adjusted one "
              "beside it. A claim is **reproduced** when its test is significant on the claimed side and the 95% "
@@ -4729,19 +4881,56 @@ def claims_section(exp: Experiment) -> list[str]:
              "size does not, or the symptom holds with a further mechanism; **not reproduced** when the test is "
              "significant on the other side, or the interval excludes the claimed size and holds 0; **not "
              "resolved** otherwise; **not testable here** when a precondition fails.",
-             "", f"The intervals cover the variation over {seeds_text(exp.seeds)} of training only, on one fixed "
-             "dataset and val split: another draw of the pictures would add variation of its own. Best val accuracy "
-             "is picked on the val set itself (there is no test split), so it is optimistic; the final val accuracy "
-             "beside it in the results table is not picked."]
+             "", scope_text(exp) + " Best val accuracy is picked on the val set itself (there is no test split), so "
+             "it is optimistic; the final val accuracy beside it in the results table is not picked."]
     caveat = fc1_caveat(exp.first.config["image_size"])
     lines += ["", caveat] if caveat else []
     if claim_intervals(exp):
-        lines += ["", "![the original's claims: 95% paired intervals against the claimed values](claims.png)"]
-    lines += ["", "| # | question | the original's claim | measured in this run | p (Holm) | verdict |",
+        what = "paired intervals" if exp.seeds > 1 else "intervals over the pictures (one training seed)"
+        lines += ["", f"![the original's claims: 95% {what} against the claimed values](claims.png)"]
+    over = f" (over the {exp.seeds} paired seeds unless stated)" if exp.seeds > 1 else ""
+    lines += ["", f"| # | question | the original's claim | measured in this run{over} | p (Holm) | verdict |",
               "|---|---|---|---|---|---|",
               *(f"| {k} | {c.question} | {c.words} | {r.measured} | {tests_p_text(exp, c)} | {verdict_text(r.judgement)} |"
                 for k, (c, r) in enumerate(zip(CLAIMS, results), 1))]
     return lines
+
+
+def scope_text(exp: Experiment) -> str:
+    """What the claims table's intervals cover: training seeds (and, beside them, the pictures' own spread), or,
+    at one seed, the pictures only."""
+    recorded = all(r.val_predictions for runs in exp.runs.values() for r in runs)
+    if exp.seeds == 1:
+        return ("With one training seed, the intervals cover the variation over the pictures only, not that between "
+                "training seeds, which `--seeds 3` or more measures; claims about a train accuracy, a loss or the "
+                "spread between seeds get no picture-level test."
+                + ("" if recorded else " This run did not record each val picture's prediction (it trained before "
+                   "hw4 saved them), so two nets' val accuracies are not tested either."))
+    text = (f"The intervals cover the variation over {seeds_text(exp.seeds)} of training only, on one fixed dataset "
+            "and val split: another draw of the pictures would add variation of its own")
+    return text + (f" ({picture_spread_text(exp)})." if recorded else
+                   "; the pictures' own spread within a seed is not recorded (this run's metrics predate hw4's "
+                   "per-picture val predictions).")
+
+
+def picture_spread_text(exp: Experiment) -> str:
+    """The pictures' own spread within one seed, median over the seeds: of a best val accuracy (Clopper–Pearson)
+    and, where the run has both, of Net2 - Net1 (exact McNemar)."""
+    halves = []
+    for runs in exp.runs.values():
+        for r in runs:
+            k = int(np.sum(r.val_correct("best")))
+            low, high = clopper_pearson(k, r.n_val)
+            halves.append((high - low) / 2)
+    text = (f"within one seed, the {exp.first.n_val:,} val pictures alone give a best val accuracy a 95% interval of "
+            f"about ±{100 * float(np.median(halves)):.1f} points")
+    if NET1 in exp.runs and NET2 in exp.runs:
+        tests = [mcnemar_test(a.val_correct("best"), b.val_correct("best")) for a, b in exp.paired_runs(NET1, NET2)]
+        widths = [(t.high - t.low) / 2 for t in tests if t.kind]
+        if widths:
+            text += (f", and {net_label(NET2)} − {net_label(NET1)} one of about ±{100 * float(np.median(widths)):.1f} "
+                     "(exact McNemar; medians over the seeds)")
+    return text
 
 
 # --- Rendering: the one place a verdict becomes words.
@@ -4839,18 +5028,20 @@ def read_metrics_json(path: Path) -> dict:
 
 def migrate_metrics(blob: dict, path: Path) -> dict:
     """The only place that knows older formats. Format 1 (no number) lacked train_clean, grad_norms_steps100,
-    infrastructure and fingerprint in its net entries: they read as empty, which every reader shows as 'not
-    recorded'. A format newer than this hw4's is refused."""
+    infrastructure and fingerprint in its net entries, format 2 val_predictions: they read as empty, which every
+    reader shows as 'not recorded'. A format newer than this hw4's is refused."""
     version = blob.get("format", 1)
     if type(version) is not int or not 1 <= version <= METRICS_FORMAT:
         raise UserError(f"{path}: format {str(version)[:20]} is not one this hw4 reads (1 to {METRICS_FORMAT}); "
                         "update hw4, or rerun the training command with --resume to rewrite it")
-    if version == 1 and blob.get("kind") != "seeds summary":
+    added = {1: (("train_clean", {}), ("grad_norms_steps100", {}), ("infrastructure", {}), ("fingerprint", "")),
+             2: (("val_predictions", {}),)}
+    if blob.get("kind") != "seeds summary":
         for entry in blob["nets"].values():
             if isinstance(entry, dict):
-                for key, empty in (("train_clean", {}), ("grad_norms_steps100", {}), ("infrastructure", {}),
-                                   ("fingerprint", "")):
-                    entry.setdefault(key, empty)
+                for since in range(version, METRICS_FORMAT):
+                    for key, empty in added[since]:
+                        entry.setdefault(key, empty)
     return {**blob, "format": METRICS_FORMAT}
 
 
@@ -4955,6 +5146,21 @@ def check_results_entry(key: str, entry: Any) -> None:
     if entry.get("infrastructure"):
         check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
     schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
+    check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))
+
+
+def check_val_predictions(value: Any, field: str, n_val: int, classes: int) -> None:
+    """{} (not recorded), or labels and best-epoch classes (and final-epoch ones) of every val image."""
+    schema(isinstance(value, dict), field, "is not an object")
+    if not value:
+        return
+    for key in ("labels", "best"):
+        schema(key in value, f"{field}.{key}", "is missing")
+    for key, series in value.items():
+        schema(key in ("labels", "best", "final"), f"{field}.{str(key)[:40]}", "is not labels, best or final")
+        schema(isinstance(series, list) and len(series) == n_val and all(is_int(v) and 0 <= v < classes
+                                                                         for v in series),
+               f"{field}.{key}", f"is not one class index (0..{classes - 1}) per val image ({n_val})")
 
 
 def check_dataset_facts(value: Any, classes: list[str]) -> None:

@@ -145,7 +145,11 @@ def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypat
 RESULTS_FIELDS = {2: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
                       "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
                       "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
-                      "fingerprint")}
+                      "fingerprint"),
+                  3: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
+                      "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
+                      "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
+                      "fingerprint", "val_predictions")}
 
 
 def test_the_metrics_format_is_what_results_writes(reference):

@@ -71,15 +71,16 @@ def test_report_follows_the_numbers(tmp_path):
     text = report(tmp_path, runs, facts(val))
     assert ("3 of the 20 val images of cat and dog show both in COCO's annotations (1 labelled cat, 2 labelled dog)"
             in text)
-    assert "Net2 − Net1: -8.0 points (one seed) of best val accuracy; the run-to-run noise is unknown" in text
+    assert ("Net2 − Net1: -8.0 points (one seed) of best val accuracy; the run-to-run noise is unknown (per-picture "
+            "best-epoch val predictions not recorded)") in text
     assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
     assert "One seed cannot rank the nets" in text and "Best in this run" not in text
     assert "| Net3 | 5 | 0.001 | 0.001 | never | none | never | vanishing |" in text
     assert "Net3 against Net1, over 1 seed: vanishing in 1." in text
     assert "most confused pair **cat / dog** (11 images" in text
-    assert "| Net1 | 70.0% | 2 |" in text
+    assert "| Net1 | 70.0% [55.4, 82.1] | 2 |" in text  # one seed: the val pictures' Clopper-Pearson interval
     assert "overfits: train accuracy (eval mode) ends 27.0 points above val, val peaks at epoch 2" in text
-    assert "| Net3 | 31.0% | 3 |" in text and "underfits" in text.split("| Net3 | 31.0%")[1].split("\n")[0]
+    assert "| Net3 | 31.0% [19.5, 46.7] | 3 |" in text and "underfits" in text.split("| Net3 | 31.0%")[1].split("\n")[0]
     assert "revives" not in text and "not small: none" not in text
 
 
