@@ -4908,7 +4908,7 @@ def scope_text(exp: Experiment) -> str:
                    "hw4 saved them), so two nets' val accuracies are not tested either."))
     text = (f"The intervals cover the variation over {seeds_text(exp.seeds)} of training only, on one fixed dataset "
             "and val split: another draw of the pictures would add variation of its own")
-    return text + (f" ({picture_spread_text(exp)})." if recorded else
+    return text + (f"; {picture_spread_text(exp)}." if recorded else
                    "; the pictures' own spread within a seed is not recorded (this run's metrics predate hw4's "
                    "per-picture val predictions).")
 

@@ -101,3 +101,26 @@ def test_metrics_json_keeps_each_val_pictures_prediction(reference):
     for bad in ([0] * (n - 1), [classes] + preds["best"][1:], [True] + preds["best"][1:]):
         with pytest.raises(hw4.SchemaError, match="val_predictions.best"):
             hw4.check_results_entry("net1", {**entry, "val_predictions": {**preds, "best": bad}})
+
+
+def test_the_reference_runs_remedies_are_tested_over_its_val_pictures(reference):
+    """A real one-seed run: each remedy against its base is McNemar's test on the same val pictures."""
+    q5 = (reference / "REPORT.md").read_text().split("## Q5")[1]
+    n_val = json.loads((reference / "metrics.json").read_text())["nets"]["net1"]["n_val"]
+    rows = [line for line in q5.splitlines() if "(vs Net1)" in line]
+    assert len(rows) == 2 and all(f"exact McNemar over the {n_val} val pictures, one training seed" in r for r in rows)
+    assert "an exact McNemar test over the val pictures of the one training seed" in q5
+
+
+def test_a_multi_seed_run_with_predictions_gives_the_pictures_spread(tmp_path):
+    m = confusion_with_cat_dog_errors(3)
+    runs = {name: [with_predictions(fake_results(name, [acc + d], 0.9, 1.0, m, seed=s), round(500 * (acc + d)),
+                                    round(500 * (acc + d)))
+                   for s, d in ((5, 0.0), (6, 0.02), (7, -0.01))]
+            for name, acc in (("net1", 0.60), ("net2", 0.62))}
+    text = report(tmp_path, runs)
+    half = np.median([(lambda lo_hi: (lo_hi[1] - lo_hi[0]) / 2)(hw4.clopper_pearson(round(500 * a), 500))
+                      for a in (0.60, 0.62, 0.59, 0.62, 0.64, 0.61)])
+    assert (f"within one seed, the 500 val pictures alone give a best val accuracy a 95% interval of about "
+            f"±{100 * half:.1f} points, and Net2 − Net1 one of about ±") in text
+    assert "not recorded" not in text.split("## Results")[1].split("## Figures")[0]
