@@ -91,7 +91,7 @@ MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to ke
 MAX_IMAGE_SIZE = 1024  # the largest --image-size: predict accepts every net the table builds at this size
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
 MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
-MANIFEST_VERSION = 5  # bump whenever the build writes different files (selection, decoding, naming)
+MANIFEST_VERSION = 6  # bump whenever the build writes different files (selection, decoding, naming)
 NAME_MAX = 255  # bytes in one path component on common file systems
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 DEMO_DATA_DIR = "demo_data"
@@ -610,11 +610,12 @@ def source_path(image_dir: str | Path, file_name: str) -> Path:
     return Path(image_dir) / rel
 
 
-def output_name(class_name: str, file_name: str, taken: set[str], image_id: int) -> str:
+def output_name(class_name: str, file_name: str, taken: set[str], image_id: int, lossless: bool = False) -> str:
     """'<class>_<basename>' as the original named them, made unique within a split and short enough
-    for the file system (a long COCO name plus the class prefix can pass 255 bytes)."""
+    for the file system (a long COCO name plus the class prefix can pass 255 bytes). lossless: the picture
+    is written as an RGB PNG (write_thumbnail), so the name ends in .png."""
     stem, ext = os.path.splitext(PurePosixPath(file_name.replace("\\", "/")).name)
-    ext = ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    ext = ext if ext.lower() in (".jpg", ".jpeg", ".png") and not lossless else ".png"
     cls = "".join("-" if c in "/\\\0" else c for c in class_name)
     short = os.fsencode(cls)[:64].decode(errors="ignore")
     for name in (f"{cls}_{stem}{ext}", f"{cls}_{image_id}_{stem}{ext}", f"{short}_{image_id}{ext}"):
@@ -657,17 +658,31 @@ def eight_bit(img: Image.Image) -> Image.Image:
     return img
 
 
+def is_gray_at_size(src: str | Path, size: int) -> bool:
+    """The picture is 8-bit grayscale and already size x size (read from its header only): the build writes it
+    as an RGB PNG, which keeps every pixel, where an RGB JPEG would change them (output_name's lossless)."""
+    try:
+        with open_picture(src) as img:
+            return img.size == (size, size) and img.mode == "L"
+    except IMAGE_ERRORS:
+        return False  # write_thumbnail reports what is wrong with it
+
+
 def write_thumbnail(src: str, dst: str, size: int) -> None:
-    """Write one picture at size x size: its bytes as they are when it already has that size, in the
-    destination's format, as RGB or grayscale (loading converts both to RGB as this would), so a
-    ready-made 64x64 set keeps every pixel; else decoded to RGB, resized and saved as JPEG quality 95 or
+    """Write one picture at size x size, always as 3-channel RGB, as the original wrote its thumbnails (its own
+    loader does not convert): its bytes as they are when it is already an RGB picture of that size in the
+    destination's format, so a ready-made 64x64 set keeps every pixel; a grayscale one of that size converted
+    to RGB and saved as PNG (every pixel kept); else decoded to RGB, resized and saved as JPEG quality 95 or
     PNG, by the destination's extension."""
     as_jpeg = dst.lower().endswith((".jpg", ".jpeg"))
     with open_picture(src) as img:
-        fits = (img.size == (size, size) and img.mode in ("RGB", "L")
-                and img.format == ("JPEG" if as_jpeg else "PNG"))
-        if fits:
+        at_size = img.size == (size, size)
+        if at_size:
             img.load()  # the whole file must decode: a truncated one is refused here, not while training
+        if at_size and img.mode == "L" and not as_jpeg:
+            img.convert("RGB").save(dst, format="PNG")
+            return
+        fits = at_size and img.mode == "RGB" and img.format == ("JPEG" if as_jpeg else "PNG")
     if fits:
         shutil.copyfile(src, dst)
         return
@@ -1113,8 +1128,10 @@ def write_folder_subset(chosen: list[FolderPicture], pictures: list[FolderPictur
     """Write the chosen pictures (resized only if they are not image_size already). A picture that does not
     decode stops the build: the folders are the data, so nothing is swapped in for it."""
     taken: dict[str, set[str]] = {"train": set(), "val": set()}
+    root_in = Path(cfg.image_folders)
     jobs = [WriteJob(p.split, p.class_name, cfg.classes.index(p.class_name), p.image_id, p.file_name,
-                     output_name(p.class_name, p.file_name, taken[p.split], p.image_id), k)
+                     output_name(p.class_name, p.file_name, taken[p.split], p.image_id,
+                                 is_gray_at_size(root_in / p.file_name, cfg.image_size)), k)
             for k, p in enumerate(chosen)]
     failures = [(job, why) for job, why in zip(jobs, run_write_jobs(jobs, cfg.image_folders, cfg, root,
                                                                      "writing images")) if why]
