@@ -186,19 +186,3 @@ def test_the_build_works_with_spawn_where_fork_is_missing(folders, tmp_path, mon
         assert (tmp_path / "spawn" / "ds" / entry["path"]).read_bytes() == \
             (tmp_path / "fork" / "ds" / entry["path"]).read_bytes()
 
-
-def test_every_built_picture_is_rgb_as_the_originals_loader_needs(folders, tmp_path):
-    """The original's Dataset opens each thumbnail without converting it, so a one-channel file breaks its batch
-    stacking. A grayscale picture that already has the size is written as an RGB PNG: 3 channels, no pixel lost
-    (an RGB JPEG would re-encode it)."""
-    picture(folders / "train" / "cat" / "grey_small.jpg", 9, size=16, mode="L")
-    manifest = build(folders, tmp_path)
-    ds = tmp_path / "ds"
-    grey = next(e for e in manifest["entries"] if e["file_name"] == "train/cat/grey_small.jpg")
-    assert grey["path"] == "train_data/cat_grey_small.png"
-    with Image.open(ds / grey["path"]) as built, Image.open(folders / grey["file_name"]) as source:
-        assert built.format == "PNG" and built.mode == "RGB"
-        assert np.array_equal(np.asarray(built), np.asarray(source.convert("RGB")))
-    for entry in manifest["entries"]:  # the original's loader: Image.open, then ToTensor, no convert
-        with Image.open(ds / entry["path"]) as img:
-            assert img.mode == "RGB", entry["path"]

@@ -443,3 +443,30 @@ def test_23_class_names_that_markdown_or_html_would_act_on_are_refused(name, tmp
     blob["nets"]["net1"]["classes"][0] = name
     (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
     assert_one_line_exit_2(cli("report", run), "nets.net1.classes is not a list of 2 to 1,000 distinct names")
+
+
+def test_14_the_originals_loader_stacks_every_picture_hw4_built(tmp_path):
+    """The original's Dataset opens each thumbnail without converting it and stacks a batch: a one-channel file
+    fails with 'stack expects each tensor to be equal size'. A grayscale picture that already has the size is
+    written as an RGB PNG, every pixel kept (an RGB JPEG would re-encode it)."""
+    from PIL import Image
+    import torchvision.transforms as tvt
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            for k, mode in enumerate(("RGB", "L", "RGB")):
+                (tmp_path / "pics" / split / name).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert(mode).save(
+                    tmp_path / "pics" / split / name / f"COCO_train2014_{100 * c + 10 * (split == 'val') + k:012d}.jpg")
+    cfg = hw4.Config(image_folders=str(tmp_path / "pics"), classes=("cat", "dog"), image_size=16, workers=1,
+                     train_per_class=None, val_per_class=None, dataset_dir=str(tmp_path / "ds"))
+    manifest = hw4.build_subset(cfg)
+    for split in ("train_data", "val_data"):  # the original's MyCOCODataset and its default collate
+        folder = tmp_path / "ds" / split
+        batch = torch.stack([tvt.ToTensor()(Image.open(folder / f)) for f in os.listdir(folder)])
+        assert batch.shape == (6, 3, 16, 16)
+    grey = [e for e in manifest["entries"] if e["file_name"].endswith("1.jpg")]
+    assert len(grey) == 4 and all(e["path"].endswith(".png") for e in grey)
+    for e in grey:
+        with Image.open(tmp_path / "ds" / e["path"]) as built, Image.open(tmp_path / "pics" / e["file_name"]) as src:
+            assert built.mode == "RGB" and np.array_equal(np.asarray(built), np.asarray(src.convert("RGB")))
