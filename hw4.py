@@ -3312,7 +3312,7 @@ class PictureTest:
     low: float = math.nan
     high: float = math.nan
     p_value: float = 1.0
-    pictures: str = ""  # what was counted: "the 2,500 val pictures"
+    pictures: str = ""  # the test and what it counted: "exact McNemar over the 2,500 val pictures"
     note: str = ""      # kind "": why there is no test
 
     @property
@@ -3373,7 +3373,8 @@ class Comparison:
 
     @property
     def test(self) -> str:
-        """'t' (paired t-test), 'sign' (exact sign test over two regimes) or '' (none can be made)."""
+        """'t' (paired t-test), 'sign' (exact sign test over two regimes), at one seed a PictureTest's kind
+        ('mcnemar', 'proportions'), or '' (none can be made)."""
         if self.seeds < 2:
             return self.pictures.kind if self.pictures else ""
         if self.two_regimes:
@@ -3925,7 +3926,7 @@ def answer_vanishing(exp: Experiment) -> list[str]:
              "it but does not prove it: a layer dead on the probe can still pass gradient and recover "
              "(`grad_norms.png`, `dead_units.png`).", "",
              f"| net | seed | gradient ratio, first {WINDOW_STEPS} iterations | gradient ratio, epoch 1 | layers dead "
-             "from epoch | dead at the end | conv1 gradient exactly 0 from epoch | reading |",
+             "on the probe from epoch | dead on the probe at the end | conv1 gradient exactly 0 from epoch | reading |",
              "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys([n for b, n in exp.base_pairs() if n in deep or b in deep] + deep):
         base = NETS[name].base
@@ -4916,18 +4917,20 @@ def claims_section(exp: Experiment) -> list[str]:
 def scope_text(exp: Experiment) -> str:
     """What the claims table's intervals cover: training seeds (and, beside them, the pictures' own spread), or,
     at one seed, the pictures only."""
-    recorded = all(r.val_predictions for runs in exp.runs.values() for r in runs)
+    lacking = sorted({r.train_seed for runs in exp.runs.values() for r in runs if not r.val_predictions})
+    recorded = not lacking
     if exp.seeds == 1:
         return ("With one training seed, the intervals cover the variation over the pictures only, not that between "
-                "training seeds, which `--seeds 3` or more measures; claims about a train accuracy, a loss or the "
-                "spread between seeds get no picture-level test."
+                "training seeds, which `--seeds 3` or more measures; claims about a train accuracy alone, a loss or "
+                "the spread between seeds get no picture-level test."
                 + ("" if recorded else " This run did not record each val picture's prediction (it trained before "
                    "hw4 saved them), so two nets' val accuracies are not tested either."))
     text = (f"The intervals cover the variation over {seeds_text(exp.seeds)} of training only, on one fixed dataset "
             "and val split: another draw of the pictures would add variation of its own")
-    return text + (f"; {picture_spread_text(exp)}." if recorded else
-                   "; the pictures' own spread within a seed is not recorded (this run's metrics predate hw4's "
-                   "per-picture val predictions).")
+    if recorded:
+        return text + f"; {picture_spread_text(exp)}."
+    which = "this run's metrics predate" if len(lacking) == exp.seeds else f"{seed_list_text(lacking)} predate"
+    return text + f"; the pictures' own spread within a seed is not recorded ({which} hw4's per-picture val predictions)."
 
 
 def picture_spread_text(exp: Experiment) -> str:
