@@ -190,6 +190,12 @@ SCHEMA_FAULTS = {  # field to change -> (its new value, the words the one line m
     "best epoch 0": (("best_epoch",), 0, "nets.net1.best_epoch is not an epoch from 1 to 15"),
     "params of another net": (("params",), 13_669, "nets.net1.params is not Net1's parameter count at 64x64"),
     "hardest without a path": (("hardest", 0, "path"), None, "nets.net1.hardest[0].path is missing"),
+    "predictions too short": (("val_predictions",), {"labels": [0] * 2500, "best": [0] * 7},
+                              "nets.net1.val_predictions.best is not one class index (0..4) per val image (2500)"),
+    "a predicted class out of range": (("val_predictions",), {"labels": [0] * 2500, "best": [5] * 2500},
+                                       "nets.net1.val_predictions.best is not one class index"),
+    "predictions without labels": (("val_predictions",), {"best": [0] * 2500},
+                                   "nets.net1.val_predictions.labels is missing"),
 }
 
 
