@@ -149,12 +149,12 @@ def tiny_built(demo_coco):
         return cfg, hw4.build_subset(cfg)  # reused as it is: this reads the manifest and checks the pictures
 
 
-REFERENCE_NETS = ("net1", "net1drop", "net1aug", "net3bn")  # every RNG stream, and BatchNorm statistics
+REFERENCE_NETS = ("net1", "net1drop", "net1aug", "net1noise", "net3bn")  # every RNG stream, BatchNorm statistics
 
 
 def reference_args(tiny_built, out: Path) -> list:
     """The CLI arguments of the reference run: tiny data, 2 epochs, nets that draw from every RNG stream
-    (order, augmentation, dropout) and that keep running statistics (BatchNorm)."""
+    (order, augmentation, dropout, noise) and that keep running statistics (BatchNorm)."""
     cfg, _ = tiny_built
     return ["--ann-file", cfg.ann_file, "--image-dir", cfg.image_dir, "--train-per-class", "85", "--val-per-class",
             "15", "--image-size", "16", "--epochs", "2", "--dataset-dir", cfg.dataset_dir, "--out", out,

@@ -43,11 +43,20 @@ def fingerprint_of(name: str, entry: dict) -> str:
     return hw4.run_fingerprint(cfg, {"content": conf["dataset"]}, name, torch.device("cpu"))
 
 
+# Rows of NETS changed on purpose since a committed run trained them (net3xavier: Xavier on every layer, issue
+# faithful-remedies): their committed entries must no longer match, so that --resume retrains them. A net leaves
+# this set once every committed run holds it retrained.
+RESPECIFIED = {"net3xavier"}
+
+
 def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monkeypatch):
     entries = list(committed_entries())
     assert len(entries) > 50
     for path, name, entry in entries:
-        assert fingerprint_of(name, entry) == entry["fingerprint"], f"{path}: {name}"
+        stale = hw4.Results.from_json(hw4.migrate_metrics({"nets": {name: entry}}, path)["nets"][name]).spec_changed
+        assert stale == (fingerprint_of(name, entry) != entry["fingerprint"]), f"{path}: {name}: spec_changed"
+        assert stale == (name in RESPECIFIED), f"{path}: {name}"
+    entries = [(path, name, entry) for path, name, entry in entries if name not in RESPECIFIED]
     monkeypatch.setattr(hw4, "NETS", with_new_field())
     for path, name, entry in entries:
         assert fingerprint_of(name, entry) == entry["fingerprint"], f"{path}: {name} after adding a field"
@@ -149,7 +158,11 @@ RESULTS_FIELDS = {2: ("net", "label", "classes", "config", "steps100", "epoch", 
                   3: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
                       "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
                       "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
-                      "fingerprint", "val_predictions")}
+                      "fingerprint", "val_predictions"),
+                  4: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
+                      "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
+                      "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
+                      "fingerprint", "val_predictions", "update_sizes", "update_sizes_steps100")}
 
 
 def test_the_metrics_format_is_what_results_writes(reference):
@@ -163,7 +176,8 @@ def test_the_metrics_format_is_what_results_writes(reference):
 
 SPEC_VALUES = {"padding": (0, 1, 2), "channels": ((16, 32), (8, 12)), "extra_convs": (0, 1, 3),
                "block": hw4.CHAIN_BLOCKS, "init": hw4.INITS, "hidden": ((64,), (32, 16), (7, 5, 3)),
-               "dropout": (0.0, 0.5), "augment": (False, True), "train_fraction": (1.0, 0.5)}
+               "dropout": (0.0, 0.5), "augment": (False, True), "train_fraction": (1.0, 0.5),
+               "noise_std": (0.0, 0.1), "input_scale": (1.0, 0.75, 0.5)}
 
 
 def test_the_parameter_bound_counts_every_spec_field_like_the_net():
@@ -171,8 +185,9 @@ def test_the_parameter_bound_counts_every_spec_field_like_the_net():
     for field, values in SPEC_VALUES.items():
         for value, size, classes in itertools.product(values, (16, 33, 64), (2, 5)):
             spec = hw4.NetSpec("x", **{"extra_convs": 2, field: value})
-            net = hw4.HW4Net("x", spec, size, [f"c{k}" for k in range(classes)])
-            assert hw4.spec_parameter_count(spec, size, classes) == hw4.count_parameters(net), (field, value, size)
+            names = [f"c{k}" for k in range(classes)]
+            counted = hw4.spec_parameter_count(spec, size, classes)
+            assert counted == hw4.count_parameters(hw4.HW4Net("x", spec, size, names)), (field, value, size)
 
 
 def rendered_texts(fig) -> list[str]:

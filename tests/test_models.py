@@ -137,11 +137,59 @@ def test_initialisation_and_fc_variants():
     assert list(taps)[-2:] == ["fc1", "fc1_2"]
 
 
+def xavier_bound(layer: torch.nn.Module) -> float:
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(layer.weight)
+    return (6 / (fan_in + fan_out)) ** 0.5
+
+
+@pytest.mark.parametrize("name", ["net3xavier", "net1xavier"])
+def test_xavier_initialises_the_weights_of_every_layer_as_the_original_proposes(name):
+    """"Xavier initialization for the weights of each layer": the convs, the chain, fc1 and fc2 each spread over
+    Xavier's uniform range (std bound / sqrt 3), which torch's default for fc1 (bound 1/sqrt(fan_in)) does not;
+    the biases keep torch's default (its words name the weights)."""
+    torch.manual_seed(0)
+    net, default = hw4.build_net(name, 64, CLASSES), hw4.build_net(name.replace("xavier", ""), 64, CLASSES)
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == (14 if name == "net3xavier" else 4)
+    for layer in layers:
+        bound = xavier_bound(layer)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        assert abs(layer.weight.std().item() - bound / 3 ** 0.5) < 0.1 * bound
+        assert layer.bias.abs().max() > 0, "torch's default bias, not zeros"
+    assert net.fc1.weight.std() > 2 * default.fc1.weight.std(), "fc1 is no longer torch's default"
+
+
+def test_lower_resolution_nets_see_their_pictures_area_averaged():
+    """Net1-res0.5 on 64x64 pictures: conv1 sees 32x32, each pixel the mean of a 2x2 block; fc1 shrinks to match."""
+    net = hw4.build_net("net1res50", 64, CLASSES)
+    seen = {}
+    net.conv1.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    x = torch.rand(2, 3, 64, 64)
+    net(x)
+    assert seen["x"].shape == (2, 3, 32, 32)
+    assert torch.allclose(seen["x"], x.view(2, 3, 32, 2, 32, 2).mean((3, 5)))
+    assert net.fc1.in_features == 32 * 6 * 6 and hw4.build_net("net1res75", 64, CLASSES).fc1.in_features == 32 * 10 * 10
+    assert hw4.scaled_side(16, 0.5) == hw4.MIN_IMAGE_SIZE and hw4.scaled_side(10, 0.5) is None, "never under 10"
+
+
+def test_input_noise_is_seeded_per_epoch_and_has_its_std():
+    x = torch.full((4000, 3, 4, 4), 0.5)
+    a = hw4.InputNoise.for_epoch(hw4.NOISE_STD, seed=5, epoch=0).apply(x)
+    again = hw4.InputNoise.for_epoch(hw4.NOISE_STD, seed=5, epoch=0).apply(x)
+    other = hw4.InputNoise.for_epoch(hw4.NOISE_STD, seed=5, epoch=1).apply(x)
+    assert torch.equal(a, again) and not torch.equal(a, other)
+    assert abs((a - x).std().item() - hw4.NOISE_STD) < 0.002 and abs((a - x).mean().item()) < 0.002
+    dark = hw4.InputNoise.for_epoch(hw4.NOISE_STD, seed=5, epoch=0).apply(torch.zeros(1000, 3, 4, 4))
+    assert dark.min() < -0.2 and abs(dark.mean().item()) < 0.005, "no clamping: the noise averages to zero"
+
+
 def test_the_fingerprint_sees_what_changes_numbers_not_labels():
     spec = hw4.NETS["net1drop"]
     assert "label" not in spec.trained() and "about" not in spec.trained() and spec.trained()["dropout"] == 0.5
     assert hw4.changed_fields("net1drop") == {"dropout"} and hw4.changed_fields("net2") == {"padding"}
     assert hw4.changed_fields("net1half") == {"train_fraction"} and hw4.changed_fields("net3he") == {"init"}
+    assert hw4.changed_fields("net1noise") == {"noise_std"} and hw4.changed_fields("net1res50") == {"input_scale"}
+    assert hw4.changed_fields("net3xavier") == {"init"} == hw4.changed_fields("net1xavier")
 
 
 def test_every_remedy_net_is_a_table_row_with_a_base():

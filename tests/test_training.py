@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -234,7 +235,8 @@ def test_val_windows_of_a_constant_net_sit_at_chance():
         net.fc2.bias.copy_(torch.tensor([5.0, 0, 0, 0, 0]))
     cfg, history = hw4.Config(threads=1, batch_size=4), hw4.History()
     val = hw4.evaluate(net, data.val_x, data.val_y, cfg, count_dead=True)
-    hw4.record_epoch(history, torch.zeros(8, 5), data.train_y[:8], torch.zeros(2, 3), val, cfg, 5)
+    trace = hw4.EpochTrace(torch.zeros(8, 5), torch.zeros(2, 3), torch.zeros(2, 3))
+    hw4.record_epoch(history, trace, data.train_y[:8], val, cfg, 5)
     windows = history.steps100["val_class_acc"]
     assert len(windows) == 15 and all(0.1 < w < 0.3 for w in windows), windows
     assert history.epoch["val_class_acc"] == [0.2]
@@ -369,3 +371,30 @@ def test_clean_train_accuracy_is_measured_in_eval_mode_after_the_epoch(tiny_buil
     results = hw4.Results.from_state(state, cfg, manifest, data)
     assert results.gap == pytest.approx(expected - state.history.epoch["val_class_acc"][-1])
     assert results.infrastructure["device"] == "cpu" and results.infrastructure["threads"] == cfg.threads
+
+
+def test_a_run_records_adams_update_size_beside_the_gradient(reference):
+    """Per net and GRAD_LAYERS layer, ||dw|| / ||w|| of Adam's steps: one value per epoch and per 100-iteration
+    window, like the gradient norms; positive and finite, and in the original's pickle as extra keys."""
+    entries = json.loads((reference / "metrics.json").read_text())["nets"]
+    for name, entry in entries.items():
+        assert set(entry["update_sizes"]) == set(hw4.GRAD_LAYERS), name
+        for layer in hw4.GRAD_LAYERS:
+            per_epoch, windows = entry["update_sizes"][layer], entry["update_sizes_steps100"][layer]
+            assert len(per_epoch) == 2 and len(windows) == len(entry["grad_norms_steps100"][layer]) == 2
+            assert all(0 < v < 1 for v in per_epoch + windows), (name, layer, per_epoch, windows)
+    blob = pickle.loads((reference / "results1.pkl").read_bytes())  # our own reference run's pickle
+    assert blob["update_sizes"] == entries["net1"]["update_sizes"]
+
+
+def test_update_sizes_are_measured_on_every_early_step_then_sampled():
+    steps = [s for s in range(1875) if hw4.measures_update(s)]
+    assert steps[:hw4.WINDOW_STEPS] == list(range(hw4.WINDOW_STEPS)) and len(steps) == 100 + 178
+    history = hw4.History()
+    sizes = torch.full((200, 3), math.nan)
+    sizes[:100] = 0.01
+    sizes[100::10] = 0.03
+    trace = hw4.EpochTrace(torch.zeros(800, 5), torch.ones(200, 3), sizes)
+    hw4.record_per_layer(history.update_sizes, history.update_sizes_steps100, trace.update_sizes, sampled=True)
+    assert history.update_sizes_steps100["fc1"] == pytest.approx([0.01, 0.03])
+    assert history.update_sizes["fc1"] == pytest.approx([(100 * 0.01 + 10 * 0.03) / 110])
