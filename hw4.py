@@ -4205,21 +4205,23 @@ class Remedy:
     key: str
     words: str      # as the original proposes it, or what hw4 adds
     treats: str     # "overfitting", "depth" (Net3's failure) or "underfitting": the advice that names it
-    unmeasured: str = ""  # why no net of a run can measure it, and what would
+    caveat: str = ""  # what the table's nets cannot measure of it, said with its rows
     ours: bool = False
 
 
+OURS = " (hw4's addition)"  # how the report marks a remedy the original does not propose
 REMEDIES = (
     Remedy("residual", "residual connections for Net3", "depth"),
     Remedy("batchnorm", "batch normalisation for Net3", "depth"),
     Remedy("xavier", "Xavier initialisation for the weights of each layer", "depth"),
-    Remedy("he", "He's initialisation of the convs, the one for ReLU (hw4's addition)", "depth", ours=True),
+    Remedy("he", f"He's initialisation of the convs, the one for ReLU{OURS}", "depth", ours=True),
     Remedy("resolution", "a higher resolution than 64×64", "underfitting",
-           "no picture of this dataset is larger than 64×64: the resolution nets measure lower ones, and a higher "
-           "one needs a dataset built at another `--image-size` from full-size COCO pictures"),
+           "its nets measure lower resolutions only, from the same pictures, and with them a smaller fc1: no picture "
+           "of this dataset is larger than 64×64, so a higher one needs a dataset built at another `--image-size` "
+           "from full-size COCO pictures"),
     Remedy("data", "more training images per class", "overfitting"),
     Remedy("noise", "noise on the samples", "overfitting"),
-    Remedy("augment", "random flips and crops (hw4's addition)", "overfitting", ours=True),
+    Remedy("augment", f"random flips and crops{OURS}", "overfitting", ours=True),
     Remedy("dropout", "dropout", "overfitting"),
     Remedy("fc", "more fully connected layers", "underfitting"),
 )
@@ -4283,14 +4285,15 @@ def remedies_family(exp: Experiment) -> dict[str, float]:
 def remedy_table(exp: Experiment) -> list[str]:
     """One row per remedy and net; each verdict reads its test Holm-adjusted over the rows' tests."""
     rows, family = remedy_rows(exp), remedies_family(exp)
-    lines = [f"| remedy the original proposes | net (vs its base) | best val acc | final train ({train_measure(exp)}) "
-             f"− val gap | seeds at chance | Δ best val acc | p (Holm-adjusted) | verdict |",
+    lines = [f"| remedy the original proposes (or hw4 adds) | net (vs its base) | best val acc | final train "
+             f"({train_measure(exp)}) − val gap | seeds at chance | Δ best val acc | p (Holm-adjusted) | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for remedy in REMEDIES:
         nets = [n for n, s in NETS.items() if s.remedy == remedy.key]
         if not any(r is remedy for r, _ in rows):
             lines.append(f"| {remedy.words} | {', '.join(nets) or '—'} | | | | | | not measured in this run; "
-                         f"{remedy.unmeasured or nets_arg(nets) + ' measures it'} |")
+                         + (f"{nets_arg(nets)} measures it" if nets else "no net of the table measures it")
+                         + (f" ({remedy.caveat})" if remedy.caveat else "") + " |")
         for r, n in rows:
             if r is not remedy:
                 continue
@@ -4310,6 +4313,8 @@ def remedy_table(exp: Experiment) -> list[str]:
                   f"this table, which keeps the chance of any false difference at 5%: {tests}. The p column gives the "
                   "unadjusted p and, in brackets, the adjusted one."
                   + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1 else "")]
+    measured = list(dict.fromkeys(r for r, _ in rows))
+    lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
     return lines + ["", proposal(exp, family)]
 
 
@@ -4326,8 +4331,9 @@ def proposal(exp: Experiment, family: dict[str, float]) -> str:
                 f"{len(family)} tests); more seeds would tell them apart.")
     best = max(resolved, key=lambda n: resolved[n].centre)
     remedy = next(r for r in REMEDIES if r.key == NETS[best].remedy)
-    return (f"**Proposal:** {remedy.words}, as {net_label(best)} measures it: the largest resolved gain over its base "
-            f"({difference_text(resolved[best])} of best val accuracy).")
+    whose = ("; it is hw4's addition, not a remedy the original proposes" if remedy.ours else "")
+    return (f"**Proposal:** {remedy.words.removesuffix(OURS)}, as {net_label(best)} measures it: the largest resolved gain over its base "
+            f"({difference_text(resolved[best])} of best val accuracy){whose}.")
 
 
 def diagnosis(exp: Experiment, name: str) -> str:
@@ -4373,9 +4379,11 @@ def answer_improvement(exp: Experiment) -> list[str]:
                          f"measured in this run; {nets_arg(fixes)} measures them).")
     stale = [n for n, runs in exp.runs.items() if any(r.spec_changed for r in runs)]
     if stale:
-        lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table, "
-                     "so the rows below measure that row, not the one the table describes now; `--resume` with the "
-                     "run's command retrains them.")
+        one = len(stale) == 1
+        lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table than "
+                     f"today's, so {'its row' if one else 'their rows'} below measure{'s' if one else ''} that earlier "
+                     f"version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with the run's "
+                     f"command retrains {'it' if one else 'them'}.")
     paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
     return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
                     f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp)]

@@ -266,7 +266,7 @@ def test_nets_at_chance_get_no_zero_width_intervals_or_tie_break_epochs(tmp_path
               for name in ("net3", "net3xavier")}
     text = report(tmp_path, chance)
     assert "[+0.0, +0.0]" not in text
-    assert ("| Xavier initialisation (and He's, the one for ReLU) | Net3-Xavier (vs Net3) | 20.0 ± 0.0% vs 20.0 ± 0.0% | "
+    assert ("| Xavier initialisation for the weights of each layer | Net3-Xavier (vs Net3) | 20.0 ± 0.0% vs 20.0 ± 0.0% | "
             in text)
     assert "| both at chance in 3 of 3 seeds | — | not testable here: both at chance in 3 of 3 seeds |" in text
     assert "| Net3 | 20.0 ± 0.0% | — (at chance) |" in text
@@ -284,9 +284,11 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
     assert "| more training images per class | Net1-half (vs Net1) | 55.0% vs 62.0% |" in q5
     assert "training on 50.0% of the images: not resolved at one seed (-7.0 points; the noise is unknown" in q5
     assert "would likely" not in q5
-    assert "| Xavier initialisation (and He's, the one for ReLU) | Net3-He (vs Net3) |" in q5 and "at chance in 0 of 1 seed against 1 for Net3" in q5
+    assert "| He's initialisation of the convs, the one for ReLU (hw4's addition) | Net3-He (vs Net3) |" in q5
+    assert "at chance in 0 of 1 seed against 1 for Net3" in q5
     assert "| dropout | net1drop, net2drop | | | | | | not measured in this run; `--nets net1 net2 net1drop net2drop`" in q5
-    assert "a higher resolution than 64×64 | — |" in q5 and "--image-size 128" in q5
+    assert ("| a higher resolution than 64×64 | net1res50, net1res75 | | | | | | not measured in this run; `--nets net1 "
+            "net1res50 net1res75` measures it (its nets measure lower resolutions only" in q5)
     for names in re.findall(r"`--nets ([^`]*)`", text):
         assert set(names.split()) <= set(hw4.NETS), names
 
@@ -552,7 +554,8 @@ def test_resume_onto_another_cpu_type_says_the_new_nets_will_not_pair(tiny_built
     assert ran.returncode == 0, ran.stderr
     notes = [line for line in ran.stdout.splitlines() if line.startswith("note: seed 5 already has")]
     here = hw4.machine_of(hw4.infrastructure(torch.device("cpu"), 1))
-    assert len(notes) == 1 and "Net1, Net1-aug, Net3-BN trained on CPU Elsewhere CPU 9000" in notes[0], ran.stdout
+    assert len(notes) == 1 and "Net1, Net1-aug, Net1-noise, Net3-BN trained on CPU Elsewhere CPU 9000" in notes[0], \
+        ran.stdout
     assert f"this machine is {here}" in notes[0] and "will not pair" in notes[0]
     assert ran.stdout.index(notes[0]) < ran.stdout.index(" epoch ")  # said before training, and it trains
     row = next(line for line in (out / "REPORT.md").read_text().splitlines() if line.startswith("| dropout | Net1-drop"))
