@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import hw4
+import hw4_compare
 from conftest import ROOT, assert_one_line_exit_2, cli, skip_rendering
 
 EXERCISE = ROOT / "results" / "exercise"
@@ -23,8 +24,8 @@ def committed():
 
 
 @pytest.fixture(scope="module")
-def reference(committed) -> hw4.Reference:
-    return hw4.Reference.from_results("results/exercise", committed)
+def reference(committed) -> hw4_compare.Reference:
+    return hw4_compare.Reference.from_results("results/exercise", committed)
 
 
 def original_style_pickle(epochs: int, per_class: int, val_acc: float, rng: np.random.Generator) -> dict:
@@ -50,9 +51,9 @@ def test_every_committed_seed_left_out_fits_the_other_nine(committed):
     other 9 seeds in at least 9 of 10; every Net3 seed gets the finding of its own regime."""
     inside = {"net1": 0, "net2": 0}
     for k, runs in enumerate(committed):
-        ref = hw4.Reference.from_results("loo", committed[:k] + committed[k + 1:])
-        sub = hw4.Submission(f"seed {k}", {n: hw4.NetRun.from_results(r, "x") for n, r in runs.items()})
-        by_net = {c.net: c for c in hw4.compare_submission(sub, ref)}
+        ref = hw4_compare.Reference.from_results("loo", committed[:k] + committed[k + 1:])
+        sub = hw4_compare.Submission(f"seed {k}", {n: hw4_compare.NetRun.from_results(r, "x") for n, r in runs.items()})
+        by_net = {c.net: c for c in hw4_compare.compare_submission(sub, ref)}
         for net in inside:
             assert by_net[net].checks[0].measure == "best val accuracy"
             inside[net] += by_net[net].checks[0].place == "inside"
@@ -87,7 +88,7 @@ def test_pickles_from_the_originals_code_path_are_read_and_their_differences_nam
 
 def test_a_doctored_pickle_gets_both_findings_with_numbers(tmp_path, monkeypatch):
     skip_rendering(monkeypatch)
-    blob = hw4.read_submission_pickle(EXERCISE / "seed_5" / "results1.pkl")  # hw4's own pickle, then doctored
+    blob = hw4_compare.read_submission_pickle(EXERCISE / "seed_5" / "results1.pkl")  # hw4's own pickle, then doctored
     blob["epoch"]["val_class_acc"][4] = 0.95
     doctored = blob["confusion matrix"]["val confusion"] * 4 // 5
     for spelling in ("confusion matrix", "confusion_matrix"):  # hw4 writes both key spellings: doctor every one
@@ -166,17 +167,17 @@ def test_a_folder_of_three_submissions_gives_three_rows_and_a_csv(tmp_path, monk
 
 
 def test_an_hw4_run_folder_is_one_submission_per_seed(reference):
-    subs = hw4.load_submissions([EXERCISE / "seed_8"], None, 5)
+    subs = hw4_compare.load_submissions([EXERCISE / "seed_8"], None, 5)
     assert [s.name for s in subs] == [hw4.path_text(EXERCISE / "seed_8")] and set(subs[0].runs) == {"net1", "net2",
                                                                                                      "net3"}
-    comparisons = hw4.compare_submission(subs[0], reference)
+    comparisons = hw4_compare.compare_submission(subs[0], reference)
     clean_gap = next(c for c in comparisons[0].checks if "gap" in c.measure)
     assert clean_gap.measure.startswith("final train (eval mode)") and clean_gap.difference
 
 
 def test_compare_figure_draws_each_regime(reference):
-    sub = hw4.Submission("s", {n: runs[0] for n, runs in reference.runs.items()})
-    fig = hw4.draw_compare(reference, [sub])
+    sub = hw4_compare.Submission("s", {n: runs[0] for n, runs in reference.runs.items()})
+    fig = hw4_compare.draw_compare(reference, [sub])
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
     assert "reference, learned (4 of 10)" in labels and "reference, at chance (6 of 10)" in labels
     for ax in fig.axes:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import REFERENCE_NETS, ROOT, cli, hw4, reference_args, skip_rendering
+import hw4_report
 
 COMMITTED = [ROOT / "results" / "exercise", ROOT / "results" / "exercise-all"]
 
@@ -127,20 +128,20 @@ def test_resume_over_a_finished_run_trains_nothing_after_a_field_or_a_metric_is_
             assert "train_top2_acc, val_top2_acc" in notes[0] and "as not recorded" in notes[0]
 
 
-def nats_claim() -> hw4.Claim:
-    return hw4.Claim("Q2", "Net3 ends with a higher train loss than Net1.",
-                     hw4.check_differences([("net1", "net3")], hw4.FINAL_TRAIN_LOSS), ("net1", "net3"))
+def nats_claim() -> hw4_report.Claim:
+    return hw4_report.Claim("Q2", "Net3 ends with a higher train loss than Net1.",
+                     hw4_report.check_differences([("net1", "net3")], hw4.FINAL_TRAIN_LOSS), ("net1", "net3"))
 
 
 def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypatch):
     _, runs_by_seed, facts = hw4.load_finished_run(COMMITTED[0])
-    exp = hw4.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
-    monkeypatch.setattr(hw4, "CLAIMS", (*hw4.CLAIMS, nats_claim()))
-    result = hw4.claim_row(exp, hw4.CLAIMS[-1])
+    exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
+    monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, nats_claim()))
+    result = hw4_report.claim_row(exp, hw4_report.CLAIMS[-1])
     assert result.measured.startswith("final train cross-entropy: Net3 − Net1 median +")
     assert " nats (95% CI [" in result.measured and "points" not in result.measured
     assert result.intervals[0].unit is hw4.NATS
-    fig = hw4.draw_claims(exp)
+    fig = hw4_report.draw_claims(exp)
     labels = [ax.get_xlabel() for ax in fig.axes]
     assert "accuracy points" in labels[0] and labels[-1].startswith("difference in nats")
     assert sum(label.startswith("difference in nats") for label in labels) == 1
@@ -206,7 +207,7 @@ def test_every_figure_prints_plain_text_labels():
     runs = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
     figures = [plot.draw(runs, None) for plot in hw4.FIGURES if not plot.per_net and not plot.needs_pictures]
     figures += [plot.draw(runs["net3"][0], None) for plot in hw4.FIGURES if plot.per_net and not plot.needs_pictures]
-    figures.append(hw4.draw_claims(hw4.Experiment(runs, facts)))
+    figures.append(hw4_report.draw_claims(hw4_report.Experiment(runs, facts)))
     for fig in figures:
         texts = rendered_texts(fig)
         assert len(texts) > 10

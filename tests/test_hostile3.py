@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import hw4
+import hw4_report
 from conftest import PHOTOS, ROOT, assert_one_line_exit_2, cli, reference_args, skip_rendering
 
 COMMITTED = ROOT / "results" / "exercise"
@@ -323,7 +324,7 @@ def test_25_an_interrupted_report_says_what_it_was_doing(tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hw4, "write_run_reports", interrupted)
+    monkeypatch.setattr(hw4_report, "write_run_reports", interrupted)
     ran = cli("report", run)
     assert ran.returncode == 130 and "interrupted while rewriting the reports; every file is whole" in ran.stderr
     assert "nothing was trained" not in ran.stderr and "checking the arguments" not in ran.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, hw4
+import hw4_report
 from test_report import confusion_with_cat_dog_errors, fake_results, report
 
 EXERCISE_SEED = ROOT / "results" / "exercise" / "seed_5"
@@ -18,12 +19,12 @@ def test_mcnemar_matches_a_hand_calculation():
     # 100 pictures: 60 both right, 8 only b right, 2 only a right, 30 both wrong
     a = np.array([True] * 60 + [False] * 8 + [True] * 2 + [False] * 30)
     b = np.array([True] * 60 + [True] * 8 + [False] * 2 + [False] * 30)
-    test = hw4.mcnemar_test(a, b)
+    test = hw4_report.mcnemar_test(a, b)
     assert test.kind == "mcnemar" and test.diff == pytest.approx(0.06)
     assert test.p_value == pytest.approx(2 * (1 + 10 + 45) / 1024)  # 8 or more of 10 (and 2 or fewer), doubled
     # Clopper-Pearson for 8 of 10 is [0.44390, 0.97479]; the difference is 10/100 x (2 pi - 1)
     assert (test.low, test.high) == pytest.approx((0.1 * (2 * 0.44390 - 1), 0.1 * (2 * 0.97479 - 1)), abs=1e-4)
-    assert hw4.mcnemar_test(a, a).kind == ""  # no picture that only one got right: nothing to test
+    assert hw4_report.mcnemar_test(a, a).kind == ""  # no picture that only one got right: nothing to test
 
 
 def test_the_two_proportion_interval_covers_and_agrees_with_its_test():
@@ -31,14 +32,14 @@ def test_the_two_proportion_interval_covers_and_agrees_with_its_test():
     rng = np.random.default_rng(0)
     truth, covered = 0.95 - 0.60, 0
     for k1, k2 in zip(rng.binomial(1000, 0.95, 2000), rng.binomial(300, 0.60, 2000)):
-        test = hw4.proportions_test(int(k1), 1000, int(k2), 300)
+        test = hw4_report.proportions_test(int(k1), 1000, int(k2), 300)
         covered += test.low <= truth <= test.high
     assert 0.93 <= covered / 2000 <= 0.97
     # the interval excludes the threshold exactly when the test rejects it
     for k2 in range(150, 300, 7):
-        test = hw4.proportions_test(900, 1000, k2, 300, offset=0.1)
+        test = hw4_report.proportions_test(900, 1000, k2, 300, offset=0.1)
         assert (test.low > 0 or test.high < 0) == (test.p_value < 0.05)
-    assert hw4.proportions_test(1000, 1000, 150, 300).high < 1  # honest at 100%: no zero-width side
+    assert hw4_report.proportions_test(1000, 1000, 150, 300).high < 1  # honest at 100%: no zero-width side
 
 
 def with_predictions(r: hw4.Results, best_right: int, final_right: int, n_val: int = 500) -> hw4.Results:
@@ -78,13 +79,13 @@ def test_a_run_saved_without_predictions_says_so(tmp_path):
     runs, facts = hw4.seed_results(EXERCISE_SEED / "metrics.json")  # format 2: before predictions were saved
     assert json.loads((EXERCISE_SEED / "metrics.json").read_text())["format"] == 2
     assert all(r.val_predictions == {} for r in runs.values())
-    exp = hw4.Experiment({name: [r] for name, r in runs.items()}, facts)
-    q1_val = hw4.claim_row(exp, hw4.CLAIMS[1])
-    assert q1_val.judgement.verdict is hw4.Verdict.NOT_RESOLVED and q1_val.judgement.scope == "at one seed"
+    exp = hw4_report.Experiment({name: [r] for name, r in runs.items()}, facts)
+    q1_val = hw4_report.claim_row(exp, hw4_report.CLAIMS[1])
+    assert q1_val.judgement.verdict is hw4_report.Verdict.NOT_RESOLVED and q1_val.judgement.scope == "at one seed"
     assert "per-picture best-epoch val predictions not recorded, so no picture-level test" in q1_val.judgement.reasons[0]
     # a gap needs only counts, so it is tested over the pictures all the same
-    gap = hw4.claim_row(exp, hw4.CLAIMS[7])
-    assert gap.judgement.verdict is hw4.Verdict.REPRODUCED and gap.judgement.scope.startswith("over train and val")
+    gap = hw4_report.claim_row(exp, hw4_report.CLAIMS[7])
+    assert gap.judgement.verdict is hw4_report.Verdict.REPRODUCED and gap.judgement.scope.startswith("over train and val")
 
 
 def test_metrics_json_keeps_each_val_pictures_prediction(reference):
@@ -119,7 +120,7 @@ def test_a_multi_seed_run_with_predictions_gives_the_pictures_spread(tmp_path):
                    for s, d in ((5, 0.0), (6, 0.02), (7, -0.01))]
             for name, acc in (("net1", 0.60), ("net2", 0.62))}
     text = report(tmp_path, runs)
-    half = np.median([(lambda lo_hi: (lo_hi[1] - lo_hi[0]) / 2)(hw4.clopper_pearson(round(500 * a), 500))
+    half = np.median([(lambda lo_hi: (lo_hi[1] - lo_hi[0]) / 2)(hw4_report.clopper_pearson(round(500 * a), 500))
                       for a in (0.60, 0.62, 0.59, 0.62, 0.64, 0.61)])
     assert (f"within one seed, the 500 val pictures alone give a best val accuracy a 95% interval of about "
             f"±{100 * half:.1f} points, and Net2 − Net1 one of about ±") in text

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import hw4
+import hw4_report
 from conftest import CPU, PHOTOS, assert_one_line_exit_2, cli, reference_args, skip_rendering
 
 CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
@@ -56,7 +57,7 @@ def facts(val_entries=()) -> hw4.DatasetFacts:
 
 
 def report(tmp_path, runs, dataset=None) -> str:
-    hw4.write_report(tmp_path, hw4.Experiment(runs, dataset or facts()))
+    hw4_report.write_report(tmp_path, hw4_report.Experiment(runs, dataset or facts()))
     return (tmp_path / "REPORT.md").read_text()
 
 
@@ -113,44 +114,44 @@ def test_report_with_seeds_says_whether_differences_exceed_the_spread(tmp_path):
 
 def test_paired_interval_matches_a_hand_calculation():
     # diffs 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t(0.975, 2) = 4.302653
-    cmp = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
+    cmp = hw4_report.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73])
     half = 4.302653 * 0.01 / np.sqrt(3)
     assert cmp.diff == pytest.approx(0.03) and cmp.ci95 == pytest.approx([0.03 - half, 0.03 + half])
     assert cmp.excludes_zero is True
-    wide = hw4.paired_difference([0.5, 0.5], [0.6, 0.4])
+    wide = hw4_report.paired_difference([0.5, 0.5], [0.6, 0.4])
     assert wide.ci95 == pytest.approx([-0.1 * 12.706205, 0.1 * 12.706205]) and wide.excludes_zero is False
-    one = hw4.paired_difference([0.5], [0.6])
+    one = hw4_report.paired_difference([0.5], [0.6])
     assert one.ci95 is None and one.seeds == 1 and one.excludes_zero is None
-    assert hw4.t_quantile_975(2) == pytest.approx(4.303, abs=1e-3) and hw4.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
-    assert hw4.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    assert hw4_report.t_quantile_975(2) == pytest.approx(4.303, abs=1e-3) and hw4_report.t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert hw4_report.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
     # +3 points, sd 2: the seeds that exclude 0 with 80% power, checked against a simulation of paired seeds
-    cmp = hw4.Comparison(0.03, 0.02, 3)
+    cmp = hw4_report.Comparison(0.03, 0.02, 3)
     n = cmp.seeds_for_power(0.0)
     rng = np.random.default_rng(0)
 
     def resolved_share(seeds: int) -> float:
         d = rng.normal(0.03, 0.02, (20_000, seeds))
-        half = hw4.t_quantile_975(seeds - 1) * d.std(axis=1, ddof=1) / np.sqrt(seeds)
+        half = hw4_report.t_quantile_975(seeds - 1) * d.std(axis=1, ddof=1) / np.sqrt(seeds)
         return float(np.mean(d.mean(axis=1) - half > 0))
     assert resolved_share(n) >= 0.78 and resolved_share(n - 1) < 0.8
-    assert hw4.Comparison(0.0, 0.02, 3).seeds_for_power(0.0) is None
-    assert hw4.Comparison(0.0, 0.0, 3).ci95 is None and hw4.Comparison(0.0, 0.0, 3).degenerate
+    assert hw4_report.Comparison(0.0, 0.02, 3).seeds_for_power(0.0) is None
+    assert hw4_report.Comparison(0.0, 0.0, 3).ci95 is None and hw4_report.Comparison(0.0, 0.0, 3).degenerate
 
 
-def interval(low: float, high: float, seeds: int = 3) -> hw4.Comparison:
+def interval(low: float, high: float, seeds: int = 3) -> hw4_report.Comparison:
     """The Comparison whose 95% interval is [low, high] at this many seeds."""
     half = (high - low) / 2
-    return hw4.Comparison((low + high) / 2, half * np.sqrt(seeds) / hw4.t_quantile_975(seeds - 1), seeds)
+    return hw4_report.Comparison((low + high) / 2, half * np.sqrt(seeds) / hw4_report.t_quantile_975(seeds - 1), seeds)
 
 
 def test_the_claims_verdict_rule():
     """One vocabulary: a claimed +0.8 point gain against intervals that decide each verdict. The verdict is a
     typed value; its words come from verdict_text alone."""
     def v(*args):
-        return hw4.verdict_text(hw4.claim_verdict(*args))
+        return hw4_report.verdict_text(hw4_report.claim_verdict(*args))
     assert v(interval(0.001, 0.020), 0.008) == "reproduced"
-    assert hw4.claim_verdict(interval(0.001, 0.005), 0.008).verdict is hw4.Verdict.PARTLY
-    assert hw4.claim_verdict(interval(-0.012, 0.011), 0.008).verdict is hw4.Verdict.NOT_RESOLVED
+    assert hw4_report.claim_verdict(interval(0.001, 0.005), 0.008).verdict is hw4_report.Verdict.PARTLY
+    assert hw4_report.claim_verdict(interval(-0.012, 0.011), 0.008).verdict is hw4_report.Verdict.NOT_RESOLVED
     smaller = v(interval(0.001, 0.005), 0.008)
     assert smaller.startswith("partly reproduced (the direction holds, but the interval excludes the claimed +0.8 "
                               "points: the effect is smaller)"), smaller
@@ -162,52 +163,52 @@ def test_the_claims_verdict_rule():
     assert unresolved.startswith("not resolved at 3 seeds (the measured sign is opposite to the claim"), unresolved
     # the seed estimate is for the claimed effect at the measured spread, not for the measured difference
     spread = interval(-0.012, 0.011).sd
-    needed = hw4.Comparison(0.008, spread, 3).seeds_for_power(0.0)
+    needed = hw4_report.Comparison(0.008, spread, 3).seeds_for_power(0.0)
     assert f"about {needed} seeds would detect the claimed +0.8 points with 80% power" in unresolved
     assert needed != interval(-0.012, 0.011).seeds_for_power(0.0)
     assert "would likely" not in unresolved
-    degenerate = v(hw4.Comparison(0.0, 0.0, 3), None)
+    degenerate = v(hw4_report.Comparison(0.0, 0.0, 3), None)
     assert degenerate.startswith("not resolved at 3 seeds (the difference is +0.0 points in every seed"), degenerate
-    assert v(hw4.Comparison(0.0, 0.0, 3), 0.008).startswith("not resolved")
-    assert v(hw4.Comparison(0.01, 0.0, 1), 0.004).startswith("not resolved at one seed")
-    J, V = hw4.Judgement, hw4.Verdict
+    assert v(hw4_report.Comparison(0.0, 0.0, 3), 0.008).startswith("not resolved")
+    assert v(hw4_report.Comparison(0.01, 0.0, 1), 0.004).startswith("not resolved at one seed")
+    J, V = hw4_report.Judgement, hw4_report.Verdict
     x = J(V.NOT_RESOLVED, ("x",), "at 3 seeds")
-    assert hw4.combined_verdict([J(V.REPRODUCED), x]) is x and hw4.verdict_text(x) == "not resolved at 3 seeds (x)"
-    assert hw4.combined_verdict([J(V.REPRODUCED), J(V.NOT_REPRODUCED)]).verdict is V.NOT_REPRODUCED
-    assert hw4.combined_verdict([J(V.REPRODUCED), J(V.PARTLY, ("y",))]) == J(V.PARTLY, ("y",))
+    assert hw4_report.combined_verdict([J(V.REPRODUCED), x]) is x and hw4_report.verdict_text(x) == "not resolved at 3 seeds (x)"
+    assert hw4_report.combined_verdict([J(V.REPRODUCED), J(V.NOT_REPRODUCED)]).verdict is V.NOT_REPRODUCED
+    assert hw4_report.combined_verdict([J(V.REPRODUCED), J(V.PARTLY, ("y",))]) == J(V.PARTLY, ("y",))
     first = J(V.NOT_TESTABLE, ("z",), colon=True)
-    assert hw4.combined_verdict([first, J(V.NOT_TESTABLE, ("w",))]) is first, "ties: the first part"
-    assert hw4.verdict_text(first.adding("reproduced for Net1")) == "not testable here: z; reproduced for Net1"
+    assert hw4_report.combined_verdict([first, J(V.NOT_TESTABLE, ("w",))]) is first, "ties: the first part"
+    assert hw4_report.verdict_text(first.adding("reproduced for Net1")) == "not testable here: z; reproduced for Net1"
     # a reason that reads like another verdict changes nothing: no code reads the words back
     odd = J(V.REPRODUCED, ("not reproduced elsewhere",))
-    assert hw4.combined_verdict([odd, J(V.PARTLY)]).verdict is V.PARTLY
+    assert hw4_report.combined_verdict([odd, J(V.PARTLY)]).verdict is V.PARTLY
 
 
 def test_an_interval_that_clears_0_by_less_than_the_report_shows_says_so():
     """The exercise's 10 seeds: Net2 − Net1 has a lower end of +0.0011 points, which would print as +0.0."""
     thin = interval(0.000011, 0.0132, seeds=10)
-    assert "(95% CI [+0.0011, +1.3], 10 paired seeds)" in hw4.difference_text(thin)
-    assert hw4.verdict_text(hw4.claim_verdict(thin, 0.004)) == \
+    assert "(95% CI [+0.0011, +1.3], 10 paired seeds)" in hw4_report.difference_text(thin)
+    assert hw4_report.verdict_text(hw4_report.claim_verdict(thin, 0.004)) == \
         "reproduced (barely: the interval's lower end is +0.0011 points)"
-    assert hw4.verdict_text(hw4.claim_verdict(interval(-0.02, -0.000004), None)) == \
+    assert hw4_report.verdict_text(hw4_report.claim_verdict(interval(-0.02, -0.000004), None)) == \
         "not reproduced (barely: the interval's upper end is -0.00040 points; the measured sign is opposite to the claim)"
-    assert hw4.verdict_text(hw4.claim_verdict(interval(0.0006, 0.0132), 0.004)) == "reproduced", \
+    assert hw4_report.verdict_text(hw4_report.claim_verdict(interval(0.0006, 0.0132), 0.004)) == "reproduced", \
         "+0.06 prints as +0.1: no note"
-    assert "[-0.2, +1.3]" in hw4.difference_text(interval(-0.002, 0.0132)), "ends away from 0 keep one decimal"
+    assert "[-0.2, +1.3]" in hw4_report.difference_text(interval(-0.002, 0.0132)), "ends away from 0 keep one decimal"
 
 
 def test_statistics_helpers_match_published_values():
-    assert hw4.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
-    assert hw4.clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)
-    assert hw4.chi2_quantile(40, True) == pytest.approx(55.758, abs=0.02)
-    low, high = hw4.std_bounds([0.60, 0.61, 0.59])  # s = 0.01, 2 degrees of freedom
+    assert hw4_report.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
+    assert hw4_report.clopper_pearson(3, 10) == pytest.approx((0.0667, 0.6525), abs=1e-4)
+    assert hw4_report.chi2_quantile(40, True) == pytest.approx(55.758, abs=0.02)
+    low, high = hw4_report.std_bounds([0.60, 0.61, 0.59])  # s = 0.01, 2 degrees of freedom
     assert high == pytest.approx(0.01 * np.sqrt(2 / 0.102587), rel=1e-5) and low == pytest.approx(0.01 * np.sqrt(2 / 5.991465))
     # diffs 0.02, 0.04, 0.03: t = 0.03 / (0.01 / sqrt 3); at 2 degrees of freedom p = 1 - t / sqrt(2 + t^2)
     t = 0.03 / (0.01 / np.sqrt(3))
-    p = hw4.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73]).p_value
+    p = hw4_report.paired_difference([0.50, 0.60, 0.70], [0.52, 0.64, 0.73]).p_value
     assert p == pytest.approx(1 - t / np.sqrt(2 + t * t), rel=1e-6)
-    assert [p <= 0.05 for p in hw4.holm_adjusted([0.01, 0.04, 0.03])] == [True, False, False]
-    assert [p <= 0.05 for p in hw4.holm_adjusted([0.001, 0.01, 0.04])] == [True] * 3
+    assert [p <= 0.05 for p in hw4_report.holm_adjusted([0.01, 0.04, 0.03])] == [True, False, False]
+    assert [p <= 0.05 for p in hw4_report.holm_adjusted([0.001, 0.01, 0.04])] == [True] * 3
 
 
 def claims(text: str) -> dict[str, tuple[str, str]]:
@@ -224,7 +225,7 @@ def test_claims_table_on_three_seeds(tmp_path):
             "net3": [fake_results("net3", [0.2], 0.2, 0.0, np.eye(5, dtype=np.int64), seed=5 + k, dead=1.0)
                      for k in range(3)]}
     rows = claims(report(tmp_path, runs))
-    assert len(rows) == len(hw4.CLAIMS)
+    assert len(rows) == len(hw4_report.CLAIMS)
     q1_val = rows["Padding increased val accuracy by 0.4 points (Net2 over Net1)."]
     assert q1_val[1].startswith("not resolved at 3 seeds") and "Net2 − Net1 +0.3 points (95% CI" in q1_val[0]
     q2 = rows["Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small."]
@@ -235,7 +236,7 @@ def test_claims_table_on_three_seeds(tmp_path):
     cat_dog = rows["Cat/dog is the hardest pair for all three nets."][1]
     assert cat_dog.startswith("not testable here: Net3 never learned (at chance in 3 of 3 seeds; a seed in which it "
                               "learns is at most 71% likely") and cat_dog.endswith("reproduced for Net1 and Net2"), cat_dog
-    assert rows[hw4.CLAIMS[6].words][1].startswith(
+    assert rows[hw4_report.CLAIMS[6].words][1].startswith(
         "not testable here: Net3 never learned")
     assert rows["Net1 and Net2 overfit, with a large gap between train and val accuracy."][1] == "reproduced"
     randomness = "The run-to-run randomness (no seed fixed) will not change the performance significantly."
@@ -280,7 +281,7 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
             "net3he": [fake_results("net3he", [0.4, 0.5], 0.6, 1.0, m)]}
     text = report(tmp_path, runs)
     q5 = text.split("## Q5")[1]
-    assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4.REMEDIES)
+    assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4_report.REMEDIES)
     assert "| more training images per class | Net1-half (vs Net1) | 55.0% vs 62.0% |" in q5
     assert "training on 50.0% of the images: not resolved at one seed (-7.0 points; the noise is unknown" in q5
     assert "would likely" not in q5
@@ -364,7 +365,7 @@ def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp
         assert pair["ci95"] is None and pair["test"] == "sign" and pair["diffs"] == pytest.approx(list(diffs))
     else:
         assert pair["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half]) and pair["test"] == "t"
-    assert len(summary["claims"]) == len(hw4.CLAIMS)
+    assert len(summary["claims"]) == len(hw4_report.CLAIMS)
     text = (out / "REPORT.md").read_text()
     assert "training seeds 5..6, paired across nets" in text and "seed_5/hardest_net1.png" in text
     for plot in hw4.FIGURES:
@@ -504,7 +505,7 @@ def test_a_seed_whose_nets_ran_on_two_machines_is_never_paired(tmp_path, monkeyp
     accs = {"net1": (0.60, 0.62, 0.64), "net2": (0.61, 0.64, 0.90), "net3": (0.40, 0.42, 0.41)}
     runs = {name: [on_cpu(fake_results(name, [a], 0.7, 1, m, seed=s), "Model B" if (name, s) == ("net2", 7)
                           else "Model A") for a, s in zip(values, (5, 6, 7))] for name, values in accs.items()}
-    exp = hw4.Experiment(runs, facts())
+    exp = hw4_report.Experiment(runs, facts())
     cmp = exp.compare("net1", "net2")
     assert cmp.seeds == 2 and cmp.unpaired == (7,) and cmp.diff == pytest.approx(0.015)  # seed 7's +26 left out
     assert exp.compare("net1", "net3").seeds == 3 and exp.compare("net1", "net3").unpaired == ()
@@ -518,7 +519,7 @@ def test_a_seed_whose_nets_ran_on_two_machines_is_never_paired(tmp_path, monkeyp
     assert "hw4 commit aaaaaaaaaaaa (Net2 of seed 7)." in infra
     summary = tmp_path / "summary"
     summary.mkdir()
-    hw4.write_seeds_summary(summary, exp)
+    hw4_report.write_seeds_summary(summary, exp)
     assert json.loads((summary / "metrics.json").read_text())["comparisons"]["net2-net1"]["unpaired"] == [7]
 
 
@@ -527,7 +528,7 @@ def test_nets_that_never_shared_a_machine_are_not_compared(tmp_path, monkeypatch
     m = confusion_with_cat_dog_errors(3)
     runs = {"net1": [on_cpu(fake_results("net1", [0.6 + s / 100], 0.7, 1, m, seed=s), "Model A") for s in (5, 6)],
             "net1drop": [on_cpu(fake_results("net1drop", [0.7 + s / 100], 0.7, 1, m, seed=s), "Model B") for s in (5, 6)]}
-    exp = hw4.Experiment(runs, facts())
+    exp = hw4_report.Experiment(runs, facts())
     assert exp.compare("net1", "net1drop").seeds == 0
     text = report(tmp_path, runs)
     assert ("not testable here: the two nets ran on different machines in every seed (seed 5, 6), so none pairs them"

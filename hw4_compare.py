@@ -1,0 +1,663 @@
+"""hw4's grading tool: `hw4.py compare PATH...` holds a student's or a TA's numbers (the original's pickles, read
+through an allowlisted unpickler, or an hw4 run) against a committed reference run, and writes COMPARE.md, a CSV
+and a figure.
+
+Loaded by `hw4.py` only for the compare command; it imports hw4 for Results and the run reader.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import hw4
+from hw4 import (ACCURACY, CHANCE_FACTOR, OneLineErrorParser, Results, UserError, check_folder_creatable,
+                  load_finished_run, markdown_text, net_label, new_figure, path_argument, path_text, pct,
+                  pickle_name, seeds_text, series_key, terminal_text, write_bytes_atomic)
+from hw4_report import NET1, NET2, NET3, clopper_pearson, t_quantile_975
+
+# =============================================================================
+# Compare: `hw4.py compare PATH...` holds a submission's numbers (the original's pickles, or an hw4 run)
+# against a committed multi-seed reference run, with a stated rule per number, and says what to look at.
+# It never trains and reads no dataset. Untrusted pickles go through an allowlist, never pickle.load.
+# =============================================================================
+
+DEFAULT_REFERENCE = "results/exercise"
+ORIGINAL_PICKLES = {"results1.pkl": NET1, "results2.pkl": NET2, "results3.pkl": NET3}  # the original's file names
+SUBMISSION_MAX_BYTES = 64 * 2 ** 20  # a results pickle of 15 epochs is a few kB; hw4's own are under 1 MB
+SUBMISSION_MAX_DEPTH = 32  # the original's layout is 3 deep
+CONFUSION_TOLERANCE = 0.002  # trace/sum against the recorded accuracy: a mean of per-batch accuracies differs a little
+CURVE_OUTSIDE_SHARE = 1 / 3  # a curve outside the per-epoch band in over a third of its epochs is a finding
+
+
+def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles call as _codecs.encode to carry bytes; only its latin-1 form is allowed."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+@functools.cache
+def allowed_pickle_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a submission's pickle may name: containers, and numpy arrays, dtypes and scalars
+    (under numpy 1's and numpy 2's module names). None of them runs code or allocates beyond the file."""
+    import builtins
+    import collections
+    from numpy._core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], Any] = {("builtins", n): getattr(builtins, n)
+                                           for n in ("dict", "list", "tuple", "set", "frozenset")}
+    allowed |= {("collections", "OrderedDict"): collections.OrderedDict,
+                ("collections", "defaultdict"): collections.defaultdict, ("_codecs", "encode"): latin1_bytes,
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        allowed |= {(f"{package}.multiarray", "_reconstruct"): multiarray._reconstruct,
+                    (f"{package}.multiarray", "scalar"): multiarray.scalar,
+                    (f"{package}.numeric", "_frombuffer"): numeric._frombuffer}
+    return allowed
+
+
+class SubmissionUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves a global only from allowed_pickle_globals: anything else (os.system,
+    a class's __reduce__, torch's tensor rebuild) is refused before it is looked up, so nothing of it runs."""
+
+    def __init__(self, file: io.BytesIO, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = allowed_pickle_globals().get((module, name))
+        if found is None:
+            raise UserError(f"{path_text(self.path)}: refused: it asks for {module}.{name}, and a results pickle may "
+                            "hold only numbers, strings, lists, dicts and numpy arrays (nothing of it ran); save "
+                            "tensors as numbers (.item(), .tolist()) or numpy arrays")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UserError(f"{path_text(self.path)}: refused: it refers to objects outside the file (persistent ids)")
+
+
+def nesting_depth(obj: Any, limit: int) -> int:
+    """How deep containers nest (iteratively, shared and cyclic parts counted once), stopping past limit."""
+    deepest, seen, stack = 0, set(), [(obj, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple, set, frozenset)) and id(item) not in seen:
+            seen.add(id(item))
+            deepest = max(deepest, depth)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_submission_pickle(path: Path) -> Any:
+    """A submission's pickle through SubmissionUnpickler, bounded in size and depth; one line on any fault."""
+    try:
+        if not path.is_file():
+            raise UserError(f"{path_text(path)} is not a file; pass results pickles or the folders that hold them")
+        with path.open("rb") as f:
+            blob = f.read(SUBMISSION_MAX_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path_text(path)} cannot be read ({exc.strerror or exc}); check the path") from None
+    if len(blob) > SUBMISSION_MAX_BYTES:
+        raise UserError(f"{path_text(path)} is over {SUBMISSION_MAX_BYTES // 2 ** 20} MB, too large for a results "
+                        "pickle; pass the pickles the training wrote")
+    try:
+        obj = SubmissionUnpickler(io.BytesIO(blob), path).load()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a malformed pickle raises anything; none of it may escape as a traceback)
+        raise UserError(f"{path_text(path)} is not a readable pickle ({type(exc).__name__}); pass the results "
+                        "pickles the training wrote") from None
+    if nesting_depth(obj, SUBMISSION_MAX_DEPTH) > SUBMISSION_MAX_DEPTH:
+        raise UserError(f"{path_text(path)} nests deeper than {SUBMISSION_MAX_DEPTH} levels; a results pickle is 3 deep")
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class NetRun:
+    """One net of one training run, as compare reads it from an original-format pickle or from hw4's Results:
+    per-epoch accuracies and the confusion matrices (rows: true class, columns: predicted)."""
+
+    net: str
+    source: str
+    train_acc: tuple[float, ...]  # the running accuracy over each epoch's training steps (the original's)
+    val_acc: tuple[float, ...]
+    clean_train_acc: tuple[float, ...] | None = None  # eval mode after each epoch (hw4's train_clean)
+    train_confusion: np.ndarray | None = None
+    val_confusion: np.ndarray | None = None
+
+    @classmethod
+    def from_results(cls, r: Results, source: str) -> "NetRun":
+        clean = r.train_clean.get("train_clean_class_acc")
+        return cls(r.net, source, tuple(r.series("train", ACCURACY)), tuple(r.series("val", ACCURACY)),
+                   tuple(clean) if clean else None, r.train_confusion, r.val_confusion)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_acc)
+
+    @property
+    def best_val(self) -> float:
+        return max((v for v in self.val_acc if math.isfinite(v)), default=math.nan)
+
+    def learned(self, classes: int) -> bool:
+        """Results.at_chance's rule: train accuracy rose clearly above chance at some epoch."""
+        return max((v for v in self.train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
+
+    def gap(self, clean: bool) -> float:
+        """Final train minus final val accuracy; train in eval mode (clean) or as the running accuracy."""
+        train = self.clean_train_acc if clean else self.train_acc
+        return train[-1] - self.val_acc[-1]
+
+    def cat_dog_share(self, classes: Sequence[str]) -> float | None:
+        """The share of val errors that are cat taken for dog or dog for cat."""
+        m = self.val_confusion
+        if m is None or not {"cat", "dog"} <= set(classes):
+            return None
+        errors = float(m.sum() - np.trace(m))
+        cat, dog = classes.index("cat"), classes.index("dog")
+        return float(m[cat, dog] + m[dog, cat]) / errors if errors else None
+
+    def recalls(self) -> list[float] | None:
+        m = self.val_confusion
+        if m is None:
+            return None
+        totals = m.sum(axis=1)
+        return [float(m[k, k] / totals[k]) if totals[k] else math.nan for k in range(len(m))]
+
+
+def plain_key(key: Any) -> str:
+    """A pickle key as the original's code spells it either way: 'val class acc' and 'val_class_acc' agree."""
+    return re.sub(r"[\s_]+", "_", str(key).strip().lower())
+
+
+def plain_dict(obj: Any) -> dict[str, Any] | None:
+    return {plain_key(k): v for k, v in obj.items()} if isinstance(obj, dict) else None
+
+
+def number_series(value: Any, where: str) -> tuple[float, ...]:
+    """A per-epoch series of fractions in [0, 1] (NaN kept: a diverged epoch)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"{where} is not a list of numbers per epoch")
+    try:
+        series = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} holds something other than numbers") from None
+    if any(math.isfinite(v) and not 0 <= v <= 1 for v in series):
+        raise UserError(f"{where} holds values outside 0..1: compare reads accuracies as fractions, as the original "
+                        "writes them (divide percentages by 100)")
+    return series
+
+
+def confusion_of(value: Any, where: str, classes: int) -> np.ndarray | None:
+    """A classes x classes matrix of non-negative counts, or None when the pickle has none."""
+    if value is None:
+        return None
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} is not a matrix of counts") from None
+    if m.shape != (classes, classes) or not np.all(np.isfinite(m)) or (m < 0).any():
+        raise UserError(f"{where} is not a {classes}x{classes} matrix of non-negative counts (shape {m.shape})")
+    return np.rint(m).astype(np.int64)
+
+
+def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun:
+    """The original's layout ("100steps", "epoch", "confusion matrix"; keys with spaces or underscores), as
+    the original's code or hw4 writes it; hw4's pickles add "train_clean" (train accuracy in eval mode)."""
+    top, where = plain_dict(blob), path_text(path)
+    epoch = plain_dict(top.get("epoch")) if top else None
+    if epoch is None or "val_class_acc" not in epoch or "train_class_acc" not in epoch:
+        raise UserError(f"{where} is not a results pickle in the original's format (a dict whose \"epoch\" holds "
+                        "\"train class acc\" and \"val class acc\"); pass the pickles the training wrote")
+    train = number_series(epoch["train_class_acc"], f"{where}: epoch/train class acc")
+    val = number_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
+    if len(train) != len(val):
+        raise UserError(f"{where}: epoch/train class acc has {len(train)} epochs and val class acc {len(val)}")
+    clean = (plain_dict(top.get("train_clean")) or {}).get(series_key("train", ACCURACY, clean=True))
+    clean = number_series(clean, f"{where}: train_clean") if clean is not None else None
+    confusion = plain_dict(top.get("confusion_matrix")) or {}
+    return NetRun(net, os.fsdecode(path), train, val, clean if clean and len(clean) == len(val) else None,
+                  confusion_of(confusion.get("train_confusion"), f"{where}: train confusion", classes),
+                  confusion_of(confusion.get("val_confusion"), f"{where}: val confusion", classes))
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission: a name (its folder or file) and its nets."""
+
+    name: str
+    runs: dict[str, NetRun]
+
+
+def nets_for_pickles(files: Sequence[Path], nets: Sequence[str] | None) -> list[str]:
+    """Which net each pickle is: --nets in the files' order, else the original's names (results1.pkl is
+    Net1) or hw4's (results_<net>.pkl)."""
+    if nets:
+        if len(nets) != len(files):
+            raise UserError(f"--nets names {len(nets)} nets for {len(files)} pickles "
+                            f"({', '.join(path_text(f.name) for f in files)}); name one per pickle, in that order")
+        return list(nets)
+    named = []
+    for f in files:
+        net = ORIGINAL_PICKLES.get(f.name) or next((n for n in hw4.NETS if pickle_name(n) == f.name), None)
+        if net is None:
+            raise UserError(f"{path_text(f)}: which net is it? Name the pickles results1.pkl, results2.pkl, "
+                            "results3.pkl as the original does, or pass --nets in the pickles' order")
+        named.append(net)
+    return named
+
+
+def submission_from_pickles(name: str, files: Sequence[Path], nets: Sequence[str] | None, classes: int) -> Submission:
+    runs = {}
+    for f, net in zip(files, nets_for_pickles(files, nets)):
+        if net in runs:
+            raise UserError(f"{path_text(f)} and {path_text(runs[net].source)} are both {net}; pass one pickle per net")
+        runs[net] = net_run_from_pickle(read_submission_pickle(f), f, net, classes)
+    return Submission(name, runs)
+
+
+def submissions_from_run(folder: Path) -> list[Submission]:
+    """An hw4 run folder: one submission per training seed."""
+    seed_outs, runs_by_seed, _ = load_finished_run(folder)
+    return [Submission(path_text(out), {n: NetRun.from_results(r, os.fsdecode(out / "metrics.json"))
+                                        for n, r in runs.items()}) for out, runs in zip(seed_outs, runs_by_seed)]
+
+
+def folder_pickles(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix == ".pkl" and p.is_file())
+
+
+def load_submissions(paths: Sequence[Path], nets: Sequence[str] | None, classes: int) -> list[Submission]:
+    """PATH arguments as submissions: pickle files (together, one submission), a folder of pickles (one), an
+    hw4 run folder (one per seed), or a folder of such folders (one each: a TA's submissions/<name>/)."""
+    files = [p for p in paths if not p.is_dir()]
+    subs = [submission_from_pickles(path_text(files[0].parent if len(files) > 1 else files[0]), files, nets,
+                                    classes)] if files else []
+    for folder in (p for p in paths if p.is_dir()):
+        if (folder / "metrics.json").is_file():
+            subs += submissions_from_run(folder)
+        elif folder_pickles(folder):
+            subs.append(submission_from_pickles(path_text(folder), folder_pickles(folder), nets, classes))
+        else:
+            inner = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
+                           and ((p / "metrics.json").is_file() or folder_pickles(p)))
+            if not inner:
+                raise UserError(f"{path_text(folder)} holds no results pickles, no metrics.json and no submission "
+                                "folders; pass a submission's folder or its pickles")
+            subs += load_submissions(inner, nets, classes)
+    return subs
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A committed multi-seed hw4 run: per net, its NetRun per training seed, and what its runs saw."""
+
+    where: str
+    runs: dict[str, list[NetRun]]
+    classes: list[str]
+    n_train: int
+    n_val: int
+    epochs: int
+
+    @classmethod
+    def from_results(cls, where: str, runs_by_seed: Sequence[dict[str, Results]]) -> "Reference":
+        first = next(iter(runs_by_seed[0].values()))
+        runs = {name: [NetRun.from_results(seed[name], where) for seed in runs_by_seed] for name in runs_by_seed[0]}
+        return cls(where, runs, list(first.classes), first.n_train, first.n_val, first.epochs)
+
+    @property
+    def seeds(self) -> int:
+        return len(next(iter(self.runs.values())))
+
+    def regimes(self, net: str) -> tuple[list[NetRun], list[NetRun]]:
+        """(the seeds that learned, the seeds at chance)."""
+        k = len(self.classes)
+        return [r for r in self.runs[net] if r.learned(k)], [r for r in self.runs[net] if not r.learned(k)]
+
+
+MIN_REFERENCE_SEEDS = 3
+
+
+def load_reference(folder: Path) -> Reference:
+    seed_outs, runs_by_seed, _ = load_finished_run(folder)
+    if len(runs_by_seed) < MIN_REFERENCE_SEEDS:
+        raise UserError(f"{path_text(folder)} has {seeds_text(len(runs_by_seed))}; a reference needs "
+                        f"{MIN_REFERENCE_SEEDS} or more (the committed {DEFAULT_REFERENCE} has 10)")
+    return Reference.from_results(path_text(folder), runs_by_seed)
+
+
+@dataclass(frozen=True)
+class Band:
+    """One number over the reference seeds: the 95% prediction interval for one new seed,
+    mean ± t(0.975, n-1)·s·√(1 + 1/n), and the seeds' min and max."""
+
+    values: tuple[float, ...]
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        n = len(self.values)
+        if n < 2:
+            return None
+        mean, sd = float(np.mean(self.values)), float(np.std(self.values, ddof=1))
+        half = t_quantile_975(n - 1) * sd * math.sqrt(1 + 1 / n)
+        return mean - half, mean + half
+
+    def place(self, x: float) -> str:
+        """'above', 'below' or 'inside' the interval."""
+        low, high = self.interval or (min(self.values), max(self.values))
+        return "above" if x > high else "below" if x < low else "inside"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One number of a submission's net held against the reference band of the seeds in its regime."""
+
+    net: str
+    measure: str
+    value: float
+    band: Band
+    scope: str  # which reference seeds: 'the 10 seeds', 'the 4 seeds that learned'
+    difference: bool = False  # a difference of accuracies (shown in points), not an accuracy or a share
+
+    @property
+    def place(self) -> str:
+        return self.band.place(self.value)
+
+    def shown(self, v: float) -> str:
+        return f"{100 * v:+.1f} points" if self.difference else pct(v)
+
+
+@dataclass(frozen=True)
+class Finding:
+    net: str
+    kind: str  # above, below, chance, collapsed, learned, confusion, epochs, curve
+    text: str
+
+
+@dataclass(frozen=True)
+class NetComparison:
+    net: str
+    learned: bool
+    checks: tuple[Check, ...]
+    findings: tuple[Finding, ...]
+
+
+def seeds_scope(group: Sequence[NetRun], all_seeds: int) -> str:
+    return f"the {seeds_text(len(group))}" + (" that learned" if len(group) < all_seeds else "")
+
+
+def regime_findings(run: NetRun, ref: Reference) -> tuple[list[NetRun], list[Finding]]:
+    """The reference seeds to hold the run against (those of its own regime), and what its regime says."""
+    learned, stuck = ref.regimes(run.net)
+    label, n, k = net_label(run.net), ref.seeds, len(learned)
+    chance = 1 / len(ref.classes)
+    if not run.learned(len(ref.classes)):
+        if not stuck:
+            return [], [Finding(run.net, "chance", f"{label} stayed at chance (best train accuracy "
+                                f"{pct(max(run.train_acc))}; chance is {pct(chance)}), while every reference seed "
+                                "learned: check the learning rate (the exercise's Adam lr 1e-3, betas (0.9, 0.99)), "
+                                "that the labels parsed from the file names match the pictures, and the input "
+                                "scaling (ToTensor to 0..1, then Normalize)")]
+        low, high = clopper_pearson(k, n)
+        return [], [Finding(run.net, "collapsed", f"{label} stayed at chance, as {n - k} of the {n} reference seeds "
+                               f"did (a seed learns in {k} of {n}: 95% Clopper–Pearson {pct(low)} to {pct(high)}); not "
+                               "rare in this exercise, so not by itself a bug in the code")]
+    if not learned:
+        return [], [Finding(run.net, "learned", f"{label} learned, while every one of the {n} reference seeds stayed "
+                            "at chance: another dataset, other settings or another architecture?")]
+    return learned, []
+
+
+def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
+    """A confusion matrix that cannot be the one the run's numbers describe."""
+    found, label = [], net_label(run.net)
+    for split, m, size in (("val", run.val_confusion, ref.n_val), ("train", run.train_confusion, ref.n_train)):
+        if m is not None and int(m.sum()) != size:
+            found.append(Finding(run.net, "confusion", f"{label}'s {split} confusion matrix holds {int(m.sum()):,} "
+                                 f"pictures, not the {split} set's {size:,}: it was not taken on the whole {split} set "
+                                 "in one epoch, or the dataset is another size"))
+    m = run.val_confusion
+    if m is not None and m.sum() and abs(np.trace(m) / m.sum() - run.best_val) > CONFUSION_TOLERANCE:
+        found.append(Finding(run.net, "confusion", f"{label}'s val confusion matrix has accuracy (trace/sum) "
+                             f"{pct(np.trace(m) / m.sum())}, not the best epoch's val accuracy {pct(run.best_val)}: "
+                             "it was not taken at the best epoch, or not on the whole val set"))
+    return found
+
+
+def measure_checks(run: NetRun, group: Sequence[NetRun], scope: str, classes: Sequence[str]) -> list[Check]:
+    """Best val accuracy, the final train − val gap (in eval mode where both recorded it), the cat/dog share of
+    val errors and each class's val recall, against the same numbers of the reference group."""
+    net = run.net
+    checks = [Check(net, "best val accuracy", run.best_val, Band(tuple(r.best_val for r in group)), scope)]
+    clean = run.clean_train_acc is not None and all(r.clean_train_acc is not None for r in group)
+    checks.append(Check(net, f"final train ({'eval mode' if clean else 'running, as the original records it'}) − val "
+                        "accuracy gap", run.gap(clean), Band(tuple(r.gap(clean) for r in group)), scope, True))
+    share, shares = run.cat_dog_share(classes), [r.cat_dog_share(classes) for r in group]
+    if share is not None and None not in shares:
+        checks.append(Check(net, "cat/dog share of val errors", share, Band(tuple(shares)), scope))
+    recalls, ref_recalls = run.recalls(), [r.recalls() for r in group]
+    if recalls is not None and None not in ref_recalls:
+        checks += [Check(net, f"val recall of {c}", recalls[k], Band(tuple(r[k] for r in ref_recalls)), scope)
+                   for k, c in enumerate(classes)]
+    return checks
+
+
+def curve_finding(run: NetRun, group: Sequence[NetRun], ref: Reference) -> list[Finding]:
+    """Epochs compared one by one over the epochs both ran; a different epoch count is said."""
+    found, label = [], net_label(run.net)
+    common = min(run.epochs, ref.epochs)
+    if run.epochs != ref.epochs:
+        found.append(Finding(run.net, "epochs", f"{label} ran {run.epochs} epochs against the reference's "
+                             f"{ref.epochs}: its curves are compared over the first {common}, and its best val "
+                             f"accuracy comes from {run.epochs} epochs"))
+    if len(group) < 2:
+        return found
+    places = [Band(tuple(r.val_acc[e] for r in group)).place(run.val_acc[e]) for e in range(common)]
+    outside = [p for p in places if p != "inside"]
+    if len(outside) > CURVE_OUTSIDE_SHARE * common:
+        found.append(Finding(run.net, "curve", f"{label}'s val accuracy lies outside the reference's per-epoch "
+                             f"interval in {len(outside)} of {common} epochs ({outside.count('above')} above, "
+                             f"{outside.count('below')} below)"))
+    return found
+
+
+def band_text(check: Check) -> str:
+    """'59.1% to 62.9% (seeds 59.6% to 62.0%)': the interval, then the reference seeds' range."""
+    band, show = check.band, check.shown
+    low, high = band.interval or (min(band.values), max(band.values))
+    return f"{show(low)} to {show(high)} (seeds {show(min(band.values))} to {show(max(band.values))})"
+
+
+def out_of_band_finding(check: Check) -> Finding | None:
+    """What to look at when best val accuracy falls outside the band of its regime."""
+    label, place = net_label(check.net), check.place
+    if check.measure != "best val accuracy" or place == "inside":
+        return None
+    where = f"{label}'s best val accuracy {pct(check.value)} is {place} the reference's 95% prediction interval for "\
+            f"one seed ({band_text(check)}, over {check.scope})"
+    if place == "above":
+        beyond = " and above every reference seed" if check.value > max(check.band.values) else ""
+        return Finding(check.net, "above", where + beyond + ": were train and val pictures disjoint? The original's "
+                       "per-class np.random.choice puts some pictures into two classes and into both splits. Or was "
+                       "it another dataset, more epochs or other settings?")
+    return Finding(check.net, "below", where + ": check the learning rate (the exercise's Adam lr 1e-3, betas "
+                   "(0.9, 0.99)), the labels parsed from the file names, and the input scaling (ToTensor to 0..1, "
+                   "then Normalize)")
+
+
+def compare_net(run: NetRun, ref: Reference) -> NetComparison:
+    group, findings = regime_findings(run, ref)
+    checks = measure_checks(run, group, seeds_scope(group, ref.seeds), ref.classes) if len(group) >= 2 else []
+    findings += [f for f in map(out_of_band_finding, checks) if f]
+    outside = [c for c in checks if c.place != "inside" and c.measure != "best val accuracy"]
+    if outside:
+        findings.append(Finding(run.net, "outside", f"{net_label(run.net)}: outside the reference's interval: "
+                                + "; ".join(f"{c.measure} {c.shown(c.value)} ({c.place} {band_text(c)})"
+                                            for c in outside)))
+    findings += curve_finding(run, group, ref) + confusion_findings(run, ref)
+    return NetComparison(run.net, run.learned(len(ref.classes)), tuple(checks), tuple(findings))
+
+
+def compare_submission(sub: Submission, ref: Reference) -> list[NetComparison]:
+    missing = [n for n in sub.runs if n not in ref.runs]
+    if missing:
+        raise UserError(f"{terminal_text(sub.name)} has {', '.join(missing)}, which the reference {ref.where} lacks; "
+                        "pass a --reference run that trained it")
+    return [compare_net(sub.runs[n], ref) for n in ref.runs if n in sub.runs]
+
+
+def net_summary(c: NetComparison, sub: Submission) -> str:
+    """'Net1 61.2% inside' or 'Net3 at chance'."""
+    best = c.checks[0] if c.checks else None
+    value = pct(sub.runs[c.net].best_val)
+    return (f"{net_label(c.net)} {value}" + ("" if c.learned else " (at chance)")
+            + (f" {best.place}" if best else ""))
+
+
+def compare_lines(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> list[str]:
+    """The terminal screen: per submission one line of nets and its findings (all of them for one submission,
+    a count each for many, whose details COMPARE.md has)."""
+    lines = [f"reference: {ref.where} ({seeds_text(ref.seeds)}; {', '.join(map(net_label, ref.runs))}; "
+             f"{ref.epochs} epochs; {ref.n_val:,} val pictures). Inside: within the 95% prediction interval of one "
+             "new seed, over the reference seeds of the same regime."]
+    for sub, comparisons in results:
+        findings = [f for c in comparisons for f in c.findings]
+        lines.append(f"{terminal_text(sub.name)}: " + " | ".join(net_summary(c, sub) for c in comparisons)
+                     + (f" | {len(findings)} finding{'s' * (len(findings) != 1)}" if len(results) > 1 else ""))
+        if len(results) == 1:
+            lines += [f"  - {terminal_text(f.text)}" for f in findings] or ["  - nothing outside the reference"]
+    return lines
+
+
+def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
+    lines = ["# hw4 compare", "",
+             f"Reference: `{markdown_text(ref.where)}`, {seeds_text(ref.seeds)} of "
+             f"{', '.join(map(net_label, ref.runs))} ({ref.epochs} epochs, {ref.n_train:,} train and {ref.n_val:,} val "
+             "pictures). Each number of a submission's net is held against the 95% prediction interval for one new "
+             "seed, mean ± t·s·√(1 + 1/n), over the reference seeds of the net's own regime: a net that stayed at "
+             "chance is compared with the rate at which reference seeds stay there, one that learned with the "
+             "seeds that learned.", "",
+             "What this cannot tell: it does not detect copying; a different dataset, image size or settings moves "
+             "every number, so a finding is a question to look into, not a verdict on the code."]
+    for sub, comparisons in results:
+        lines += ["", f"## {markdown_text(sub.name)}", "", "| net | measure | submission | reference interval (seeds' "
+                  "range) | over | place |", "|---|---|---|---|---|---|"]
+        for c in comparisons:
+            run = sub.runs[c.net]
+            if not c.checks:
+                lines.append(f"| {net_label(c.net)} | best val accuracy | {pct(run.best_val)}"
+                             f"{'' if c.learned else ' (at chance)'} | — | — | see the findings |")
+            lines += [f"| {net_label(k.net)} | {k.measure} | {k.shown(k.value)} | {band_text(k)} | {k.scope} | "
+                      f"{k.place} |" for k in c.checks]
+        findings = [f for c in comparisons for f in c.findings]
+        lines += ["", *(f"- {markdown_text(f.text)}" for f in findings)] if findings else\
+            ["", "Nothing outside the reference."]
+    lines += ["", "![the submissions' val accuracy per epoch over the reference's band](compare.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
+    """One row per submission, for a grading spreadsheet."""
+    import csv
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    nets = list(ref.runs)
+    writer.writerow(["submission", *(f"{n}_{k}" for n in nets for k in ("best_val", "learned", "place")),
+                     "findings", "finding_kinds"])
+    for sub, comparisons in results:
+        by_net = {c.net: c for c in comparisons}
+        cells = []
+        for n in nets:
+            c = by_net.get(n)
+            cells += (["", "", ""] if c is None else
+                      [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
+        findings = [f for c in comparisons for f in c.findings]
+        writer.writerow([terminal_text(sub.name), *cells, len(findings), " ".join(f"{f.net}:{f.kind}" for f in findings)])
+    return buf.getvalue()
+
+
+def draw_compare(ref: Reference, subs: Sequence[Submission]):
+    """Per net, the reference's val accuracy per epoch (mean and 95% prediction band of one seed; for a net
+    with both regimes, each regime apart, with its count) and every submission's curve over it."""
+    nets = [n for n in ref.runs if any(n in s.runs for s in subs)]
+    fig = new_figure(figsize=(4.2 * len(nets), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(nets), squeeze=False)[0])
+    for ax, net in zip(axes, nets):
+        learned, stuck = ref.regimes(net)
+        for group, name, shade in ((learned, "learned", "tab:blue"), (stuck, "at chance", "tab:grey")):
+            if not group:
+                continue
+            x = np.arange(1, ref.epochs + 1)
+            per_epoch = [Band(tuple(r.val_acc[e] for r in group)) for e in range(ref.epochs)]
+            mean = [100 * np.mean(b.values) for b in per_epoch]
+            ax.plot(x, mean, color=shade, linewidth=1.5, label=f"reference, {name} ({len(group)} of {ref.seeds})")
+            if len(group) > 1:
+                ax.fill_between(x, [max(0.0, 100 * b.interval[0]) for b in per_epoch],  # accuracies: 0..100
+                                [min(100.0, 100 * b.interval[1]) for b in per_epoch], color=shade, alpha=0.2,
+                                linewidth=0)
+        for k, sub in enumerate(s for s in subs if net in s.runs):
+            run = sub.runs[net]
+            ax.plot(np.arange(1, run.epochs + 1), [100 * v for v in run.val_acc], color="tab:red", alpha=0.8,
+                    linewidth=1, label="submission" + ("s" if len(subs) > 1 else "") if k == 0 else None)
+        ax.set_title(net_label(net), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val accuracy (%)")
+        ax.grid(linewidth=0.4)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Val accuracy per epoch against {ref.where} (shaded: 95% prediction interval of one seed)",
+                 fontsize=10)
+    return fig
+
+
+def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submission, list[NetComparison]]]) -> None:
+    check_folder_creatable(out, "--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path_text(out)} cannot be created ({exc.strerror or exc}); pass another folder") from None
+    write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
+    if len(results) > 1:
+        write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
+    hw4.savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    parser = OneLineErrorParser(prog="hw4.py compare", description="Hold a student's run (the original's results "
+                                "pickles, or an hw4 run folder) against a committed multi-seed reference run, and say "
+                                "what to look at. Never trains, reads no dataset; pickles are read through an "
+                                "allowlist (numbers, lists, dicts, numpy arrays), never unpickled freely.")
+    parser.add_argument("paths", nargs="+", type=path_argument, metavar="PATH",
+                        help="results pickles (results1.pkl ... as the original names them), a folder of them, an hw4 "
+                             "run folder, or a folder of submission folders (one row each)")
+    parser.add_argument("--reference", type=path_argument, default=DEFAULT_REFERENCE,
+                        help=f"a finished hw4 run of {MIN_REFERENCE_SEEDS} or more seeds (default: {DEFAULT_REFERENCE})")
+    parser.add_argument("--nets", nargs="+", choices=list(hw4.NETS), metavar="NET",
+                        help="which net each pickle is, in order, when their names are not the original's")
+    parser.add_argument("--out", type=path_argument, help="also write COMPARE.md, compare.png and, for several "
+                        "submissions, compare.csv here (default: print only)")
+    args = parser.parse_args(argv)
+    for p in args.paths:
+        if not os.path.lexists(p):
+            raise UserError(f"{path_text(p)} not found; pass results pickles or the folders that hold them")
+    ref = load_reference(Path(args.reference))
+    subs = load_submissions([Path(p) for p in args.paths], args.nets, len(ref.classes))
+    results = [(sub, compare_submission(sub, ref)) for sub in subs]
+    print("\n".join(compare_lines(ref, results)))
+    if args.out:
+        write_compare_outputs(Path(args.out), ref, results)
+        print(f"wrote {path_text(Path(args.out) / 'COMPARE.md')}")
+    return 0
+
+
