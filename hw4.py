@@ -882,35 +882,37 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-RUN_LOCK = ".hw4-run.pid"  # in --out while a run uses it
+RUN_LOCK = ".hw4-run.lock"  # in a folder while a command writes into it: the operating system's lock on this file
+RUN_PID = ".hw4-run.pid"  # beside it while held: the holder's process id, for the message
 
 
 @contextlib.contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """One live run per --out, so that two runs never mix their files in one folder: a pid file that a second
-    run is refused by while the first lives. A lock left by a killed run is taken over."""
+def run_lock(out: Path, flag: str = "--out") -> Iterator[None]:
+    """One command at a time writes into a folder (a training run, `report`, `compare --out`), so that two never
+    mix their files. The kernel holds the lock (filelock: fcntl on Linux and macOS, msvcrt on Windows) and drops it
+    when its holder dies: a killed run's lock is free at once, two runs can never both take it over, and a recycled
+    process id cannot keep a folder locked."""
+    from filelock import FileLock, Timeout
+
     out.mkdir(parents=True, exist_ok=True)
-    lock = out / RUN_LOCK
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(lock.read_text()[:20])
-                if pid != os.getpid() and process_alive(pid):
-                    raise UserError(f"another hw4 run (process {pid}) is using --out {out}; wait for it to end, or "
-                                    "pass another --out") from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise UserError(f"--out {out}: its lock {lock} cannot be taken; remove it if no hw4 run is using the folder")
+    lock = FileLock(out / RUN_LOCK, timeout=0)
     try:
+        lock.acquire()
+    except Timeout:
+        holder = ""
+        with contextlib.suppress(OSError, ValueError):
+            holder = f" (process {int((out / RUN_PID).read_text()[:20])})"
+        raise UserError(f"another hw4 command{holder} is writing into {flag} {out}; wait for it to end, or pass "
+                        "another folder") from None
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: its lock {out / RUN_LOCK} cannot be taken ({exc.strerror or exc}); pass a "
+                        "folder you can write to") from None
+    try:
+        (out / RUN_PID).write_text(str(os.getpid()))
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        (out / RUN_PID).unlink(missing_ok=True)
+        lock.release()
 
 
 def swap_into_place(tmp: Path, target: Path) -> None:
@@ -2871,6 +2873,9 @@ def check_results_entry(key: str, entry: Any) -> None:
            f"is not an epoch from 1 to {epochs}")
     for name in ("fc1_in_features", "params", "n_train", "n_val"):
         schema(is_int(entry.get(name)) and entry[name] >= 0, f"{field}.{name}", "is not a count")
+    for split in SPLITS:  # a confusion matrix counts every picture the run says it evaluated, once
+        schema(sum(map(sum, entry[f"{split}_confusion"])) == entry[f"n_{split}"], f"{field}.{split}_confusion",
+               f"does not count the {entry[f'n_{split}']:,} pictures n_{split} says the run evaluated")
     size = entry["config"]["image_size"]
     schema(MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, f"{field}.config.image_size", "is out of range")
     schema(entry["params"] == spec_parameter_count(NETS[key], size, len(classes)), f"{field}.params",
@@ -2883,6 +2888,7 @@ def check_results_entry(key: str, entry: Any) -> None:
         check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
     schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
     check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))
+    check_predictions_agree(entry, f"{field}.val_predictions")
 
 
 def check_val_predictions(value: Any, field: str, n_val: int, classes: int) -> None:
@@ -2897,6 +2903,33 @@ def check_val_predictions(value: Any, field: str, n_val: int, classes: int) -> N
         schema(isinstance(series, list) and len(series) == n_val and all(is_int(v) and 0 <= v < classes
                                                                          for v in series),
                f"{field}.{key}", f"is not one class index (0..{classes - 1}) per val image ({n_val})")
+
+
+def check_predictions_agree(entry: dict, field: str) -> None:
+    """The per-picture predictions are the numbers the entry records: at the best epoch they count up to its val
+    confusion matrix, at the final one to its last val accuracy. Forged labels or predictions fail here."""
+    preds = entry.get("val_predictions") or {}
+    if not preds:
+        return
+    labels, classes = np.asarray(preds["labels"]), len(entry["classes"])
+    counted = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(counted, (labels, np.asarray(preds["best"])), 1)
+    schema(counted.tolist() == entry["val_confusion"], f"{field}.best",
+           "does not count up to val_confusion, the best epoch's matrix it must give")
+    if "final" in preds:
+        final = float(np.mean(np.asarray(preds["final"]) == labels))
+        last = entry["epoch"]["val_class_acc"][-1]
+        schema(last is not None and abs(final - last) < 1e-9, f"{field}.final",
+               "does not give the final val accuracy recorded in epoch.val_class_acc")
+
+
+def check_same_val_labels(entries: dict[str, Any]) -> None:
+    """Every net of one seed saw the same val pictures in the same order: their recorded labels agree."""
+    recorded = {key: e["val_predictions"]["labels"] for key, e in entries.items() if e.get("val_predictions")}
+    first = next(iter(recorded), None)
+    for key, labels in recorded.items():
+        schema(labels == recorded[first], f"nets.{key}.val_predictions.labels",
+               f"differ from nets.{first}'s: every net of a seed is evaluated on the same val pictures")
 
 
 def check_dataset_facts(value: Any, classes: list[str]) -> None:
@@ -2914,6 +2947,7 @@ def seed_results(path: Path) -> tuple[dict[str, Results], DatasetFacts | None]:
     try:
         for key, entry in blob["nets"].items():
             check_results_entry(str(key), entry)
+        check_same_val_labels(blob["nets"])
         classes = next(iter(blob["nets"].values()))["classes"]
         schema(all(e["classes"] == classes for e in blob["nets"].values()), "nets", "disagree on the classes")
         if blob.get("dataset"):
@@ -3740,9 +3774,8 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
         raise UserError(f"{path} is not hw4 weights ({why}); pass a <net>.pt written by hw4, "
                         "such as results/exercise/seed_5/net2.pt") from None
     net = net.to(dev, memory_format=memory_format(dev)).eval()
+    images = [p for image in images for p in (pictures_in(Path(image)) if Path(image).is_dir() else [image])]
     for image in images:
-        if Path(image).is_dir():
-            raise UserError(f"{image} is a folder; pass image files")
         if not Path(image).is_file():
             raise UserError(f"image not found: {image}" if not os.path.lexists(image) else
                             f"{image} is not a regular file; pass image files")
@@ -3763,13 +3796,25 @@ def predict_images(weights: str | Path, images: Sequence[str | Path], device: st
     return rows
 
 
+def pictures_in(folder: Path) -> list[Path]:
+    """The pictures directly inside a folder given to predict, in name order: the extensions torchvision reads,
+    hidden files (.DS_Store) skipped, sub-folders not entered."""
+    found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir()
+                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not found:
+        raise UserError(f"{folder} holds no pictures ({', '.join(IMAGE_EXTENSIONS[:3])}, ...); pass image files or a "
+                        "folder of them")
+    return found
+
+
 def predict_main(argv: Sequence[str]) -> int:
     parser = OneLineErrorParser(prog="hw4.py predict",
                                 description="Classify images with weights saved by hw4 (net1.pt ...).")
     parser.add_argument("--weights", required=True, type=path_argument, help="a <net>.pt written by hw4 (required)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="(default: cpu)")
     parser.add_argument("images", nargs="+", type=path_argument,
-                        help="image files (any mode PIL reads; converted to RGB)")
+                        help="image files (any mode PIL reads; converted to RGB), or folders of them (the pictures "
+                             "directly inside, in name order)")
     args = parser.parse_args(argv)
     for row in predict_images(args.weights, args.images, args.device):  # class names come from the file: escaped
         probs = "  ".join(f"{terminal_text(c)} {p:.3f}" for c, p in row["probs"].items())

@@ -6,6 +6,7 @@ Loaded by `hw4.py` only for the compare command; it imports hw4 for Results and 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import hw4
 from hw4 import (ACCURACY, CHANCE_FACTOR, OneLineErrorParser, Results, UserError, check_folder_creatable,
                   load_finished_run, markdown_text, net_label, new_figure, path_argument, path_text, pct,
-                  pickle_name, seeds_text, series_key, terminal_text, write_bytes_atomic)
+                  pickle_name, run_lock, seeds_text, series_key, terminal_text, write_bytes_atomic)
 from hw4_report import NET1, NET2, NET3, clopper_pearson, t_quantile_975
 
 # =============================================================================
@@ -134,12 +135,13 @@ class NetRun:
     clean_train_acc: tuple[float, ...] | None = None  # eval mode after each epoch (hw4's train_clean)
     train_confusion: np.ndarray | None = None
     val_confusion: np.ndarray | None = None
+    diverged: int | None = None  # the first epoch whose loss is no longer a finite number
 
     @classmethod
     def from_results(cls, r: Results, source: str) -> "NetRun":
         clean = r.train_clean.get("train_clean_class_acc")
         return cls(r.net, source, tuple(r.series("train", ACCURACY)), tuple(r.series("val", ACCURACY)),
-                   tuple(clean) if clean else None, r.train_confusion, r.val_confusion)
+                   tuple(clean) if clean else None, r.train_confusion, r.val_confusion, r.diverged_epoch)
 
     @property
     def epochs(self) -> int:
@@ -185,32 +187,57 @@ def plain_dict(obj: Any) -> dict[str, Any] | None:
 
 
 def number_series(value: Any, where: str) -> tuple[float, ...]:
-    """A per-epoch series of fractions in [0, 1] (NaN kept: a diverged epoch)."""
+    """A per-epoch list of numbers (NaN and infinities kept)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or not value:
         raise UserError(f"{where} is not a list of numbers per epoch")
     try:
-        series = tuple(float(v) for v in value)
+        return tuple(float(v) for v in value)
     except (TypeError, ValueError):
         raise UserError(f"{where} holds something other than numbers") from None
-    if any(math.isfinite(v) and not 0 <= v <= 1 for v in series):
-        raise UserError(f"{where} holds values outside 0..1: compare reads accuracies as fractions, as the original "
-                        "writes them (divide percentages by 100)")
+
+
+def accuracy_series(value: Any, where: str, unmeasured: bool = False) -> tuple[float, ...]:
+    """A per-epoch series of fractions in [0, 1]. No run writes a NaN or infinite accuracy (a diverged run's
+    logits still have an argmax); only hw4's eval-mode train series (unmeasured) holds NaN, where not measured."""
+    series = number_series(value, where)
+    if any(not 0 <= v <= 1 for v in series if not (unmeasured and math.isnan(v))):
+        raise UserError(f"{where} holds values outside 0..1 (or not numbers): compare reads accuracies as fractions, "
+                        "as the original writes them (divide percentages by 100)")
     return series
 
 
-def confusion_of(value: Any, where: str, classes: int) -> np.ndarray | None:
-    """A classes x classes matrix of non-negative counts, or None when the pickle has none."""
+def first_non_finite(series: Sequence[float]) -> int | None:
+    """The first epoch (1-based) whose value is NaN or infinite: where a loss says the run diverged."""
+    return next((e for e, v in enumerate(series, 1) if not math.isfinite(v)), None)
+
+
+MAX_COUNT = hw4.MAX_PER_CLASS * 1000  # more pictures in one cell than any run of up to 1,000 classes evaluates
+
+
+def confusion_of(value: Any, where: str, classes: int, pictures: int | None) -> np.ndarray | None:
+    """A classes x classes matrix of whole, non-negative counts (that add up to `pictures` where the pickle says how
+    many it evaluated), or None when the pickle has none."""
     if value is None:
         return None
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise UserError(f"{where} is not a matrix of counts") from None
-    if m.shape != (classes, classes) or not np.all(np.isfinite(m)) or (m < 0).any():
-        raise UserError(f"{where} is not a {classes}x{classes} matrix of non-negative counts (shape {m.shape})")
-    return np.rint(m).astype(np.int64)
+    if (m.shape != (classes, classes) or not np.all(np.isfinite(m)) or (m < 0).any() or (m > MAX_COUNT).any()
+            or (m != np.rint(m)).any()):
+        raise UserError(f"{where} is not a {classes}x{classes} matrix of whole, non-negative picture counts; pass the "
+                        "matrix the training counted")
+    if pictures is not None and int(m.sum()) != pictures:
+        raise UserError(f"{where} counts {int(m.sum()):,} pictures, not the {pictures:,} its pickle says the run "
+                        "evaluated; pass the matrix the training counted")
+    return m.astype(np.int64)
+
+
+def picture_count(value: Any) -> int | None:
+    """hw4's pickles say how many pictures each split's matrix counts (n_train, n_val); the original's do not."""
+    return value if type(value) is int and value >= 0 else None
 
 
 def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun:
@@ -221,16 +248,19 @@ def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun
     if epoch is None or "val_class_acc" not in epoch or "train_class_acc" not in epoch:
         raise UserError(f"{where} is not a results pickle in the original's format (a dict whose \"epoch\" holds "
                         "\"train class acc\" and \"val class acc\"); pass the pickles the training wrote")
-    train = number_series(epoch["train_class_acc"], f"{where}: epoch/train class acc")
-    val = number_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
+    train = accuracy_series(epoch["train_class_acc"], f"{where}: epoch/train class acc")
+    val = accuracy_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
     if len(train) != len(val):
         raise UserError(f"{where}: epoch/train class acc has {len(train)} epochs and val class acc {len(val)}")
     clean = (plain_dict(top.get("train_clean")) or {}).get(series_key("train", ACCURACY, clean=True))
-    clean = number_series(clean, f"{where}: train_clean") if clean is not None else None
+    clean = accuracy_series(clean, f"{where}: train_clean", unmeasured=True) if clean is not None else None
+    losses = [number_series(epoch[key], f"{where}: epoch/{key.replace('_', ' ')}")
+              for key in ("train_cross_entropy", "val_cross_entropy") if key in epoch]
+    diverged = min((e for e in map(first_non_finite, losses) if e), default=None)
     confusion = plain_dict(top.get("confusion_matrix")) or {}
     return NetRun(net, os.fsdecode(path), train, val, clean if clean and len(clean) == len(val) else None,
-                  confusion_of(confusion.get("train_confusion"), f"{where}: train confusion", classes),
-                  confusion_of(confusion.get("val_confusion"), f"{where}: val confusion", classes))
+                  *(confusion_of(confusion.get(f"{split}_confusion"), f"{where}: {split} confusion", classes,
+                                 picture_count(top.get(f"n_{split}"))) for split in ("train", "val")), diverged)
 
 
 @dataclass(frozen=True)
@@ -498,6 +528,11 @@ def out_of_band_finding(check: Check) -> Finding | None:
 
 
 def compare_net(run: NetRun, ref: Reference) -> NetComparison:
+    if run.diverged:  # its numbers from that epoch on mean nothing: never placed inside or outside an interval
+        return NetComparison(run.net, run.learned(len(ref.classes)), (), (Finding(
+            run.net, "diverged", f"{net_label(run.net)} diverged in epoch {run.diverged} (its loss is no longer a "
+            "finite number), so its accuracies are not compared: lower the learning rate (the exercise's Adam lr "
+            "1e-3) and train it again"),))
     group, findings = regime_findings(run, ref)
     checks = measure_checks(run, group, seeds_scope(group, ref.seeds), ref.classes) if len(group) >= 2 else []
     findings += [f for f in map(out_of_band_finding, checks) if f]
@@ -521,8 +556,10 @@ def compare_submission(sub: Submission, ref: Reference) -> list[NetComparison]:
 def net_summary(c: NetComparison, sub: Submission) -> str:
     """'Net1 61.2% inside' or 'Net3 at chance'."""
     best = c.checks[0] if c.checks else None
-    value = pct(sub.runs[c.net].best_val)
-    return (f"{net_label(c.net)} {value}" + ("" if c.learned else " (at chance)")
+    run = sub.runs[c.net]
+    if run.diverged:
+        return f"{net_label(c.net)} diverged in epoch {run.diverged}"
+    return (f"{net_label(c.net)} {pct(run.best_val)}" + ("" if c.learned else " (at chance)")
             + (f" {best.place}" if best else ""))
 
 
@@ -542,7 +579,7 @@ def compare_lines(ref: Reference, results: Sequence[tuple[Submission, list[NetCo
 
 
 def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
-    lines = ["# hw4 compare", "",
+    lines = [COMPARE_HEADING.strip(), "",
              f"Reference: `{markdown_text(ref.where)}`, {seeds_text(ref.seeds)} of "
              f"{', '.join(map(net_label, ref.runs))} ({ref.epochs} epochs, {ref.n_train:,} train and {ref.n_val:,} val "
              "pictures). Each number of a submission's net is held against the 95% prediction interval for one new "
@@ -621,16 +658,41 @@ def draw_compare(ref: Reference, subs: Sequence[Submission]):
     return fig
 
 
-def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submission, list[NetComparison]]]) -> None:
+COMPARE_FILES = ("COMPARE.md", "compare.png", "compare.csv")  # every file compare writes into --out
+COMPARE_HEADING = "# hw4 compare\n"  # the first line of every COMPARE.md compare writes
+
+
+def check_compare_out(out: Path, overwrite: bool) -> None:
+    """compare owns only what it wrote, like training: --out's COMPARE.md, compare.png and compare.csv are written
+    over only where the folder's COMPARE.md is compare's own (or with --overwrite)."""
     check_folder_creatable(out, "--out")
+    if overwrite or not out.is_dir():
+        return
+    found = [name for name in COMPARE_FILES if (out / name).exists() or (out / name).is_symlink()]
+    report = out / "COMPARE.md"
+    ours = report.is_file() and not report.is_symlink()
+    if ours:
+        with contextlib.suppress(OSError):
+            with report.open("rb") as f:
+                ours = f.read(len(COMPARE_HEADING)) == COMPARE_HEADING.encode()
+    if found and not ours:
+        raise UserError(f"--out {path_text(out)} holds {', '.join(found)} that compare did not write; pass another "
+                        "--out, or --overwrite to replace them")
+
+
+def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submission, list[NetComparison]]],
+                          overwrite: bool) -> None:
+    check_compare_out(out, overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {path_text(out)} cannot be created ({exc.strerror or exc}); pass another folder") from None
-    write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
-    if len(results) > 1:
-        write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
-    hw4.savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
+    with run_lock(out):
+        check_compare_out(out, overwrite)  # again, now that no other command writes there
+        write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
+        if len(results) > 1:
+            write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
+        hw4.savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
 
 
 def compare_main(argv: Sequence[str]) -> int:
@@ -647,7 +709,11 @@ def compare_main(argv: Sequence[str]) -> int:
                         help="which net each pickle is, in order, when their names are not the original's")
     parser.add_argument("--out", type=path_argument, help="also write COMPARE.md, compare.png and, for several "
                         "submissions, compare.csv here (default: print only)")
+    parser.add_argument("--overwrite", action="store_true", help="write over COMPARE.md, compare.png and "
+                        "compare.csv in --out that compare did not write (default: refuse)")
     args = parser.parse_args(argv)
+    if args.out:  # before reading anything: a folder compare may not write into is one line at once
+        check_compare_out(Path(args.out), args.overwrite)
     for p in args.paths:
         if not os.path.lexists(p):
             raise UserError(f"{path_text(p)} not found; pass results pickles or the folders that hold them")
@@ -656,7 +722,7 @@ def compare_main(argv: Sequence[str]) -> int:
     results = [(sub, compare_submission(sub, ref)) for sub in subs]
     print("\n".join(compare_lines(ref, results)))
     if args.out:
-        write_compare_outputs(Path(args.out), ref, results)
+        write_compare_outputs(Path(args.out), ref, results, args.overwrite)
         print(f"wrote {path_text(Path(args.out) / 'COMPARE.md')}")
     return 0
 

@@ -8,6 +8,7 @@ Loaded by `hw4.py` only when a run's reports are written; it imports hw4 for the
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -23,9 +24,9 @@ import hw4
 from hw4 import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, DEAD_UNIT_IMAGES, DEFAULT_NETS, DatasetFacts,
                   FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS_FORMAT, MIN_IMAGE_SIZE, Measure,
                   OneLineErrorParser, POINTS, Results, SPLITS, SubsetTensors, Unit, WINDOW_STEPS,
-                  check_folder_creatable, is_chain_layer, load_finished_run, mean_std, net_label, net_outline,
-                  new_figure, path_argument, pct, seed_list_text, seeds_text, write_bytes_atomic, write_json_atomic,
-                  write_net_figures, write_run_figures)
+                  check_folder_creatable, is_chain_layer, is_seed_folder, load_finished_run, mean_std, net_label,
+                  net_outline, new_figure, path_argument, pct, run_lock, seed_list_text, seeds_text,
+                  write_bytes_atomic, write_json_atomic, write_net_figures, write_run_figures)
 
 # =============================================================================
 # Report: REPORT.md, every sentence computed from the run's Results. Statistics first, then one table
@@ -1843,10 +1844,15 @@ def report_main(argv: Sequence[str]) -> int:
     parser.add_argument("out", type=path_argument, help="the --out folder of a finished run")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    seed_outs, runs_by_seed, facts = load_finished_run(out)
+    seed_outs, runs_by_seed, facts = load_finished_run(out)  # every check, before anything is written or locked
     for folder in dict.fromkeys([out, *seed_outs]):  # a read-only run is one line, before anything is rewritten
         check_folder_creatable(folder, "report: the run folder")
-    write_run_reports(out, seed_outs, runs_by_seed, facts, None)
+    with contextlib.ExitStack() as held:
+        # the lock a training run holds on its --out (for a seed folder, on the run around it too)
+        for folder in [*([out.parent] if is_seed_folder(out) else []), out]:
+            held.enter_context(run_lock(folder, "report:"))
+        seed_outs, runs_by_seed, facts = load_finished_run(out)  # again, now that no run writes them
+        write_run_reports(out, seed_outs, runs_by_seed, facts, None)
     print(f"rewrote {out / 'REPORT.md'}" + (f" and those of {len(seed_outs)} seeds" if len(seed_outs) > 1 else ""))
     return 0
 

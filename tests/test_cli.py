@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 import hw4
 from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli,
-                      reference_args, run_cli, start_cli)
+                      reference_args, run_cli, skip_rendering, start_cli)
 from test_resume import assert_same_outputs, wait_for
 
 
@@ -195,3 +196,45 @@ def test_main_leaves_the_signal_handlers_as_it_found_them(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     cli(*base_args(tmp_path), "--epochs", "0")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def hold_locks(*folders: Path) -> subprocess.Popen:
+    """Another process that holds hw4's lock on each folder until it is killed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        import hw4
+        held = [hw4.run_lock(Path(f)) for f in {[str(f) for f in folders]!r}]
+        for lock in held:
+            lock.__enter__()
+        print("held", flush=True)
+        time.sleep(300)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_one_command_at_a_time_writes_into_a_folder(tiny_built, tmp_path, monkeypatch):
+    """While a live process holds a folder, training, report and compare --out are each refused in one line that
+    names it, and write nothing; once it is killed (SIGKILL: no clean-up ran), its lock is free at once."""
+    skip_rendering(monkeypatch)
+    run, train_out = tmp_path / "run", tmp_path / "train"
+    shutil.copytree(ROOT / "results" / "exercise" / "seed_5", run, ignore=shutil.ignore_patterns("*.png", "*.pt"))
+    holder = hold_locks(run, train_out)
+    try:
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        refused = f"another hw4 command (process {holder.pid}) is writing into"
+        assert_one_line_exit_2(cli("report", run), refused, f"report: {run}")
+        assert_one_line_exit_2(cli("compare", run, "--reference", ROOT / "results" / "exercise", "--out", run), refused)
+        assert_one_line_exit_2(cli(*reference_args(tiny_built, train_out)), refused, f"--out {train_out}")
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+        assert sorted(p.name for p in train_out.iterdir()) == [hw4.RUN_LOCK, hw4.RUN_PID]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run / hw4.RUN_PID).exists(), "a killed holder leaves its pid file: the lock, not the file, decides"
+    ran = cli("report", run)
+    assert ran.returncode == 0, ran.stderr
+    assert not (run / hw4.RUN_PID).exists()

@@ -90,18 +90,75 @@ def test_a_doctored_pickle_gets_both_findings_with_numbers(tmp_path, monkeypatch
     skip_rendering(monkeypatch)
     blob = hw4_compare.read_submission_pickle(EXERCISE / "seed_5" / "results1.pkl")  # hw4's own pickle, then doctored
     blob["epoch"]["val_class_acc"][4] = 0.95
-    doctored = blob["confusion matrix"]["val confusion"] * 4 // 5
-    for spelling in ("confusion matrix", "confusion_matrix"):  # hw4 writes both key spellings: doctor every one
-        blob[spelling]["val confusion"] = blob[spelling]["val_confusion"] = doctored
     (tmp_path / "results1.pkl").write_bytes(pickle.dumps(blob))
     ran = cli("compare", tmp_path / "results1.pkl", "--reference", EXERCISE)
     assert ran.returncode == 0, ran.stderr
     assert "Net1's best val accuracy 95.0% is above the reference's 95% prediction interval for one seed" in ran.stdout
     assert "and above every reference seed: were train and val pictures disjoint?" in ran.stdout
-    total = int(doctored.sum())
-    assert 1_900 < total < 2_100 and f"val confusion matrix holds {total:,} pictures, not the val set's 2,500" \
-        in ran.stdout
     assert "not the best epoch's val accuracy 95.0%" in ran.stdout
+
+
+def doctored_pickle(tmp_path: Path, change) -> Path:
+    """hw4's own results1.pkl of a committed seed, changed by change(blob), written to tmp_path."""
+    blob = hw4_compare.read_submission_pickle(EXERCISE / "seed_5" / "results1.pkl")
+    change(blob)
+    (tmp_path / "results1.pkl").write_bytes(pickle.dumps(blob))
+    return tmp_path / "results1.pkl"
+
+
+def set_val_confusion(blob: dict, matrix) -> None:
+    for spelling in ("confusion matrix", "confusion_matrix"):  # hw4 writes both key spellings: doctor every one
+        blob[spelling]["val confusion"] = blob[spelling]["val_confusion"] = matrix
+
+
+@pytest.mark.parametrize("matrix, why", [
+    (lambda m: np.full(m.shape, 1e300), "whole, non-negative picture counts"),
+    (lambda m: m * 0.8, "whole, non-negative picture counts"),
+    (lambda m: m * 4 // 5, "counts 1,99"),
+])
+def test_a_confusion_matrix_that_holds_no_counts_is_refused(tmp_path, matrix, why):
+    """Counts are whole, not negative, and add up to the pictures the run says it evaluated (n_val)."""
+    path = doctored_pickle(tmp_path, lambda b: set_val_confusion(b, matrix(b["confusion matrix"]["val confusion"])))
+    assert_one_line_exit_2(cli("compare", path, "--reference", EXERCISE, "--out", tmp_path / "out"),
+                           "results1.pkl: val confusion", why)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_an_accuracy_no_run_can_write_is_refused(tmp_path, value):
+    path = doctored_pickle(tmp_path, lambda b: b["epoch"].update(val_class_acc=[value] * 15))
+    assert_one_line_exit_2(cli("compare", path, "--reference", EXERCISE), "epoch/val class acc holds values outside "
+                                                                           "0..1 (or not numbers)")
+
+
+def test_a_diverged_run_is_said_and_never_placed(tmp_path, monkeypatch):
+    """A NaN loss can come from a run: it diverged. Its accuracies are neither inside nor outside an interval."""
+    skip_rendering(monkeypatch)
+
+    def diverge(blob):
+        blob["epoch"]["train_cross_entropy"][6:] = [float("nan")] * 9
+
+    ran = cli("compare", doctored_pickle(tmp_path, diverge), "--reference", EXERCISE, "--out", tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
+    assert "Net1 diverged in epoch 7" in ran.stdout and "its accuracies are not compared" in ran.stdout
+    assert not any(word in ran.stdout for word in (" inside", " above", " below")), ran.stdout
+    assert "nan" not in (tmp_path / "out" / "COMPARE.md").read_text().lower()
+
+
+def test_compare_out_never_writes_over_a_users_own_files(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "COMPARE.md").write_text("my own notes")
+    (out / "compare.png").write_bytes(b"my own figure")
+    args = ("compare", EXERCISE / "seed_6", "--reference", EXERCISE, "--out", out)
+    assert_one_line_exit_2(cli(*args), f"--out {out} holds COMPARE.md, compare.png that compare did not write",
+                           "--overwrite")
+    assert (out / "COMPARE.md").read_text() == "my own notes" and (out / "compare.png").read_bytes() == b"my own figure"
+    assert sorted(p.name for p in out.iterdir()) == ["COMPARE.md", "compare.png"]
+    assert cli(*args, "--overwrite").returncode == 0
+    assert (out / "COMPARE.md").read_text().startswith("# hw4 compare\n")
+    assert cli(*args).returncode == 0, "its own COMPARE.md is compare's to write again"
 
 
 class WritesAFile:

@@ -266,10 +266,6 @@ def test_6_a_full_dataset_disk_is_not_blamed_on_the_pictures(tmp_path, monkeypat
     assert "picture" not in str(caught.value)
 
 
-def test_20_predict_names_a_folder_given_as_an_image(reference, tmp_path):
-    assert_one_line_exit_2(cli("predict", "--weights", reference / "net1.pt", tmp_path), f"{tmp_path} is a folder")
-
-
 def test_device_auto_never_picks_a_path_that_has_not_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)  # an MPS or XPU machine

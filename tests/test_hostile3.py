@@ -300,23 +300,6 @@ def test_3_a_users_own_figures_in_out_are_not_overwritten(mine, tiny_built, tmp_
         Path(mine).parts)
 
 
-def test_4_a_second_run_is_kept_out_of_a_folder_a_live_run_uses(tiny_built, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (out / hw4.RUN_LOCK).write_text(str(other.pid))
-        assert_one_line_exit_2(cli(*reference_args(tiny_built, out)), f"another hw4 run (process {other.pid}) is "
-                                                                       f"using --out {out}")
-        assert sorted(p.name for p in out.iterdir()) == [hw4.RUN_LOCK]
-    finally:
-        other.kill()
-        other.wait()
-    with hw4.run_lock(out):  # the lock of a run that died is taken over, and released at the end
-        assert (out / hw4.RUN_LOCK).read_text() == str(os.getpid())
-    assert not (out / hw4.RUN_LOCK).exists()
-
-
 def test_25_an_interrupted_report_says_what_it_was_doing(tmp_path, monkeypatch):
     skip_rendering(monkeypatch)
     run = run_copy(tmp_path, seeds=(5, 6))

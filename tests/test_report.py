@@ -471,6 +471,7 @@ def test_reference_args_are_what_the_report_describes(tiny_built, reference):
 def test_report_on_a_stopped_seeds_run_uses_the_seeds_that_finished(tmp_path, monkeypatch):
     skip_rendering(monkeypatch)
     m = confusion_with_cat_dog_errors(2)
+    m[0, 0] += 50 - m.sum()  # the 50 val pictures the fake results say they evaluated
     for seed, nets in ((5, ("net1", "net2")), (6, ("net1", "net2")), (7, ("net1",))):
         runs = {n: fake_results(n, [0.5, 0.6 + seed / 100], 0.9, 1.0, m, seed=seed) for n in nets}
         hw4.write_json_atomic(tmp_path / f"seed_{seed}" / "metrics.json", {
@@ -562,3 +563,57 @@ def test_resume_onto_another_cpu_type_says_the_new_nets_will_not_pair(tiny_built
     row = next(line for line in (out / "REPORT.md").read_text().splitlines() if line.startswith("| dropout | Net1-drop"))
     assert "| not paired (seed 5 left out: its two nets ran on different machines) | — | not testable here: the two " \
            "nets ran on different machines in every seed (seed 5), so none pairs them |" in row, row
+
+
+EXERCISE_ALL = Path(__file__).resolve().parents[1] / "results" / "exercise-all"
+
+
+def seed_copy(tmp_path: Path, seed: int = 10) -> Path:
+    """One committed exercise-all seed with per-picture predictions, as a one-seed run of its own."""
+    run = tmp_path / f"seed_{seed}"
+    run.mkdir()
+    shutil.copy(EXERCISE_ALL / f"seed_{seed}" / "metrics.json", run / "metrics.json")
+    return run
+
+
+def edit_metrics(run: Path, change) -> dict[str, bytes]:
+    blob = json.loads((run / "metrics.json").read_text())
+    change(blob["nets"])
+    (run / "metrics.json").write_text(json.dumps(blob))
+    return {p.name: p.read_bytes() for p in run.iterdir()}
+
+
+def test_forged_val_labels_are_refused_before_anything_is_written(tmp_path):
+    """Labels set to a net's own predictions would make every comparison over the pictures a forgery: the best
+    predictions must count up to the recorded val confusion matrix."""
+    run = seed_copy(tmp_path)
+    before = edit_metrics(run, lambda nets: nets["net1"]["val_predictions"].update(
+        labels=nets["net1"]["val_predictions"]["best"]))
+    assert_one_line_exit_2(cli("report", run), "nets.net1.val_predictions.best does not count up to val_confusion")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_labels_that_differ_between_nets_of_a_seed_are_refused(tmp_path):
+    """Two pictures swapped in one net's labels and predictions alike keep its own counts, but not the seed's val
+    set: every net of a seed saw the same pictures in the same order."""
+    run = seed_copy(tmp_path)
+
+    def swap(nets):
+        preds = nets["net2"]["val_predictions"]
+        labels = preds["labels"]
+        k = next(k for k in range(1, len(labels)) if labels[k] != labels[0])
+        for key in ("labels", "best", "final"):
+            preds[key][0], preds[key][k] = preds[key][k], preds[key][0]
+
+    before = edit_metrics(run, swap)
+    assert_one_line_exit_2(cli("report", run), "nets.net2.val_predictions.labels differ from nets.net1's")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_final_predictions_must_give_the_final_val_accuracy(tmp_path):
+    run = seed_copy(tmp_path)
+    preds = json.loads((run / "metrics.json").read_text())["nets"]["net1"]["val_predictions"]
+    wrong = next(k for k, (f, y) in enumerate(zip(preds["final"], preds["labels"])) if f == y)
+    edit_metrics(run, lambda nets: nets["net1"]["val_predictions"]["final"].__setitem__(
+        wrong, (preds["labels"][wrong] + 1) % 5))
+    assert_one_line_exit_2(cli("report", run), "nets.net1.val_predictions.final does not give the final val accuracy")
