@@ -167,3 +167,26 @@ def reference(tiny_built) -> Path:
     """One uninterrupted run, as a user starts it; resume, --jobs and predict tests compare against it.
     Shared by every worker: copy it before changing it."""
     return shared("reference")
+
+
+def copy_build(tiny_built, tmp_path) -> tuple[hw4.Config, Path]:
+    cfg, _ = tiny_built
+    ds = tmp_path / "ds"
+    shutil.copytree(cfg.dataset_dir, ds)
+    return dataclasses.replace(cfg, dataset_dir=str(ds)), ds
+
+
+def run_copy(tmp_path: Path, seeds=(5, 6, 7)) -> Path:
+    """The committed run's metrics.json files for a few seeds, as a run folder of its own."""
+    run = tmp_path / "run"
+    for s in seeds:
+        (run / f"seed_{s}").mkdir(parents=True)
+        shutil.copy(COMMITTED / f"seed_{s}" / "metrics.json", run / f"seed_{s}" / "metrics.json")
+    return run
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+COMMITTED = ROOT / "results" / "exercise"

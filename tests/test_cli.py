@@ -1,7 +1,10 @@
 """The command line: bad input is one line and exit 2 before any work, interrupts stop cleanly, --help."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -11,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import hw4
-from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli,
-                      reference_args, run_cli, skip_rendering, start_cli)
 from test_resume import assert_same_outputs, wait_for
+from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, reference_args, run_cli,
+                      run_copy, skip_rendering, start_cli)
 
 
 def base_args(tmp_path):
@@ -238,3 +242,128 @@ def test_one_command_at_a_time_writes_into_a_folder(tiny_built, tmp_path, monkey
     ran = cli("report", run)
     assert ran.returncode == 0, ran.stderr
     assert not (run / hw4.RUN_PID).exists()
+
+
+def test_out_keeps_what_the_user_made(tiny_built, reference, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "REPORT.md").write_text("my own report")
+    assert_one_line_exit_2(cli(*reference_args(tiny_built, out)), "REPORT.md is not an hw4 run's", "--overwrite")
+    assert (out / "REPORT.md").read_text() == "my own report"
+    (out / ".notes.tmp-1").write_text("keep me")
+    hw4.remove_partial_writes(out)
+    assert (out / ".notes.tmp-1").read_text() == "keep me"
+    # an unfinished run is not restarted silently
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    ckpt = torch.load(run / "checkpoints" / "net1_last.pt", weights_only=True)
+    torch.save({**ckpt, "epoch": 1}, run / "checkpoints" / "net1_last.pt")
+    assert_one_line_exit_2(cli(*reference_args(tiny_built, run)), "holds an unfinished run (epoch 1 of 2)", "--resume")
+    # the same command twice over a finished run is allowed (the demo twice), and --overwrite lets through
+    args = hw4.build_parser().parse_args([str(a) for a in reference_args(tiny_built, reference)])
+    hw4.check_out_folder(hw4.config_from_args(args))
+    args = hw4.build_parser().parse_args([str(a) for a in reference_args(tiny_built, run)] + ["--overwrite"])
+    hw4.check_out_folder(hw4.config_from_args(args))
+
+
+def test_a_full_disk_is_one_line_that_names_the_folder(tmp_path, monkeypatch):
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(hw4.UserError, match=f"no space left on the device of {tmp_path} while writing x.json"):
+        hw4.write_json_atomic(tmp_path / "x.json", {"a": 1})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("thing, kind", [("checkpoints", "file"), ("net1.pt", "folder"), ("seed_5", "file")])
+def test_a_file_or_folder_in_the_way_is_refused_before_work(tiny_built, tmp_path, thing, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / thing).mkdir() if kind == "folder" else (out / thing).write_text("mine")
+    seeds = ["--seeds", "2"] if thing == "seed_5" else []
+    result = cli(*reference_args(tiny_built, out), *seeds)
+    assert_one_line_exit_2(result, str(out / thing), "move it away")
+    assert " epoch " not in result.stdout
+
+
+def handles(pid: int, sig: int) -> bool:
+    """The process has installed a handler for sig (Linux: the SigCgt mask of /proc/PID/status)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_an_interrupt_while_torch_imports_is_one_line_and_130(tmp_path):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "hw4.py"), "--help"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while not handles(proc.pid, signal.SIGTERM) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)  # the first lines of hw4.py have run: torch is importing now
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:  # the machine imported torch in under 0.3 s: nothing to interrupt
+            continue
+        assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_path_that_is_not_utf8_does_not_crash_the_last_print(tiny_built, tmp_path):
+    cfg, _ = tiny_built
+    odd = os.fsdecode(bytes(tmp_path) + b"/ds\xff")
+    shutil.copytree(cfg.dataset_dir, odd)
+    ran = subprocess.run([sys.executable, str(ROOT / "hw4.py"), "--ann-file", cfg.ann_file, "--image-dir",
+                          cfg.image_dir, "--train-per-class", "85", "--val-per-class", "15", "--image-size", "16",
+                          "--dataset-dir", odd, "--build-only"], capture_output=True, timeout=120,
+                         env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert ran.returncode == 0 and b"Traceback" not in ran.stderr, ran.stderr
+
+
+def test_device_auto_never_picks_a_path_that_has_not_run(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)  # an MPS or XPU machine
+    assert hw4.pick_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", [".", "", "..", "a/b", "bad\x1bname"])
+def test_a_class_name_that_is_no_folder_name_is_refused(name, tmp_path):
+    ran = cli("--classes", "cat", name, "--demo", "--out", tmp_path / "o")
+    assert_one_line_exit_2(ran, "is not a class name")
+    assert "\x1b" not in ran.stderr
+
+
+@pytest.mark.parametrize("mine", ["samples.png", "curves_epoch.png", "confusion_net1_val.png", "hardest_net1.png",
+                                  "seed_6/samples.png"])
+def test_a_users_own_figures_in_out_are_not_overwritten(mine, tiny_built, tmp_path):
+    out = tmp_path / "out"
+    (out / mine).parent.mkdir(parents=True)
+    (out / mine).write_bytes(b"my own figure")
+    args = ["--seeds", "2"] if mine.startswith("seed_") else []
+    ran = cli(*reference_args(tiny_built, out), *args)
+    assert_one_line_exit_2(ran, f"{mine} is not an hw4 run's (no hw4 metrics.json beside it)", "--overwrite")
+    assert (out / mine).read_bytes() == b"my own figure" and sorted(p.name for p in out.rglob("*")) == sorted(
+        Path(mine).parts)
+
+
+def test_an_empty_out_and_a_large_picture_say_nothing_misleading(tmp_path, monkeypatch):
+    import warnings
+    from PIL import Image
+    assert_one_line_exit_2(cli("--demo", "--out", ""), "--out: an empty path")
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: over the warning limit, under the error's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert hw4.decode_rgb_thumbnail(tmp_path / "big.png", 16).size == (16, 16)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("name", ["## Verdict: reproduced", "<img src=x>", "a|b", "`code`"])
+def test_class_names_that_markdown_or_html_would_act_on_are_refused(name, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    assert_one_line_exit_2(cli("--classes", "cat", name, "--demo", "--out", tmp_path / "o"), "is not a class name")
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    blob["nets"]["net1"]["classes"][0] = name
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    assert_one_line_exit_2(cli("report", run), "nets.net1.classes is not a list of 2 to 1,000 distinct names")

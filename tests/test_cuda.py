@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import hw4
-from conftest import PHOTOS, REFERENCE_NETS, cli, reference_args, run_cli, start_cli
 from test_resume import assert_same_outputs, wait_for
+from conftest import PHOTOS, REFERENCE_NETS, cli, reference_args, run_cli, start_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = ("--device", "cuda")

@@ -5,7 +5,6 @@ import io
 import json
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import struct
 
 import hw4
 from conftest import ROOT, VISION_SYNTH, assert_one_line_exit_2, cli
@@ -257,3 +257,58 @@ def test_present_images_need_no_url(mirror, tmp_path):
                  "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "0 downloaded, 18 already present" in result.stdout and not mirror.requests
+
+
+class Trickle:
+    """A local server whose body never ends: `rate` bytes at a time, every `pause` seconds."""
+
+    def __init__(self, rate: int, pause: float):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    while True:
+                        self.wfile.write(b"x" * rate)
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x.jpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_trickling_or_endless_body_and_a_full_disk_end_each_download(tmp_path):
+    slow, endless = Trickle(1, 0.05), Trickle(1 << 16, 0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(hw4.RetryableError, match="too slow: not complete after 1 s"):
+            hw4.http_get(slow.url, tmp_path / "a", read_timeout=5, deadline_s=1)
+        assert time.monotonic() - started < 4
+        with pytest.raises(hw4.PermanentError, match="runs past 1,000,000 bytes"):
+            hw4.http_get(endless.url, tmp_path / "b", read_timeout=5, max_bytes=1_000_000)
+        assert (tmp_path / "b").stat().st_size <= 1_000_000
+        with pytest.raises(hw4.UserError, match="no space left on the device of /dev while writing full"):
+            hw4.http_get(endless.url, Path("/dev/full"), read_timeout=5)
+        hw4.DOWNLOAD_STOP.set()  # what Ctrl-C or SIGTERM sets: every thread stops at its next chunk
+        try:
+            with pytest.raises(hw4.PermanentError, match="stopped"):
+                hw4.http_get(slow.url, tmp_path / "c", read_timeout=5)
+        finally:
+            hw4.DOWNLOAD_STOP.clear()
+    finally:
+        slow.close()
+        endless.close()

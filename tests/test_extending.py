@@ -4,7 +4,9 @@ made without it; a claim in nats is written and drawn in nats; the metrics.json 
 parameter bound for untrusted weights counts every spec field like the net does."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import re
@@ -15,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REFERENCE_NETS, ROOT, cli, hw4, reference_args, skip_rendering
 import hw4_report
+from conftest import REFERENCE_NETS, ROOT, cli, hw4, reference_args, skip_rendering
 
 COMMITTED = [ROOT / "results" / "exercise", ROOT / "results" / "exercise-all"]
 
@@ -212,3 +214,67 @@ def test_every_figure_prints_plain_text_labels():
         texts = rendered_texts(fig)
         assert len(texts) > 10
         assert not [t for t in texts if "$" in t or "\\mathdefault" in t], fig._suptitle.get_text()
+
+
+def committed_rerun_commands() -> dict[Path, list[str]]:
+    """results/README.md's training command of each committed run (the one whose --out is that run)."""
+    from test_readme import after_script, documented_commands
+    commands = {}
+    for command in documented_commands():
+        argv = list(after_script(command))
+        if "--out" in argv and argv[:1] != ["report"]:
+            out = ROOT / argv[argv.index("--out") + 1]
+            if out in COMMITTED:
+                commands[out] = [a for a in argv if a != "--resume"] + ["--resume"]
+    return commands
+
+
+def still_to_train(run: Path, argv: list[str]) -> set[tuple[int, str]]:
+    """The (seed, net) pairs that the command, with --resume over the committed run, would train: those without a
+    finished entry under the fingerprint the current code computes (the committed pictures' digest stands in for a
+    fresh build of them, which gives the same digest)."""
+    cfg = hw4.config_from_args(hw4.build_parser().parse_args(argv))
+    digest = json.loads(next(run.glob("seed_*/metrics.json")).read_text())["nets"]["net1"]["config"]["dataset"]
+    pending = set()
+    for c in hw4.seed_configs(dataclasses.replace(cfg, out=str(run))):
+        for name in cfg.nets:
+            with contextlib.redirect_stdout(io.StringIO()):
+                if hw4.finished_results(c, name, {"content": digest}, torch.device("cpu")) is None:
+                    pending.add((c.training_seed, name))
+    return pending
+
+
+def test_a_new_row_leaves_the_committed_runs_documented_commands_as_they_were(monkeypatch):
+    """results/exercise's command trains nothing; results/exercise-all's trains only what it has not trained yet
+    (issue faithful-remedies grows it to 10 seeds and new nets); and a row added to NETS changes neither."""
+    commands = committed_rerun_commands()
+    assert set(commands) == set(COMMITTED)
+    before = {run: still_to_train(run, argv) for run, argv in commands.items()}
+    assert before[COMMITTED[0]] == set(), "results/exercise is complete"
+    assert all(n in RESPECIFIED or n not in NETS_BEFORE_ISSUE_47 or s > 11 for s, n in before[COMMITTED[1]]), \
+        "exercise-all lacks only what issue faithful-remedies adds"
+    monkeypatch.setitem(hw4.NETS, "net1wide", hw4.NetSpec("Net1-wide", channels=(32, 64), base="net1"))
+    assert {run: still_to_train(run, argv) for run, argv in commands.items()} == before
+    assert hw4.max_predict_params(5) == hw4.spec_parameter_count(hw4.PREDICT_BOUND, hw4.MAX_IMAGE_SIZE, 5)
+
+
+# exercise-all's nets before issue faithful-remedies added five and respecified Net3-Xavier
+NETS_BEFORE_ISSUE_47 = ("net1", "net2", "net3", "net3bn", "net3res", "net3xavier", "net3he", "net1aug", "net2aug",
+                        "net1drop", "net2drop", "net1fc", "net1half")
+
+
+def test_no_row_of_the_table_is_beyond_what_predict_reads():
+    for classes in (2, 5, 1000):
+        bound = hw4.max_predict_params(classes)
+        assert all(hw4.spec_parameter_count(s, hw4.MAX_IMAGE_SIZE, classes) <= bound for s in hw4.NETS.values())
+    largest = hw4.activation_bytes(hw4.PREDICT_BOUND, hw4.MAX_IMAGE_SIZE)
+    assert all(hw4.activation_bytes(s, hw4.MAX_IMAGE_SIZE) <= largest for s in hw4.NETS.values())
+
+
+def test_contributings_net_table_is_the_table():
+    """CONTRIBUTING's net table names every row of NETS once, with its label and base, in the table's order."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \| (?:`(\w+)`)? ?\|", text, re.M)
+    assert [name for name, _, _ in rows] == list(hw4.NETS)
+    for name, label, base in rows:
+        assert label.strip() == hw4.NETS[name].label and (base or None) == hw4.NETS[name].base, name

@@ -2,6 +2,7 @@
 pictures counted, and every bad input refused in one line before anything is written."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -186,3 +187,44 @@ def test_the_build_works_with_spawn_where_fork_is_missing(folders, tmp_path, mon
         assert (tmp_path / "spawn" / "ds" / entry["path"]).read_bytes() == \
             (tmp_path / "fork" / "ds" / entry["path"]).read_bytes()
 
+
+def test_a_fifo_among_the_images_is_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "x.jpg")
+    assert hw4.write_thumbnails([(str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg"), 16)]) == ["not a regular file"]
+
+
+def test_a_file_name_that_is_not_utf8_gets_an_id(tmp_path):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))  # as os.walk gives it: surrogate-escaped
+    odd.write_bytes(b"a picture's bytes")
+    (tmp_path / "plain.jpg").write_bytes(b"another picture's bytes")
+    assert hw4.picture_id(odd) == hw4.picture_id(odd) != hw4.picture_id(tmp_path / "plain.jpg")
+
+
+def test_one_picture_in_several_class_folders_is_found_by_its_bytes(tmp_path):
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for folder in ("train/cat", "train/dog", "val/cat", "val/dog"):
+        (tmp_path / folder).mkdir(parents=True)
+    for folder in ("train/cat", "train/dog", "val/dog"):
+        Image.fromarray(pixels).save(tmp_path / folder / "dup.jpg")
+    for k, folder in enumerate(("train/cat", "train/dog", "val/cat", "val/dog")):
+        Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(tmp_path / folder / f"own{k}.jpg")
+    pictures = hw4.scan_class_folders(tmp_path, ["cat", "dog"])
+    cfg = hw4.Config(image_folders=str(tmp_path), classes=("cat", "dog"), train_per_class=None, val_per_class=None)
+    summary = hw4.shared_pictures_summary(pictures, cfg)
+    assert (summary["in_two_classes"], summary["in_both_splits"]) == (1, 1)
+    kept = hw4.choose_folder_pictures(pictures, dataclasses.replace(cfg, exclusive=True))
+    assert "dup.jpg" not in {Path(p.file_name).name for p in kept} and len(kept) == 4
+
+
+@pytest.mark.parametrize("inside", ["dataset", "out"])
+def test_no_output_folder_lies_inside_the_class_folders(inside, tmp_path):
+    pics = tmp_path / "pics"
+    (pics / "train" / "cat").mkdir(parents=True)
+    (pics / "val" / "cat").mkdir(parents=True)
+    within = pics / "train" / "cat" / "hw4_out"
+    ds, out = (within, tmp_path / "out") if inside == "dataset" else (tmp_path / "ds", within)
+    ran = cli("--image-folders", pics, "--classes", "cat", "dog", "--dataset-dir", ds, "--out", out)
+    assert_one_line_exit_2(ran, f"{'--dataset-dir' if inside == 'dataset' else '--out'} {within} lies inside "
+                                f"--image-folders {pics}")
+    assert not within.exists()

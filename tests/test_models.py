@@ -1,6 +1,7 @@
 """The net table and HW4Net: fc1 sizes measured from the layers, output shapes, variants, metadata."""
 from __future__ import annotations
 
+
 import pytest
 import torch
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, hw4
 import hw4_report
 from test_report import confusion_with_cat_dog_errors, fake_results, report
+from conftest import ROOT, hw4
 
 EXERCISE_SEED = ROOT / "results" / "exercise" / "seed_5"
 

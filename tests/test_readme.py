@@ -4,13 +4,12 @@ weights, --help, and `report` on a copy of a committed run, which must rewrite i
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import shlex
 
 import hw4
 from conftest import ROOT, cli, skip_rendering

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,8 @@ import torch
 
 import hw4
 import hw4_report
-from conftest import CPU, PHOTOS, assert_one_line_exit_2, cli, reference_args, skip_rendering
+from conftest import (COMMITTED, CPU, ROOT, assert_one_line_exit_2, cli, files_under, reference_args, run_copy,
+                      skip_rendering)
 
 CLASSES = ["airplane", "bus", "cat", "dog", "pizza"]
 
@@ -409,59 +414,6 @@ def test_report_refuses_what_is_not_a_finished_run(tmp_path):
     assert_one_line_exit_2(cli("report", tmp_path), "not the metrics.json of a finished hw4 run")
 
 
-@pytest.fixture(scope="module")
-def trained_weights(reference):
-    return reference / "net1.pt"
-
-
-def test_predict_on_fixture_photos(trained_weights):
-    photos = sorted(PHOTOS.iterdir())
-    rows = hw4.predict_images(trained_weights, photos)
-    assert len(rows) == len(photos)
-    for row in rows:
-        probs = np.array(list(row["probs"].values()))
-        assert list(row["probs"]) == CLASSES and (probs >= 0).all() and probs.sum() == pytest.approx(1.0, abs=1e-5)
-        assert row["class"] == CLASSES[int(probs.argmax())]
-    result = cli("predict", "--weights", trained_weights, *photos)
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.strip().splitlines()) == len(photos) and "chelsea.png: " in result.stdout
-
-
-def decompression_bomb(path):
-    """A tiny PNG whose header claims 15000 x 15000 pixels: PIL refuses it as a decompression bomb."""
-    import struct
-    import zlib
-    from PIL import Image
-
-    Image.new("L", (1, 1)).save(path)
-    blob = bytearray(path.read_bytes())
-    blob[16:24] = struct.pack(">II", 15000, 15000)
-    blob[29:33] = struct.pack(">I", zlib.crc32(bytes(blob[12:29])))
-    path.write_bytes(bytes(blob))
-    return path
-
-
-def test_predict_errors_are_clean(trained_weights, tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("not an image")
-    bogus = tmp_path / "bogus.pt"
-    torch.save({"weight": torch.zeros(3)}, bogus)
-    results_pickle = tmp_path / "results2.pkl"  # a likely mix-up; torch warns about its protocol
-    results_pickle.write_bytes(pickle.dumps({"epoch": {}}, protocol=4))
-    cases = [
-        ((results_pickle, PHOTOS / "chelsea.png"), "is not hw4 weights"),
-        ((trained_weights, text), f"cannot read {text} as an image"),
-        ((trained_weights, decompression_bomb(tmp_path / "bomb.png")), "cannot read"),
-        ((trained_weights, tmp_path / "missing.jpg"), "image not found"),
-        ((trained_weights, tmp_path / ("y" * 300 + ".jpg")), "is 304 bytes long; file systems allow 255"),
-        ((tmp_path / "none.pt", PHOTOS / "chelsea.png"), "weights file not found"),
-        ((bogus, PHOTOS / "chelsea.png"), "is not hw4 weights"),
-        ((text, PHOTOS / "chelsea.png"), "is not hw4 weights"),
-    ]
-    for (weights, image), message in cases:
-        assert_one_line_exit_2(cli("predict", "--weights", weights, image), message)
-
-
 def test_reference_args_are_what_the_report_describes(tiny_built, reference):
     text = (reference / "REPORT.md").read_text()
     assert "85 train and 15 val images per class at 16×16" in text and "2 epochs" in text
@@ -617,3 +569,163 @@ def test_final_predictions_must_give_the_final_val_accuracy(tmp_path):
     edit_metrics(run, lambda nets: nets["net1"]["val_predictions"]["final"].__setitem__(
         wrong, (preds["labels"][wrong] + 1) % 5))
     assert_one_line_exit_2(cli("report", run), "nets.net1.val_predictions.final does not give the final val accuracy")
+
+
+def test_figures_survive_odd_class_names_and_a_bogus_mplbackend(tmp_path):
+    code = ("import hw4, io; f = hw4.new_figure(); ax = f.subplots(); ax.set_title('air$\\\\bogus{$plane'); "
+            "b = io.BytesIO(); f.savefig(b, format='png'); print('drawn')")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "MPLBACKEND": "bogus"})
+    assert ran.returncode == 0 and "drawn" in ran.stdout, ran.stderr
+
+
+def test_a_net_field_cannot_point_a_figure_outside_the_run(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path)
+    (tmp_path / "victim_train.png").write_bytes(b"the user's")
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    blob["nets"]["net1"]["net"] = "x/../../../victim"
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    before = files_under(tmp_path)
+    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: nets.net1.net does not name the same net")
+    assert files_under(tmp_path) == before and not (tmp_path / "victim_val.png").exists()
+
+
+def test_a_summarys_seeds_cannot_lead_the_report_elsewhere(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path)
+    assert cli("report", run).returncode == 0  # writes the summary metrics.json that lists the seeds
+    other = tmp_path / "other"
+    shutil.copytree(run / "seed_7", other)
+    blob = json.loads((run / "metrics.json").read_text())
+    blob["nets"]["net1"]["seeds"] = [5, "6/../../other"]
+    (run / "metrics.json").write_text(json.dumps(blob))
+    before = files_under(other)
+    assert_one_line_exit_2(cli("report", run), "its seeds are not a list of training seeds")
+    assert files_under(other) == before
+
+
+def test_a_symlinked_seed_folder_is_refused(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(COMMITTED / "seed_7", elsewhere, ignore=shutil.ignore_patterns("*.png", "*.pkl", "*.pt"))
+    os.symlink(elsewhere, run / "seed_7")
+    before = files_under(elsewhere)
+    assert_one_line_exit_2(cli("report", run), "seed_7 is a symlink")
+    assert files_under(elsewhere) == before
+
+
+def test_a_stray_seed_0005_is_not_a_second_seed_5(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    shutil.copytree(run / "seed_5", run / "seed_0005")
+    ran = cli("report", run)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((run / "metrics.json").read_text())["nets"]["net1"]["seeds"] == [5, 6]
+
+
+def test_report_on_a_read_only_run_is_one_line_before_any_write(tmp_path, monkeypatch):
+    """As root, permissions do not stop a write: a read-only mount is simulated at the one probe hw4 makes."""
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    real_mkdir = Path.mkdir
+
+    def read_only_mount(self, *args, **kwargs):
+        if self.name.startswith(".hw4-probe"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mount)
+    before = files_under(run)
+    assert_one_line_exit_2(cli("report", run), "report: the run folder", "Read-only file system")
+    assert files_under(run) == before
+
+
+SCHEMA_FAULTS = {  # field to change -> (its new value, the words the one line must have)
+    "epoch as a string": (("epoch",), "x", "nets.net1.epoch.val_class_acc is not a list"),
+    "no classes": (("classes",), [], "nets.net1.classes is not a list of 2 to 1,000 distinct names"),
+    "classes as ints": (("classes",), [1, 2, 3, 4, 5], "nets.net1.classes is not a list"),
+    "1,000 classes": (("classes",), [f"c{k}" for k in range(1000)], "nets.net1.train_confusion is not a 1000x1000"),
+    "config as a list": (("config",), [1, 2], "nets.net1.config is not an object"),
+    "3-D confusion": (("val_confusion",), [[[1]]], "nets.net1.val_confusion is not a 5x5 matrix"),
+    "scalar confusion": (("val_confusion",), 7, "nets.net1.val_confusion is not a 5x5 matrix"),
+    "no cpus": (("infrastructure", "cpus"), None, "nets.net1.infrastructure.cpus is missing"),
+    "short series": (("epoch", "train_class_acc"), [0.5], "nets.net1.epoch.train_class_acc has 1 values, not 15"),
+    "accuracy 97": (("epoch", "val_class_acc"), [97.0] * 15, "nets.net1.epoch.val_class_acc holds an accuracy"),
+    "best epoch 0": (("best_epoch",), 0, "nets.net1.best_epoch is not an epoch from 1 to 15"),
+    "params of another net": (("params",), 13_669, "nets.net1.params is not Net1's parameter count at 64x64"),
+    "hardest without a path": (("hardest", 0, "path"), None, "nets.net1.hardest[0].path is missing"),
+    "predictions too short": (("val_predictions",), {"labels": [0] * 2500, "best": [0] * 7},
+                              "nets.net1.val_predictions.best is not one class index (0..4) per val image (2500)"),
+    "a predicted class out of range": (("val_predictions",), {"labels": [0] * 2500, "best": [5] * 2500},
+                                       "nets.net1.val_predictions.best is not one class index"),
+    "predictions without labels": (("val_predictions",), {"best": [0] * 2500},
+                                   "nets.net1.val_predictions.labels is missing"),
+}
+
+
+@pytest.mark.parametrize("fault", SCHEMA_FAULTS)
+def test_a_metrics_json_hw4_did_not_write_is_one_line_naming_the_field(fault, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    keys, value, words = SCHEMA_FAULTS[fault]
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    *parents, last = keys
+    target = blob["nets"]["net1"]
+    for k in parents:
+        target = target[k]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    before = files_under(run)
+    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: " + words)
+    assert files_under(run) == before
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("text, words", [(nested(100_000), "nested too deeply"), ('{"format": 99, "nets": {"a": 1}}',
+                                                                                  "format 99 is not one this hw4 reads")])
+def test_unreadable_nesting_and_formats_are_one_line(text, words, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    (run / "seed_6" / "metrics.json").write_text(text)
+    assert_one_line_exit_2(cli("report", run), words)
+
+
+def test_a_metrics_json_over_the_size_cap_is_not_parsed(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    monkeypatch.setattr(hw4, "METRICS_MAX_BYTES", 1000)
+    assert_one_line_exit_2(cli("report", run), "over the 0 MB an hw4 metrics.json can reach")
+
+
+def test_seeds_of_other_settings_are_not_pooled(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    for entry in blob["nets"].values():
+        entry["config"].update(lr=0.5, batch_size=64)
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    assert_one_line_exit_2(cli("report", run), "was trained with other settings than", "batch_size, lr")
+    shutil.copytree(run / "seed_5", run / "seed_7")
+    shutil.rmtree(run / "seed_6")
+    assert_one_line_exit_2(cli("report", run), "seed_7/metrics.json: net1 was trained with seed 5, not 7")
+
+
+def test_an_interrupted_report_says_what_it_was_doing(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw4_report, "write_run_reports", interrupted)
+    ran = cli("report", run)
+    assert ran.returncode == 130 and "interrupted while rewriting the reports; every file is whole" in ran.stderr
+    assert "nothing was trained" not in ran.stderr and "checking the arguments" not in ran.stderr

@@ -1,6 +1,7 @@
 """Checkpoints and --resume: a killed run continues to exactly the uninterrupted result (the reference run)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,8 +14,7 @@ import pytest
 import torch
 
 import hw4
-from conftest import (REFERENCE_NETS, assert_one_line_exit_2, cli, reference_args, run_cli, skip_rendering,
-                      start_cli)
+from conftest import REFERENCE_NETS, assert_one_line_exit_2, cli, reference_args, run_cli, skip_rendering, start_cli
 
 
 def wait_for(path: Path, proc, timeout: float = 300) -> None:
@@ -135,3 +135,22 @@ def test_checkpoint_of_another_hw4_version_is_refused(tmp_path):
     torch.save({"format": 2, "fingerprint": "x", "model": {}, "epoch": 0, "history": {}}, old)
     with pytest.raises(hw4.UserError, match="written by another version of hw4; delete it"):
         hw4.load_checkpoint(old, "x")
+
+
+def test_resume_retrains_a_net_whose_entry_fails_the_checks(tiny_built, reference, tmp_path, monkeypatch):
+    """An injected or doctored entry (here Net1's params under another count) is not taken as finished."""
+    skip_rendering(monkeypatch)
+    out = tmp_path / "r"
+    shutil.copytree(reference, out)
+    shutil.rmtree(out / "checkpoints")
+    blob = json.loads((out / "metrics.json").read_text())
+    blob["nets"]["net1"]["params"] += 1
+    blob["nets"]["net1"]["epoch"]["val_class_acc"][-1] = 0.97
+    (out / "metrics.json").write_text(json.dumps(blob))
+    ran = cli(*reference_args(tiny_built, out), "--resume")
+    assert ran.returncode == 0, ran.stderr
+    assert "note: net1 is not taken from" in ran.stdout and "nets.net1.params is not Net1's parameter count" in \
+        ran.stdout and "net1 epoch  1/2" in ran.stdout and "net1aug: finished in" in ran.stdout
+    retrained = json.loads((out / "metrics.json").read_text())["nets"]["net1"]
+    assert retrained["epoch"] == json.loads((reference / "metrics.json").read_text())["nets"]["net1"]["epoch"]
+    assert (out / "results1.pkl").read_bytes() == (reference / "results1.pkl").read_bytes()

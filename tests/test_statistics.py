@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from conftest import ROOT, hw4
 import hw4_report
+from conftest import ROOT, hw4
 
 EXERCISE = ROOT / "results" / "exercise"
 

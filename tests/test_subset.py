@@ -1,18 +1,26 @@
 """The data stage: choosing the COCO subset, writing it, the manifest, reuse and errors."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import hw4
-from conftest import KWCOCO, PHOTOS, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, demo_paths, make_config
+from conftest import (KWCOCO, PHOTOS, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, copy_build, demo_paths,
+                      make_config)
 
 VS_ARGS = ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe", "kite",
            "--val-per-class", "2", "--build-only", "--workers", "1"]
@@ -378,3 +386,163 @@ def test_malformed_annotation_json_is_one_line(tmp_path, edit, message):
     result = cli(*VS_ARGS, "--train-per-class", "4", "--ann-file", bad, "--dataset-dir", tmp_path / "x")
     assert_one_line_exit_2(result, f"annotation file {bad}", message)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_rebuild_never_deletes_files_inside_the_dataset_folders(tiny_built, tmp_path):
+    cfg, ds = copy_build(tiny_built, tmp_path)
+    (ds / "train_data" / "NOTES.txt").write_text("notes")
+    (ds / "val_data" / "my_extra").mkdir()
+    Image.new("RGB", (16, 16)).save(ds / "val_data" / "my_extra" / "mine.png")
+    with pytest.raises(hw4.UserError, match="holds files the build did not write .*train_data/NOTES.txt"):
+        hw4.build_subset(dataclasses.replace(cfg, seed=6))
+    assert (ds / "train_data" / "NOTES.txt").read_text() == "notes" and (ds / "val_data/my_extra/mine.png").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"name": "my other project"}))
+    with pytest.raises(hw4.UserError, match="is not an hw4 dataset"):
+        hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(other)))
+    assert json.loads((other / "manifest.json").read_text()) == {"name": "my other project"}
+
+
+def test_a_running_build_is_not_deleted_by_a_second_one(tiny_built, tmp_path):
+    cfg, _ = tiny_built
+    target = tmp_path / "ds"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = tmp_path / f".ds.building-{sleeper.pid}"
+        running.mkdir()
+        with pytest.raises(hw4.UserError, match=f"another build into --dataset-dir .* is running \\(process "
+                                                f"{sleeper.pid}\\)"):
+            hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(target)))
+        assert running.is_dir()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.parametrize("name", [".", "./", ""])
+def test_an_annotation_file_name_of_dot_is_unsafe(name):
+    with pytest.raises(hw4.UserError, match="unsafe file_name"):
+        hw4.source_path("images", name)
+
+
+@pytest.mark.parametrize("tamper", [[1, 2], "text", {"entries": []}, "drop:config", "label:9", "classes:short",
+                                    "path:../x.jpg"])
+def test_a_tampered_manifest_is_not_trusted(tiny_built, tmp_path, tamper):
+    cfg, ds = copy_build(tiny_built, tmp_path)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    if isinstance(tamper, str) and ":" in tamper:
+        what, value = tamper.split(":")
+        if what == "drop":
+            del manifest[value]
+        elif what == "label":
+            manifest["entries"][0]["label"] = int(value)
+        elif what == "classes":
+            manifest["classes"] = manifest["classes"][:3]
+        else:
+            manifest["entries"][0]["path"] = value
+    else:
+        manifest = tamper
+    (ds / "manifest.json").write_text(json.dumps(manifest))
+    assert hw4.read_manifest(ds) is None
+    with pytest.raises(hw4.UserError, match="is not an hw4 dataset"):
+        hw4.build_subset(cfg)
+
+
+@pytest.mark.parametrize("cache", [{}, [1, 2], "labels", "size", "short"])
+def test_a_wrong_tensor_cache_is_rebuilt(tiny_built, tmp_path, cache):
+    cfg, ds = copy_build(tiny_built, tmp_path)
+    manifest = hw4.read_manifest(ds)
+    good = hw4.decoded_splits(ds, manifest)
+    bad = {k: v.clone() for k, v in good.items()}
+    if cache == "labels":
+        bad["train_y"][0] = 99
+    elif cache == "size":
+        bad["train_x"] = bad["train_x"][:, :, :8, :8]
+    elif cache == "short":
+        bad = {k: v[:7] for k, v in bad.items()}
+    else:
+        bad = cache
+    torch.save(bad, ds / f"tensors-{manifest['fingerprint']}.pt")
+    again = hw4.decoded_splits(ds, manifest)
+    assert all(torch.equal(again[k], good[k]) for k in good)
+
+
+def test_a_symlinked_dataset_dir_stays_a_link(tiny_built, tmp_path):
+    cfg, ds = copy_build(tiny_built, tmp_path)
+    link = tmp_path / "ds_link"
+    link.symlink_to(ds)
+    with contextlib.redirect_stdout(None):
+        hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(link), seed=6))
+    assert link.is_symlink() and (link / "manifest.json").exists()
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".building-" in p.name]
+
+
+def test_a_full_dataset_disk_is_not_blamed_on_the_pictures(tmp_path, monkeypatch):
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(hw4, "write_thumbnail", full)
+    with pytest.raises(hw4.UserError, match=f"no space left on the device of {re.escape(str(tmp_path))} while "
+                                            "writing b.jpg") as caught:
+        hw4.write_thumbnails([(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), 16)])
+    assert "picture" not in str(caught.value)
+
+
+@pytest.mark.parametrize("damage", ["zeroed images", "labels shifted by one"])
+def test_a_tensor_cache_that_does_not_match_its_digest_is_decoded_again(damage, tiny_built, tmp_path):
+    cfg, _ = tiny_built
+    ds = tmp_path / "ds"
+    shutil.copytree(cfg.dataset_dir, ds)
+    manifest = hw4.read_manifest(ds)
+    good = hw4.decoded_splits(ds, manifest)
+    cache = ds / f"tensors-{manifest['fingerprint']}.pt"
+    saved = torch.load(cache, weights_only=True)
+    assert saved["digest"] == hw4.tensors_digest(good)
+    if damage == "zeroed images":
+        saved["train_x"].zero_()
+    else:
+        labels = [e["label"] for e in manifest["entries"] if e["split"] == "train"]
+        saved["train_y"] = torch.tensor([(v + 1) % len(manifest["classes"]) for v in labels])
+    torch.save(saved, cache)  # the digest kept as it was
+    again = hw4.decoded_splits(ds, manifest)
+    assert all(torch.equal(again[k], good[k]) for k in good) and "digest" not in again
+
+
+def test_sixteen_bit_pictures_are_scaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # a 16-bit grayscale PNG
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
+    rgb = np.asarray(hw4.decode_rgb_thumbnail(tmp_path / "deep.png", 64))
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, -1].tolist() == [255, 255, 255]
+    assert abs(int(rgb[0, 32, 0]) - round(gradient[0, 32] / 257)) <= 2 and (rgb == 255).mean() < 0.05
+
+
+def test_the_originals_loader_stacks_every_picture_hw4_built(tmp_path):
+    """The original's Dataset opens each thumbnail without converting it and stacks a batch: a one-channel file
+    fails with 'stack expects each tensor to be equal size'. A grayscale picture that already has the size is
+    written as an RGB PNG, every pixel kept (an RGB JPEG would re-encode it)."""
+    from PIL import Image
+    import torchvision.transforms as tvt
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            for k, mode in enumerate(("RGB", "L", "RGB")):
+                (tmp_path / "pics" / split / name).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert(mode).save(
+                    tmp_path / "pics" / split / name / f"COCO_train2014_{100 * c + 10 * (split == 'val') + k:012d}.jpg")
+    cfg = hw4.Config(image_folders=str(tmp_path / "pics"), classes=("cat", "dog"), image_size=16, workers=1,
+                     train_per_class=None, val_per_class=None, dataset_dir=str(tmp_path / "ds"))
+    manifest = hw4.build_subset(cfg)
+    for split in ("train_data", "val_data"):  # the original's MyCOCODataset and its default collate
+        folder = tmp_path / "ds" / split
+        batch = torch.stack([tvt.ToTensor()(Image.open(folder / f)) for f in os.listdir(folder)])
+        assert batch.shape == (6, 3, 16, 16)
+    grey = [e for e in manifest["entries"] if e["file_name"].endswith("1.jpg")]
+    assert len(grey) == 4 and all(e["path"].endswith(".png") for e in grey)
+    for e in grey:
+        with Image.open(tmp_path / "ds" / e["path"]) as built, Image.open(tmp_path / "pics" / e["file_name"]) as src:
+            assert built.mode == "RGB" and np.array_equal(np.asarray(built), np.asarray(src.convert("RGB")))

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -398,3 +399,19 @@ def test_update_sizes_are_measured_on_every_early_step_then_sampled():
     hw4.record_per_layer(history.update_sizes, history.update_sizes_steps100, trace.update_sizes, sampled=True)
     assert history.update_sizes_steps100["fc1"] == pytest.approx([0.01, 0.03])
     assert history.update_sizes["fc1"] == pytest.approx([(100 * 0.01 + 10 * 0.03) / 110])
+
+
+def test_metrics_json_keeps_lists_of_numbers_on_one_line(reference, tmp_path):
+    """Per-picture predictions and per-epoch series are lists of numbers: one line each, not one line a number; the
+    file still reads back to the same values, and a string that looks like a list keeps its bytes."""
+    text = (reference / "metrics.json").read_text()
+    lines = text.splitlines()
+    assert not [line for line in lines if re.fullmatch(r"\s*(-?[\d.eE+-]+|null),?", line)]
+    n_val = json.loads(text)["nets"]["net1"]["n_val"]
+    labels = [line for line in lines if line.strip().startswith('"labels": [')]
+    assert len(labels) == len(REFERENCE_NETS) and all(line.count(",") == n_val - 1 + line.endswith(",")
+                                                      for line in labels), "one line a list, not a line a picture"
+    data = {"path": "odd[\n 1,\n 2\n]", "series": [1.5, float("nan"), 2], "matrix": [[1, 2], [3, 4]]}
+    hw4.write_json_atomic(tmp_path / "m.json", data)
+    assert json.loads((tmp_path / "m.json").read_text()) == {**data, "series": [1.5, None, 2]}
+    assert '"series": [1.5, null, 2]' in (tmp_path / "m.json").read_text()
