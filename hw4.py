@@ -3210,15 +3210,20 @@ def finish_axes(axes: Iterable, xlabel: str, integer_x: bool = False) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def finish_figure(fig, runs: dict[str, list[Results]], title: str, what: str = "mean ± std") -> None:
-    """One title (with the seed count) and one legend for the whole figure, the legend right of the plots so
-    that it hides no curve or title, with each label's first handle."""
+def add_legend(fig) -> None:
+    """One legend for a figure (or a row of one), right of the plots so that it hides no curve or title, with
+    each label's first handle."""
     entries: dict[str, Any] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
         fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=7)
+
+
+def finish_figure(fig, runs: dict[str, list[Results]], title: str, what: str = "mean ± std") -> None:
+    """One title (with the seed count) and one legend for the whole figure."""
+    add_legend(fig)
     fig.suptitle(title + seeds_note(runs, what), fontsize=10)
 
 
@@ -3245,9 +3250,50 @@ def regime_groups(name: str, seeds: list[Results]) -> list[tuple[str, list[Resul
             (f"{net_label(name)}: at chance ({seeds_text(len(chance))})", chance, {"alpha": 0.6, "linewidth": 0.8})]
 
 
+MAX_LEGEND = 12  # legend entries one panel may have and still be read
+
+
+def exercise_root(name: str) -> str:
+    """The exercise's net (Net1, Net2 or Net3) a net of the table derives from: itself, or its base's root."""
+    while name not in DEFAULT_NETS and NETS[name].base:
+        name = NETS[name].base
+    return name
+
+
+def net_families(runs: dict[str, list[Results]]) -> list[tuple[str, dict[str, list[Results]]]]:
+    """The nets drawn together: all of them when their legend (one entry a regime) fits MAX_LEGEND, else one
+    family per exercise net, each with the variants built on it (Net3 with its remedies, and so on)."""
+    entries = sum(len(regime_groups(name, seeds)) for name, seeds in runs.items())
+    roots = list(dict.fromkeys(exercise_root(name) for name in runs))
+    if entries <= MAX_LEGEND or len(roots) == 1:
+        return [("", runs)]
+    return [(f"{net_label(root)} and its variants", {n: s for n, s in runs.items() if exercise_root(n) == root})
+            for root in roots]
+
+
+def draw_by_family(runs: dict[str, list[Results]], draw_row: Callable, size: tuple[float, float], title: str,
+                   what: str = "mean ± std"):
+    """One row of panels per family of nets (net_families), each with its own legend: a figure of 18 nets would
+    otherwise have one legend of 20 entries in colours no reader tells apart."""
+    families = net_families(runs)
+    fig = new_figure(figsize=(size[0], size[1] * len(families)), layout="constrained")
+    rows = fig.subfigures(len(families), 1, squeeze=False)[:, 0]
+    for row, (heading, family) in zip(rows, families):
+        draw_row(row, family)
+        add_legend(row)
+        if heading:
+            row.suptitle(heading, fontsize=9)
+    fig.suptitle(title + seeds_note(runs, what), fontsize=10)
+    return fig
+
+
 def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
-    """Every metric per epoch, all nets, train solid and val dashed."""
-    fig = new_figure(figsize=(5.5 * len(METRICS), 4.2), layout="constrained")
+    """Every metric per epoch, train solid and val dashed, one row per family of nets."""
+    return draw_by_family(runs, curves_epoch_row, (5.5 * len(METRICS) + 1.5, 4.2),
+                          "learning curves per epoch: train solid, val dashed")
+
+
+def curves_epoch_row(fig, runs: dict[str, list[Results]]) -> None:
     axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
     for k, (name, all_seeds) in enumerate(runs.items()):
         for label, seeds, look in regime_groups(name, all_seeds):
@@ -3261,8 +3307,6 @@ def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
         ax.set_ylabel(m.axis)
         ax.set_title(m.axis, fontsize=9)
     finish_axes(axes, "epoch", integer_x=True)
-    finish_figure(fig, runs, "learning curves per epoch: train solid, val dashed")
-    return fig
 
 
 def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
@@ -3271,12 +3315,16 @@ def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
     Top row, train: x = epochs of training done (images seen / train size), one point per
     100 iterations. Bottom row, val: each 400-image window of the val pass after epoch e,
     drawn at e (spread ±0.3), since every window of a pass evaluates the same model; the
-    line through them is the epoch's val value.
+    line through them is the epoch's val value. One pair of rows per family of nets.
     """
-    fig = new_figure(figsize=(5.5 * len(METRICS), 8.5), layout="constrained")
+    window_images = WINDOW_STEPS * next(iter(runs.values()))[0].config["batch_size"]
+    return draw_by_family(runs, curves_100steps_rows, (5.5 * len(METRICS) + 1.5, 8.5),
+                          f"learning curves per 100 iterations ({window_images} images)")
+
+
+def curves_100steps_rows(fig, runs: dict[str, list[Results]]) -> None:
     axes = fig.subplots(2, len(METRICS), squeeze=False)
-    first = next(iter(runs.values()))[0]
-    window_images = WINDOW_STEPS * first.config["batch_size"]
+    window_images = WINDOW_STEPS * next(iter(runs.values()))[0].config["batch_size"]
     for k, (name, all_seeds) in enumerate(runs.items()):
         for label, seeds, look in regime_groups(name, all_seeds):
             r0, tint, epochs = seeds[0], colour(k, len(runs)), seeds[0].epochs
@@ -3303,8 +3351,6 @@ def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
             axes[row][col].set_ylabel(m.axis)
     finish_axes(axes[0], "epochs of training (images seen / train size)")
     finish_axes(axes[1], "val pass after epoch (its windows spread ±0.3)", integer_x=True)
-    finish_figure(fig, runs, f"learning curves per 100 iterations ({window_images} images)")
-    return fig
 
 
 def plain_log_axis(ax) -> None:
@@ -3324,34 +3370,57 @@ def plain_log_axis(ax) -> None:
 
 
 def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
-    """Per-epoch mean gradient norm of the first conv, last conv and fc1, on a log axis.
+    """The gradient norm of the first conv, last conv and fc1: per 100 iterations through epoch 1, where Q2's
+    vanishing shows, and per epoch; and, for nets that recorded it, Adam's update ||dw|| / ||w|| per epoch, which
+    is what the original's "updates approach 0" speaks of. One block of rows per family of nets.
 
-    A log axis cannot show 0, and a dead net's gradient is exactly 0 (its ReLUs pass
-    nothing back), so zeros are drawn as x markers on the axis floor, not dropped.
+    A log axis cannot show 0, and a dead net's gradient is exactly 0 (its ReLUs pass nothing back), so zeros are
+    drawn as x markers on the axis floor, not dropped.
     """
-    groups = [(k, label, {layer: mean_std([r.grad_norms[layer] for r in seeds])[0] for layer in GRAD_LAYERS}, look)
-              for k, (name, all_seeds) in enumerate(runs.items())
-              for label, seeds, look in regime_groups(name, all_seeds)]
-    positive = [v for _, _, layers, _ in groups for arr in layers.values() for v in arr if v > 0]
-    floor = min(positive) / 10 if positive else 1e-12
-    fig = new_figure(figsize=(13, 4), layout="constrained")
-    axes = fig.subplots(1, len(GRAD_LAYERS))
-    for k, label, layers, look in groups:
-        for ax, layer in zip(axes, GRAD_LAYERS):
-            values = layers[layer]
-            x = np.arange(1, len(values) + 1)
-            ax.plot(x, np.where(values > 0, values, np.nan), color=colour(k, len(runs)), marker=".", label=label,
-                    **look)
-            zero = values <= 0
-            if zero.any():
-                ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(runs)), markersize=8,
-                        label=f"{label}: exactly 0 (drawn at the floor)")
-    for ax, layer in zip(axes, GRAD_LAYERS):
-        plain_log_axis(ax)
-        ax.set_title(layer.replace("_", " "), fontsize=9)
-    finish_axes(axes, "epoch", integer_x=True)
-    finish_figure(fig, runs, "gradient norm per epoch", "mean")
-    return fig
+    rows = 2 + any(all(r.update_sizes for r in seeds) for seeds in runs.values())
+    return draw_by_family(runs, grad_norm_rows, (13 + 1.5, 2.7 * rows), "gradient norms and update sizes", "mean")
+
+
+def first_epoch_windows(r: Results, series: dict[str, list[float]], layer: str) -> list[float]:
+    """The 100-iteration windows of epoch 1 of a per-window series."""
+    values = series.get(layer, [])
+    return values[:len(values) // r.epochs] if values else []
+
+
+def grad_norm_rows(fig, runs: dict[str, list[Results]]) -> None:
+    """Rows: gradient per 100 iterations of epoch 1, gradient per epoch, and (where every net of the row
+    recorded it) the relative update per epoch; one column per GRAD_LAYERS layer."""
+    updates = all(r.update_sizes for seeds in runs.values() for r in seeds)
+    panels = [("gradient norm, per 100 iterations of epoch 1", "iteration",
+               lambda r, layer: first_epoch_windows(r, r.grad_norms_steps100, layer), WINDOW_STEPS),
+              ("gradient norm, per epoch", "epoch", lambda r, layer: r.grad_norms[layer], 1)]
+    if updates:
+        panels.append(("Adam's update ||dw|| / ||w||, per epoch", "epoch", lambda r, layer: r.update_sizes[layer], 1))
+    axes = fig.subplots(len(panels), len(GRAD_LAYERS), squeeze=False)
+    for row, (what, xlabel, values_of, step) in zip(axes, panels):
+        groups = [(k, label, {layer: mean_std([values_of(r, layer) for r in seeds])[0] for layer in GRAD_LAYERS}, look)
+                  for k, (name, all_seeds) in enumerate(runs.items())
+                  for label, seeds, look in regime_groups(name, all_seeds)]
+        positive = [v for _, _, layers, _ in groups for arr in layers.values() for v in np.ravel(arr) if v > 0]
+        floor = min(positive) / 10 if positive else 1e-12
+        for k, label, layers, look in groups:
+            for ax, layer in zip(row, GRAD_LAYERS):
+                values = np.asarray(layers[layer], dtype=float)
+                x = step * np.arange(1, len(values) + 1)
+                ax.plot(x, np.where(values > 0, values, np.nan), color=colour(k, len(runs)), marker=".",
+                        label=label, **look)
+                zero = values <= 0
+                if zero.any():
+                    ax.plot(x[zero], np.full(zero.sum(), floor), "x", color=colour(k, len(runs)), markersize=8,
+                            label="exactly 0 (drawn at the floor)")
+        for ax, layer in zip(row, GRAD_LAYERS):
+            plain_log_axis(ax)
+            ax.set_title(f"{layer.replace('_', ' ')}: {what}", fontsize=8)
+        finish_axes(row, xlabel, integer_x=True)
+        if step > 1:  # iterations: five ticks, not one a window
+            from matplotlib.ticker import MaxNLocator
+            for ax in row:
+                ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
 
 
 def draw_dead_units(runs: dict[str, list[Results]], data: SubsetTensors):
@@ -3442,13 +3511,20 @@ def draw_seed_scores(runs: dict[str, list[Results]], data: SubsetTensors):
     ax = fig.add_subplot()
     chance = 100 / len(next(iter(runs.values()))[0].classes)
     for y, name in enumerate(reversed(names)):
-        for r in runs[name]:
-            ax.plot(100 * BEST_VAL.of(r), y, "o", markersize=6, alpha=0.7,
+        seeds = runs[name]
+        offsets = np.linspace(-0.25, 0.25, len(seeds)) if len(seeds) > 1 else np.zeros(1)  # seeds side by side
+        for r, dy in zip(seeds, offsets):
+            ax.plot(100 * BEST_VAL.of(r), y + dy, "o", markersize=5, alpha=0.7,
                     color="tab:red" if r.at_chance else "tab:blue",
                     label="at chance (did not learn)" if r.at_chance else "learned")
+        stuck = sum(r.at_chance for r in seeds)
+        if stuck:  # every seed at chance scores exactly chance: the count says how many dots sit there
+            ax.annotate(f"{stuck} of {len(seeds)}", (chance, y), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="tab:red")
     ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.0f}%)")
     ax.set_yticks(range(len(names)), [net_label(n) for n in reversed(names)], fontsize=8)
-    ax.set_xlabel("best val accuracy (%), one dot per training seed")
+    ax.set_xlabel("best val accuracy (%), one dot per training seed (seeds spread vertically; red count: seeds at "
+                  "chance)")
     ax.grid(True, axis="x", linewidth=0.5)
     finish_figure(fig, runs, "best val accuracy of every seed", "one dot each")
     return fig
@@ -3456,34 +3532,40 @@ def draw_seed_scores(runs: dict[str, list[Results]], data: SubsetTensors):
 
 def draw_val_confusions(runs: dict[str, list[Results]], data: SubsetTensors):
     """The val confusion matrices at the best epoch, summed over the seeds in which each net learned (over every
-    seed when it learned in none), one panel per net."""
+    seed when it learned in none), one panel per net, each row as a percentage of its true class on one colour
+    scale: nets summed over different numbers of seeds compare as shares, not as counts."""
     import seaborn as sns
 
     names = list(runs)
-    cols = min(len(names), 4)
+    cols = min(len(names), 6)  # 18 nets in three rows: the figure fits a screen
     rows = math.ceil(len(names) / cols)
-    fig = new_figure(figsize=(4.6 * cols, 4.2 * rows), layout="constrained")
+    fig = new_figure(figsize=(3.4 * cols, 3.1 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         seeds = [r for r in runs[name] if not r.at_chance] or runs[name]
         matrix = sum(r.val_confusion for r in seeds)
         classes = seeds[0].classes
-        sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
-                    cbar=False, annot_kws={"fontsize": 7})
-        ax.set(xlabel="predicted", ylabel="true")
+        shares = 100 * matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
+        sns.heatmap(shares, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, xticklabels=classes,
+                    yticklabels=classes, ax=ax, cbar=False, annot_kws={"fontsize": 6})
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.tick_params(labelsize=7)
         which = (f"{seeds_text(len(seeds))} that learned" if len(seeds) < len(runs[name])
                  else seeds_text(len(seeds)))
         ax.set_title(f"{net_label(name)}: {pct(np.trace(matrix) / max(1, matrix.sum()))} ({which})", fontsize=9)
     for ax in axes[len(names):]:
         ax.axis("off")
-    fig.suptitle("val confusion at the best epoch, summed over seeds", fontsize=10)
+    fig.suptitle("val confusion at the best epoch, summed over seeds: % of each true class (rows add up to 100; one "
+                 "colour scale)", fontsize=10)
     return fig
 
 
 FIGURES = (
     Plot("seed_scores.png", draw_seed_scores, "best val accuracy of every seed (learned and at chance apart)"),
     Plot("samples.png", draw_samples, "5 random training images per class", needs_pictures=True),
-    Plot("confusion_val.png", draw_val_confusions, "val confusion matrices, summed over seeds"),
+    Plot("confusion_val.png", draw_val_confusions, "val confusion matrices, summed over seeds, as % of each true "
+         "class"),
     Plot("curves_epoch.png", draw_curves_epoch, "learning curves per epoch"),
     Plot("curves_100steps.png", draw_curves_100steps, "learning curves per 100 iterations"),
     Plot("grad_norms.png", draw_grad_norms, "gradient norms of the first conv, last conv and fc1"),

@@ -338,10 +338,15 @@ def test_gradient_reading_and_chance_seeds(tmp_path):
 def test_grad_norm_figure_draws_exact_zeros():
     m = confusion_with_cat_dog_errors(2)
     runs = {"net1": [fake_results("net1", [0.5, 0.6], 0.7, 1.0, m)], "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m)]}
-    lines = hw4.draw_grad_norms(runs, None).axes[0].get_lines()
+    fig = hw4.draw_grad_norms(runs, None)
+    per_epoch = next(ax for ax in fig.axes if ax.get_title() == "conv1: gradient norm, per epoch")
+    lines = per_epoch.get_lines()
     labels = [line.get_label() for line in lines]
-    zero_line = lines[labels.index("Net3: exactly 0 (drawn at the floor)")]
+    zero_line = lines[labels.index("exactly 0 (drawn at the floor)")]
+    assert zero_line.get_color() == lines[labels.index("Net3")].get_color(), "in Net3's colour"
     assert list(zero_line.get_xdata()) == [1, 2] and all(y > 0 for y in zero_line.get_ydata())
+    assert [ax.get_title() for ax in fig.axes][:3] == [f"{layer}: gradient norm, per 100 iterations of epoch 1"
+                                                      for layer in ("conv1", "last conv", "fc1")]
 
 
 def test_seeds_2_keeps_per_seed_results_and_reports_mean_and_std(tiny_built, tmp_path, monkeypatch):
