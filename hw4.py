@@ -3423,28 +3423,50 @@ def grad_norm_rows(fig, runs: dict[str, list[Results]]) -> None:
                 ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
 
 
+DEAD_UNIT_COLUMNS = 4  # panels a row once a run has more than DEAD_UNIT_LABELLED groups
+
+
+DEAD_UNIT_LABELLED = 6  # up to this many nets-and-regimes, one column of panels with a label in every cell
+
+
 def draw_dead_units(runs: dict[str, list[Results]], data: SubsetTensors):
     """Per net (and per regime, for a net with two), the share of each ReLU layer's units (rows) that output
-    zero for all of the first 256 val images, per epoch (columns); 1.0 = the whole layer is dead. One column
-    of panels, so that the cell labels read at page width. Plain imshow: seaborn's heatmap took about 700 MB
-    per panel on a figure this wide (9 GB for the 13 nets of `--nets all`)."""
+    zero for all of the first 256 val images, per epoch (columns); 1.0 = the whole layer is dead. A few nets: one
+    column of panels, every cell labelled. More (the 20 groups of `--nets q5`): four panels a row, colour only,
+    with one colour bar, so that the figure fits a screen. Plain imshow: seaborn's heatmap took about 700 MB per
+    panel on a figure this wide (9 GB for the 13 nets of `--nets all`)."""
     groups = [(label, seeds) for name, all_seeds in runs.items() for label, seeds, _ in regime_groups(name, all_seeds)]
     epochs = next(iter(runs.values()))[0].epochs
-    heights = [0.32 * len(seeds[0].dead_units) + 1.1 for _, seeds in groups]
-    fig = new_figure(figsize=(max(5.0, 0.5 * epochs + 2.0), sum(heights)), layout="constrained")
-    axes = fig.subplots(len(groups), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
-    for ax, (label, seeds) in zip(axes, groups):
-        layers = list(seeds[0].dead_units)
-        matrix = np.array([mean_std([r.dead_units[layer] for r in seeds])[0] for layer in layers])
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto", interpolation="nearest")
-        for (i, j), v in np.ndenumerate(matrix) if epochs <= 20 else ():
-            if v > 0:  # a blank cell is 0: no dead units
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.6 else "black")
-        ax.set_xticks(range(epochs), range(1, epochs + 1), fontsize=7)
-        ax.set_yticks(range(len(layers)), layers, fontsize=7)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_title(f"{label}: dead share" + (", mean over its seeds" if len(seeds) > 1 else ""), fontsize=9)
+    labelled = len(groups) <= DEAD_UNIT_LABELLED
+    cols = 1 if labelled else DEAD_UNIT_COLUMNS
+    grid = [groups[k:k + cols] for k in range(0, len(groups), cols)]
+    per_layer, width = (0.32, max(5.0, 0.5 * epochs + 2.0)) if labelled else (0.16, cols * (0.17 * epochs + 1.3))
+    heights = [per_layer * max(len(seeds[0].dead_units) for _, seeds in row) + (1.1 if labelled else 0.8)
+               for row in grid]
+    fig = new_figure(figsize=(width, sum(heights) + (0 if labelled else 0.6)), layout="constrained")
+    image, sub = None, fig
+    for sub, row in zip(fig.subfigures(len(grid), 1, squeeze=False, height_ratios=heights)[:, 0], grid):
+        for ax, group in zip(sub.subplots(1, cols, squeeze=False)[0], row + [None] * (cols - len(row))):
+            if group is None:
+                ax.axis("off")
+                continue
+            label, seeds = group
+            layers = list(seeds[0].dead_units)
+            matrix = np.array([mean_std([r.dead_units[layer] for r in seeds])[0] for layer in layers])
+            image = ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto", interpolation="nearest")
+            for (i, j), v in np.ndenumerate(matrix) if labelled and epochs <= 20 else ():
+                if v > 0:  # a blank cell is 0: no dead units
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.6 else "black")
+            ticks = range(0, epochs, 1 if labelled else 2)
+            ax.set_xticks(list(ticks), [t + 1 for t in ticks], fontsize=7 if labelled else 6)
+            ax.set_yticks(range(len(layers)), layers, fontsize=7 if labelled else 5.5)
+            ax.set_xlabel("epoch", fontsize=8 if labelled else 6)
+            ax.set_title(f"{label}: dead share" + (", mean over its seeds" if len(seeds) > 1 else ""),
+                         fontsize=9 if labelled else 7)
+    if not labelled and image is not None:  # one scale for every panel, under the last row
+        sub.colorbar(image, ax=sub.axes, orientation="horizontal", fraction=0.08, aspect=60, shrink=0.6,
+                     label="share of the layer's units dead (1 = the whole layer)")
     return fig
 
 
