@@ -1608,10 +1608,12 @@ def fc1_caveat(image_size: int) -> str:
 
 @dataclass(frozen=True)
 class ClaimRow:
-    """One drawn row of claims.png: a claim part with a test, and the claim's number in the table."""
+    """One drawn row of claims.png: a claim part with a test, the claim's number in the table, and the verdict the
+    table gives the claim (shown once, beside the claim's first part: a row of the table has one verdict)."""
 
     claim: str
     part: ClaimInterval
+    verdict: Verdict | None = None
 
 
 def claim_intervals(exp: Experiment) -> list[ClaimRow]:
@@ -1620,7 +1622,9 @@ def claim_intervals(exp: Experiment) -> list[ClaimRow]:
     rows = []
     for k, claim in enumerate(CLAIMS, 1):
         result = claim_row(exp, claim)
-        rows += [ClaimRow(f"#{k} {claim.question}", part) for part in result.intervals if part.cmp.test]
+        parts = [part for part in result.intervals if part.cmp.test]
+        rows += [ClaimRow(f"#{k} {claim.question}", part, result.judgement.verdict if j == 0 else None)
+                 for j, part in enumerate(parts)]
     return rows
 
 
@@ -1649,7 +1653,8 @@ def interval_scope(exp: Experiment) -> str:
 def draw_claims(exp: Experiment):
     """A forest plot: per claim part, the 95% paired interval and the measured difference (over two regimes,
     each seed's difference as a dot, and the median), the claimed value or threshold as a marker, 0 as a line,
-    and the part's own verdict; one panel per unit, accuracy points split so that ±1-point intervals read."""
+    and beside each claim's first part the verdict the claims table gives it; one panel per unit, accuracy points
+    split so that ±1-point intervals read."""
     panels = claim_panels(claim_intervals(exp))
     fig = new_figure(figsize=(9, 0.45 * sum(len(p) for _, p in panels) + 1.3 + 0.7 * (len(panels) - 1)),
                      layout="constrained")
@@ -1669,7 +1674,8 @@ def draw_claims(exp: Experiment):
                 ax.plot(unit.scale * row.part.claimed, y, "D", color="tab:red", markersize=6, label="claimed value")
             if shift:
                 ax.plot(unit.scale * shift, y, "s", color="tab:orange", markersize=6, label="threshold taken")
-            ax.annotate(row.part.verdict.word, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
+            if row.verdict is not None:
+                ax.annotate(row.verdict.word, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
         ax.axvline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(panel)), [f"{row.claim}: {row.part.label}" for row in reversed(panel)], fontsize=8)
         ax.set_xlabel(f"difference in {unit.name} (95% {interval_scope(exp)}; ● measured)")
