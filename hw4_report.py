@@ -672,20 +672,31 @@ def ratio_range(values: Sequence[float]) -> str:
 
 
 def unit_facts(r: Results) -> list[str]:
-    """Q2's table cells for one net and seed: when layers died, which, when the gradient reaching conv1
-    became exactly 0, and that gradient relative to fc1's."""
-    dead_from = first_epoch_from([bool(dead_layers(r, e)) for e in range(1, r.epochs + 1)])
+    """Q2's table cells for one net and seed: which layers died first and when (and whether they came back),
+    which are dead at the end, when the gradient reaching conv1 became exactly 0, and that gradient relative to
+    fc1's."""
     zero_from = first_epoch_from([g == 0 for g in r.grad_norms["conv1"]])
-    return [f"{gradient_ratio(r):.2g}", f"{gradient_ratio(r, 1):.2g}", str(dead_from or "never"),
+    return [f"{gradient_ratio(r):.2g}", f"{gradient_ratio(r, 1):.2g}", first_dead_text(r),
             dead_at_end_text(r) or "none", str(zero_from or "never")]
 
 
+def first_dead_text(r: Results) -> str:
+    """The layers the probe first finds dead, and after which epoch ('chain10 (epoch 1)'), with those that came
+    back by the end; 'none' when no layer ever died."""
+    for epoch in range(1, r.epochs + 1):
+        if layers := dead_layers(r, epoch):
+            back = [layer for layer in layers if layer not in dead_layers(r, r.epochs)]
+            return f"{', '.join(layers)} (epoch {epoch})" + (f"; {', '.join(back)} came back" if back else "")
+    return "none"
+
+
 def dead_at_end_text(r: Results) -> str:
-    """The layers dead after the last epoch, chain layers counted ('1 of 10 chain layers, fc1'); '' for none."""
+    """The layers dead after the last epoch, by name ('chain10, fc1'), or with the chain layers counted when more
+    than two of them died ('5 of 10 chain layers, fc1'); '' for none."""
     dead = dead_layers(r, r.epochs)
-    chain = sum(map(is_chain_layer, dead))
-    return ", ".join(([f"{chain} of {sum(map(is_chain_layer, r.dead_units))} chain layers"] if chain else [])
-                     + [d for d in dead if not is_chain_layer(d)])
+    chain = [d for d in dead if is_chain_layer(d)]
+    counted = [f"{len(chain)} of {sum(map(is_chain_layer, r.dead_units))} chain layers"] if len(chain) > 2 else chain
+    return ", ".join(counted + [d for d in dead if not is_chain_layer(d)])
 
 
 def where_dead_text(variant: list[Results], base: list[Results], base_label: str) -> str:
@@ -711,8 +722,9 @@ def answer_vanishing(exp: Experiment) -> list[str]:
              f"probe (every unit outputs 0 on the first {DEAD_UNIT_IMAGES} val images, after each epoch) supports "
              "it but does not prove it: a layer dead on the probe can still pass gradient and recover "
              "(`grad_norms.png`, `dead_units.png`).", "",
-             f"| net | seed | gradient ratio, first {WINDOW_STEPS} iterations | gradient ratio, epoch 1 | layers dead "
-             "on the probe from epoch | dead on the probe at the end | conv1 gradient exactly 0 from epoch | reading |",
+             f"| net | seed | gradient ratio, first {WINDOW_STEPS} iterations | gradient ratio, epoch 1 | first dead "
+             "on the probe (after epoch) | dead on the probe at the end | conv1 gradient exactly 0 from epoch | "
+             "reading |",
              "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys([n for b, n in exp.base_pairs() if n in deep or b in deep] + deep):
         base = hw4.NETS[name].base

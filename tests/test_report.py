@@ -81,7 +81,7 @@ def test_report_follows_the_numbers(tmp_path):
             "best-epoch val predictions not recorded)") in text
     assert "By best val accuracy: Net1 (70.0%) > Net2 (62.0%) > Net3 (31.0%)." in text
     assert "One seed cannot rank the nets" in text and "Best in this run" not in text
-    assert "| Net3 | 5 | 0.001 | 0.001 | never | none | never | vanishing |" in text
+    assert "| Net3 | 5 | 0.001 | 0.001 | none | none | never | vanishing |" in text
     assert "Net3 against Net1, over 1 seed: vanishing in 1." in text
     assert "most confused pair **cat / dog** (11 images" in text
     assert "| Net1 | 70.0% [55.4, 82.1] | 2 |" in text  # one seed: the val pictures' Clopper-Pearson interval
@@ -312,8 +312,11 @@ def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
     text = report(tmp_path, runs)
     assert ("Net3-Res still loses whole layers: a dead layer at the end in 1 of 1 seed (Net3: 1). Dead at the end in "
             "seed 5: fc1 (Net3: 7 of 10 chain layers, fc1).") in text
-    assert "| Net3 | 5 | 0 | 0.01 | 2 | 7 of 10 chain layers, fc1 | 2 | vanishing, then dead |" in text
+    assert ("| Net3 | 5 | 0 | 0.01 | chain4, chain5, chain6, chain7, chain8, chain9, chain10, fc1 (epoch 2) | 7 of 10 "
+            "chain layers, fc1 | 2 | vanishing, then dead |") in text
     assert "Net3 against Net1, over 1 seed: vanishing, then dead in 1." in text
+    net3.dead_units["chain10"] = [1.0, 0.0, 0.0]  # dead after epoch 1, alive again at the end
+    assert "| chain10 (epoch 1); chain10 came back |" in report(tmp_path, runs), "a recovery is said, not hidden"
     assert "Net3-BN keeps its units alive: a dead layer at the end in 0 of 1 seed (Net3: 1)." in text
     assert "| batch normalisation for Net3 | Net3-BN (vs Net3) | 70.0% vs 20.0% |" in text
     assert "batch normalisation, residual connections or a better initialisation could" not in text, \
@@ -323,7 +326,7 @@ def test_dead_net3_is_reported_dead_and_batchnorm_keeps_it_alive(tmp_path):
 def test_gradient_reading_and_chance_seeds(tmp_path):
     m = confusion_with_cat_dog_errors(2)
     healthy = {"net1": [fake_results("net1", [0.6], 0.7, 0.5, m)], "net3": [fake_results("net3", [0.5], 0.6, 2.0, m)]}
-    assert "| Net3 | 5 | 2 | 2 | never | none | never | healthy |" in report(tmp_path, healthy)
+    assert "| Net3 | 5 | 2 | 2 | none | none | never | healthy |" in report(tmp_path, healthy)
     net1 = [fake_results("net1", [0.60 + k / 100], 0.9, 1.0, m, seed=5 + k) for k in range(3)]
     net3 = [fake_results("net3", [0.21], 0.2, 0.0, m, seed=5), fake_results("net3", [0.20], 0.2, 0.0, m, seed=6),
             fake_results("net3", [0.55], 0.7, 1.0, m, seed=7)]
