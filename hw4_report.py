@@ -687,7 +687,7 @@ def first_dead_text(r: Results) -> str:
         if layers := dead_layers(r, epoch):
             back = [layer for layer in layers if layer not in dead_layers(r, r.epochs)]
             return f"{', '.join(layers)} (epoch {epoch})" + (f"; {', '.join(back)} came back" if back else "")
-    return "none"
+    return "none"  # first_dead_layers gives the same layers without the epoch
 
 
 def dead_at_end_text(r: Results) -> str:
@@ -1280,15 +1280,34 @@ def check_vanishing(exp: Experiment) -> ClaimResult:
         return ClaimResult(measured, Judgement(Verdict.NOT_REPRODUCED, ("no seed shows a vanishing gradient",)))
     reasons = [f"the gradient vanishes early in {'every seed' if vanishing == n else f'{vanishing} of {seeds_text(n)}'}"]
     if recovered:
-        slow = [d.best_epoch for d, _ in recovered], [b.best_epoch for _, b in recovered]
-        reasons.append(f"in the {len(recovered)} that recover, the loss then falls slowly, as claimed (best epoch "
-                       f"{pm(slow[0], 1, 1, '')} against {pm(slow[1], 1, 1, '')} for {l1} in those seeds)")
+        slopes = [loss_slope(d) for d, _ in recovered], [loss_slope(b) for _, b in recovered]
+        late = [gradient_ratio(d, d.epochs) / gradient_ratio(b, b.epochs) for d, b in recovered]
+        reasons.append(f"in the {len(recovered)} that recover, the train loss then falls slowly ({pm(slopes[0], 1, 3, '')} "
+                       f"nats per epoch from epoch 2, against {pm(slopes[1], 1, 3, '')} for {l1} in those seeds), but "
+                       f"with its gradient ratio back at {ratio_range(late)}× {l1}'s in the last epoch: the slow fall "
+                       "does not come with a small gradient")
     if dead:
-        reasons.append(f"in {dead}, the failure is dead units rather than a small gradient: fc1 dies and the loss "
-                       f"stays at ln {len(exp.first.classes)}")
+        dying = [first_dead_layers(d) for (d, _), s in zip(pairs, stories) if s.vanishing and s.dead]
+        kinds = [", ".join(f) + " first" if 0 < len(f) <= 2 else f"{len(f)} layers at once" if f else "none first"
+                 for f in dying]
+        firsts = ", ".join(f"{kind} in {kinds.count(kind)}" for kind in dict.fromkeys(kinds))
+        reasons.append(f"in {dead}, the loss stays at ln {len(exp.first.classes)} and whole layers die (on the "
+                       f"probe: {firsts or 'none before the gradient reached 0'})")
     if vanishing == n and len(recovered) == n:
         return ClaimResult(measured, Judgement(Verdict.REPRODUCED, tuple(reasons[1:])))
     return ClaimResult(measured, Judgement(Verdict.PARTLY, tuple(reasons)))
+
+
+def loss_slope(r: Results) -> float:
+    """How fast the train loss falls once training is under way: its drop per epoch from epoch 2 to the last, in
+    nats (the mean over each epoch's steps, as the original records it)."""
+    loss = r.series("train", FINAL_TRAIN_LOSS.metric)
+    return (loss[1] - loss[-1]) / (len(loss) - 2) if len(loss) > 2 else math.nan
+
+
+def first_dead_layers(r: Results) -> list[str]:
+    """The layers the dead-unit probe finds dead first (after the earliest epoch with any dead layer)."""
+    return next((layers for epoch in range(1, r.epochs + 1) if (layers := dead_layers(r, epoch))), [])
 
 
 def never_learned(exp: Experiment, name: str) -> Judgement:
