@@ -2164,6 +2164,7 @@ def train_epoch(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, or
     grad_norms = torch.empty(n_steps, len(GRAD_LAYERS), device=order.device)
     update_sizes = torch.full((n_steps, len(GRAD_LAYERS)), math.nan, device=order.device)
     watched = net.watched_weights()
+    weights = [w.detach() for w in watched]  # views of the parameters: Adam's in-place steps show through them
     before = [torch.empty_like(w) for w in watched]  # reused every step: no allocation in the loop
     net.train()
     for step in tqdm(range(n_steps), desc=desc, unit="batch", disable=None, leave=False):
@@ -2181,11 +2182,11 @@ def train_epoch(net: HW4Net, opt: torch.optim.Optimizer, data: SubsetTensors, or
         grad_norms[step] = torch.stack([torch.linalg.vector_norm(w.grad) for w in watched])
         measured = measures_update(step)
         if measured:
-            torch._foreach_copy_(before, [w.detach() for w in watched])
+            torch._foreach_copy_(before, weights)
         opt.step()
         if measured:  # before becomes before - after; the weights' own norm is taken first
             norms_before = torch.stack(torch._foreach_norm(before))
-            torch._foreach_sub_(before, [w.detach() for w in watched])
+            torch._foreach_sub_(before, weights)
             update_sizes[step] = torch.stack(torch._foreach_norm(before)) / norms_before
         logits_out[step * bs:step * bs + len(idx)] = logits.detach()
     return EpochTrace(logits_out, grad_norms, update_sizes)

@@ -683,11 +683,12 @@ def unit_facts(r: Results) -> list[str]:
 def first_dead_text(r: Results) -> str:
     """The layers the probe first finds dead, and after which epoch ('chain10 (epoch 1)'), with those that came
     back by the end; 'none' when no layer ever died."""
-    for epoch in range(1, r.epochs + 1):
-        if layers := dead_layers(r, epoch):
-            back = [layer for layer in layers if layer not in dead_layers(r, r.epochs)]
-            return f"{', '.join(layers)} (epoch {epoch})" + (f"; {', '.join(back)} came back" if back else "")
-    return "none"  # first_dead_layers gives the same layers without the epoch
+    found = first_dead(r)
+    if found is None:
+        return "none"
+    epoch, layers = found
+    back = [layer for layer in layers if layer not in dead_layers(r, r.epochs)]
+    return f"{', '.join(layers)} (epoch {epoch})" + (f"; {', '.join(back)} came back" if back else "")
 
 
 def dead_at_end_text(r: Results) -> str:
@@ -1287,7 +1288,7 @@ def check_vanishing(exp: Experiment) -> ClaimResult:
                        f"with its gradient ratio back at {ratio_range(late)}× {l1}'s in the last epoch: the slow fall "
                        "does not come with a small gradient")
     if dead:
-        dying = [first_dead_layers(d) for (d, _), s in zip(pairs, stories) if s.vanishing and s.dead]
+        dying = [(first_dead(d) or (0, []))[1] for (d, _), s in zip(pairs, stories) if s.vanishing and s.dead]
         kinds = [", ".join(f) + " first" if 0 < len(f) <= 2 else f"{len(f)} layers at once" if f else "none first"
                  for f in dying]
         firsts = ", ".join(f"{kind} in {kinds.count(kind)}" for kind in dict.fromkeys(kinds))
@@ -1305,9 +1306,9 @@ def loss_slope(r: Results) -> float:
     return (loss[1] - loss[-1]) / (len(loss) - 2) if len(loss) > 2 else math.nan
 
 
-def first_dead_layers(r: Results) -> list[str]:
-    """The layers the dead-unit probe finds dead first (after the earliest epoch with any dead layer)."""
-    return next((layers for epoch in range(1, r.epochs + 1) if (layers := dead_layers(r, epoch))), [])
+def first_dead(r: Results) -> tuple[int, list[str]] | None:
+    """The earliest epoch after which the dead-unit probe finds a whole layer dead, and those layers; None if never."""
+    return next(((epoch, layers) for epoch in range(1, r.epochs + 1) if (layers := dead_layers(r, epoch))), None)
 
 
 def never_learned(exp: Experiment, name: str) -> Judgement:
