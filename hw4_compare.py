@@ -412,7 +412,7 @@ class Check:
 @dataclass(frozen=True)
 class Finding:
     net: str
-    kind: str  # above, below, chance, collapsed, learned, confusion, epochs, curve
+    kind: str  # above, below, chance, collapsed, learned, confusion, setup, curve
     text: str
 
 
@@ -450,20 +450,32 @@ def regime_findings(run: NetRun, ref: Reference) -> tuple[list[NetRun], list[Fin
     return learned, []
 
 
-def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
-    """A confusion matrix that cannot be the one the run's numbers describe."""
-    found, label = [], net_label(run.net)
-    for split, m, size in (("val", run.val_confusion, ref.n_val), ("train", run.train_confusion, ref.n_train)):
+def setup_findings(run: NetRun, ref: Reference) -> list[Finding]:
+    """How the run's setup differs from the reference's (epochs, train and val pictures): said first, since it
+    explains what follows before any guess at a bug does."""
+    differs, label = [], net_label(run.net)
+    if run.epochs != ref.epochs:
+        differs.append(f"{run.epochs} of the reference's {ref.epochs} epochs (curves compared over the first "
+                       f"{min(run.epochs, ref.epochs)})")
+    for split, m, size in (("train", run.train_confusion, ref.n_train), ("val", run.val_confusion, ref.n_val)):
         if m is not None and int(m.sum()) != size:
-            found.append(Finding(run.net, "confusion", f"{label}'s {split} confusion matrix holds {int(m.sum()):,} "
-                                 f"pictures, not the {split} set's {size:,}: it was not taken on the whole {split} set "
-                                 "in one epoch, or the dataset is another size"))
+            differs.append(f"{int(m.sum()):,} {split} pictures in its confusion matrix against the reference's {size:,} "
+                           f"(another dataset size, or a matrix not taken on the whole {split} set in one epoch)")
+    if not differs:
+        return []
+    return [Finding(run.net, "setup", f"{label} ran another setup than the reference: " + "; ".join(differs)
+                    + ". Differences from the reference below may come from the setup alone; rerun with the "
+                    "reference's before reading them as a bug")]
+
+
+def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
+    """A val confusion matrix that cannot be the best epoch's the run's numbers describe."""
     m = run.val_confusion
-    if m is not None and m.sum() and abs(np.trace(m) / m.sum() - run.best_val) > CONFUSION_TOLERANCE:
-        found.append(Finding(run.net, "confusion", f"{label}'s val confusion matrix has accuracy (trace/sum) "
-                             f"{pct(np.trace(m) / m.sum())}, not the best epoch's val accuracy {pct(run.best_val)}: "
-                             "it was not taken at the best epoch, or not on the whole val set"))
-    return found
+    if m is None or not m.sum() or abs(np.trace(m) / m.sum() - run.best_val) <= CONFUSION_TOLERANCE:
+        return []
+    return [Finding(run.net, "confusion", f"{net_label(run.net)}'s val confusion matrix has accuracy (trace/sum) "
+                    f"{pct(np.trace(m) / m.sum())}, not the best epoch's val accuracy {pct(run.best_val)}: it was not "
+                    "taken at the best epoch, or not on the whole val set")]
 
 
 def measure_checks(run: NetRun, group: Sequence[NetRun], scope: str, classes: Sequence[str]) -> list[Check]:
@@ -485,13 +497,9 @@ def measure_checks(run: NetRun, group: Sequence[NetRun], scope: str, classes: Se
 
 
 def curve_finding(run: NetRun, group: Sequence[NetRun], ref: Reference) -> list[Finding]:
-    """Epochs compared one by one over the epochs both ran; a different epoch count is said."""
+    """Epochs compared one by one over the epochs both ran."""
     found, label = [], net_label(run.net)
     common = min(run.epochs, ref.epochs)
-    if run.epochs != ref.epochs:
-        found.append(Finding(run.net, "epochs", f"{label} ran {run.epochs} epochs against the reference's "
-                             f"{ref.epochs}: its curves are compared over the first {common}, and its best val "
-                             f"accuracy comes from {run.epochs} epochs"))
     if len(group) < 2:
         return found
     places = [Band(tuple(r.val_acc[e] for r in group)).place(run.val_acc[e]) for e in range(common)]
@@ -510,8 +518,9 @@ def band_text(check: Check) -> str:
     return f"{show(low)} to {show(high)} (seeds {show(min(band.values))} to {show(max(band.values))})"
 
 
-def out_of_band_finding(check: Check) -> Finding | None:
-    """What to look at when best val accuracy falls outside the band of its regime."""
+def out_of_band_finding(check: Check, setup: bool = False) -> Finding | None:
+    """What to look at when best val accuracy falls outside the band of its regime; with another setup than the
+    reference's (setup), that setup first."""
     label, place = net_label(check.net), check.place
     if check.measure != "best val accuracy" or place == "inside":
         return None
@@ -519,9 +528,13 @@ def out_of_band_finding(check: Check) -> Finding | None:
             f"one seed ({band_text(check)}, over {check.scope})"
     if place == "above":
         beyond = " and above every reference seed" if check.value > max(check.band.values) else ""
+        if setup:
+            return Finding(check.net, "above", where + beyond + ": see its setup above")
         return Finding(check.net, "above", where + beyond + ": were train and val pictures disjoint? The original's "
                        "per-class np.random.choice puts some pictures into two classes and into both splits. Or was "
                        "it another dataset, more epochs or other settings?")
+    if setup:
+        return Finding(check.net, "below", where + ": its setup above explains a lower value before a bug does")
     return Finding(check.net, "below", where + ": check the learning rate (the exercise's Adam lr 1e-3, betas "
                    "(0.9, 0.99)), the labels parsed from the file names, and the input scaling (ToTensor to 0..1, "
                    "then Normalize)")
@@ -533,9 +546,11 @@ def compare_net(run: NetRun, ref: Reference) -> NetComparison:
             run.net, "diverged", f"{net_label(run.net)} diverged in epoch {run.diverged} (its loss is no longer a "
             "finite number), so its accuracies are not compared: lower the learning rate (the exercise's Adam lr "
             "1e-3) and train it again"),))
+    setup = setup_findings(run, ref)
     group, findings = regime_findings(run, ref)
+    findings = setup + findings
     checks = measure_checks(run, group, seeds_scope(group, ref.seeds), ref.classes) if len(group) >= 2 else []
-    findings += [f for f in map(out_of_band_finding, checks) if f]
+    findings += [f for f in (out_of_band_finding(c, bool(setup)) for c in checks) if f]
     outside = [c for c in checks if c.place != "inside" and c.measure != "best val accuracy"]
     if outside:
         findings.append(Finding(run.net, "outside", f"{net_label(run.net)}: outside the reference's interval: "

@@ -140,7 +140,7 @@ def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypat
     exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
     monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, nats_claim()))
     result = hw4_report.claim_row(exp, hw4_report.CLAIMS[-1])
-    assert result.measured.startswith("final train cross-entropy: Net3 − Net1 median +")
+    assert result.measured.startswith("final train cross-entropy: Net3 − Net1 two regimes: ")
     assert " nats (95% CI [" in result.measured and "points" not in result.measured
     assert result.intervals[0].unit is hw4.NATS
     fig = hw4_report.draw_claims(exp)

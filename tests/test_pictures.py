@@ -20,11 +20,11 @@ def test_mcnemar_matches_a_hand_calculation():
     a = np.array([True] * 60 + [False] * 8 + [True] * 2 + [False] * 30)
     b = np.array([True] * 60 + [True] * 8 + [False] * 2 + [False] * 30)
     test = hw4_report.mcnemar_test(a, b)
-    assert test.kind == "mcnemar" and test.diff == pytest.approx(0.06)
+    assert test.test is hw4_report.Test.MCNEMAR and test.diff == pytest.approx(0.06)
     assert test.p_value == pytest.approx(2 * (1 + 10 + 45) / 1024)  # 8 or more of 10 (and 2 or fewer), doubled
     # Clopper-Pearson for 8 of 10 is [0.44390, 0.97479]; the difference is 10/100 x (2 pi - 1)
     assert (test.low, test.high) == pytest.approx((0.1 * (2 * 0.44390 - 1), 0.1 * (2 * 0.97479 - 1)), abs=1e-4)
-    assert hw4_report.mcnemar_test(a, a).kind == ""  # no picture that only one got right: nothing to test
+    assert hw4_report.mcnemar_test(a, a).test is None  # no picture that only one got right: nothing to test
 
 
 def test_the_two_proportion_interval_covers_and_agrees_with_its_test():
@@ -65,7 +65,7 @@ def test_a_one_seed_run_gets_picture_level_verdicts(tmp_path):
     rows = {int(line.split("|")[1]): line for line in text.splitlines() if line[:4] in {f"| {k} " for k in range(10)}}
     # Q1 val: Net2 is 40 pictures worse, all of them pictures only Net1 got right -> exact McNemar resolves it
     assert "Net2 − Net1 -8.0 points (95% CI [" in rows[2] and "exact McNemar over the 500 val pictures" in rows[2]
-    assert rows[2].endswith("| not reproduced over val pictures, one training seed (the measured sign is opposite "
+    assert rows[2].endswith("| not reproduced over val pictures, one training seed (resolved on the side opposite "
                             "to the claim) |")
     # the overfitting gap of Net1 (95% train, 68% val): two proportions over 1,000 train and 500 val pictures
     assert "two-proportion over 1,000 train and 500 val pictures, one training seed" in rows[8]

@@ -1,5 +1,6 @@
 """The report's statistics for nets with two regimes (seeds that learn and seeds at chance): no normal interval
-over a mixture, exact sign and McNemar tests, Holm over a family in which a shared test counts once."""
+over a mixture but its two parts, Holm over a family in which a shared test counts once, one verdict per
+comparison."""
 from __future__ import annotations
 
 import math
@@ -17,22 +18,21 @@ def exercise() -> hw4_report.Experiment:
     return hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
 
 
-def test_a_mixture_gets_a_sign_test_and_never_a_t_interval():
-    # Net1 learns in 10 seeds, Net3 in 4: 10 differences, every one positive
+def test_a_mixture_is_two_parts_and_never_one_interval_or_median():
+    # Net1 learns in 10 seeds, Net3 in 4: the regimes (6 of 6 discordant seeds favour Net1) and the 4 seeds in
+    # which both learned are tested apart
     learned = [(True, k < 4) for k in range(10)]
     diffs = [0.03, 0.02, 0.05, 0.01] + [0.40] * 6
     cmp = hw4_report.paired_difference([0.0] * 10, diffs, learned=learned)
-    assert cmp.two_regimes and cmp.test == "sign" and cmp.ci95 is None
-    assert cmp.p_value == pytest.approx(2 * 0.5 ** 10)  # 10 of 10 by the exact sign test: 0.00195
-    assert cmp.regime_counts == (6, 0) and cmp.regime_p == pytest.approx(2 * 0.5 ** 6)  # McNemar: 6 of 6 discordant
-    both = cmp.both_learned
-    assert both.seeds == 4 and both.test == "t" and both.diff == pytest.approx(0.0275)
+    regimes, both = cmp.parts
+    assert cmp.two_regimes and cmp.ci95 is None
+    assert regimes.test is hw4_report.Test.REGIMES and regimes.p == pytest.approx(2 * 0.5 ** 6)
+    assert regimes.min_p == pytest.approx(2 * 0.5 ** 6) and regimes.diff == -6  # b (Net3) learns in 6 fewer
+    assert both.test is hw4_report.Test.T and both.conditional and both.n == 4 and both.diff == pytest.approx(0.0275)
     text = hw4_report.difference_text(cmp)
-    assert text.startswith("median +40.0 points, positive in 10 of 10 paired seeds (exact sign test p = 0.002)")
+    assert "median" not in text and text.startswith("two regimes: only the net left of − learned in 0 seeds, only the "
+                                                    "one right of it in 6 (exact McNemar p = 0.031)")
     assert "over the 4 seeds in which both learned: +2.8 points (95% CI" in text
-    # ties are dropped by the sign test: 3 wins, 1 loss, 1 tie -> p of 3 of 4 = 0.625
-    tied = hw4_report.paired_difference([0.0] * 5, [0.1, 0.1, 0.1, -0.1, 0.0], learned=[(True, False)] * 5)
-    assert tied.p_value == pytest.approx(0.625) and "1 tied" in hw4_report.difference_text(tied)
 
 
 def test_holm_adjusted_p_values_match_a_hand_calculation():
@@ -41,22 +41,25 @@ def test_holm_adjusted_p_values_match_a_hand_calculation():
     assert hw4_report.holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
-def test_the_claims_family_counts_a_shared_test_once_and_its_verdict_follows_holm():
+def test_one_comparison_has_one_verdict_wherever_the_report_cites_it():
     exp = exercise()
-    cited = [t for claim in hw4_report.CLAIMS for t in claim.tests]
-    family = exp.claims_family
     shared = hw4_report.PairTest(hw4_report.NET1, hw4_report.NET2, hw4.BEST_VAL)
-    assert cited.count(shared) == 2 and len(family) == len(set(cited)) < len(cited)
-    raw = {t: exp.run_test(t).p_value for t in family}
-    assert family == pytest.approx(dict(zip(raw, hw4_report.holm_adjusted(list(raw.values())))))
-    # Net2 - Net1 on val: its own interval excludes 0, Holm does not
-    assert exp.run_test(shared).excludes_zero and raw[shared] < 0.05 < family[shared]
-    q1_val = hw4_report.claim_row(exp, hw4_report.CLAIMS[1])
-    assert q1_val.judgement.verdict is hw4_report.Verdict.NOT_RESOLVED
-    assert any("not after Holm's correction" in reason for reason in q1_val.judgement.reasons)
-    # Net1 - Net3: two regimes, decided by the sign test, which Holm keeps
-    net3 = exp.run_test(hw4_report.PairTest(hw4_report.NET3, hw4_report.NET1, hw4.BEST_VAL))
-    assert net3.test == "sign" and net3.ci95 is None and family[hw4_report.PairTest(hw4_report.NET3, hw4_report.NET1, hw4.BEST_VAL)] < 0.05
+    cited = [k for claim in hw4_report.CLAIMS for k in claim.comparisons(exp)]
+    assert cited.count(shared) == 2, "Q1 and Q3 cite Net2 - Net1 on val"
+    tested = exp.tested[shared]
+    family = [t for t in exp.tested.values() if t.family_name == "the claims table"]
+    raw = [p.p for t in family for p, adj in zip(t.cmp.parts, t.adjusted) if adj is not None]
+    assert tested.family == len(raw) and sorted(hw4_report.holm_adjusted(raw)) == pytest.approx(
+        sorted(a for t in family for a in t.adjusted if a is not None)), "Holm over the attainable parts, once each"
+    # Q3's bullet of the same pair, and the pair turned around, read the claims table's decision
+    turned = exp.decision(hw4_report.PairTest(hw4_report.NET2, hw4_report.NET1, hw4.BEST_VAL), threshold=True)
+    assert turned.side == -exp.decision(shared, threshold=True).side
+    assert turned.tested.adjusted == tested.adjusted
+    # the p the rule prints for claims row 2 is the two-sided paired t-test's, recomputed from the per-seed values
+    diffs = [hw4.BEST_VAL.of(b) - hw4.BEST_VAL.of(a) for a, b in exp.paired_runs(hw4_report.NET1, hw4_report.NET2)]
+    two_sided = float(hw4_report.scipy_stats().ttest_1samp(diffs, 0.0).pvalue)
+    assert tested.cmp.parts[0].p == pytest.approx(two_sided)
+    assert hw4_report.p_text(two_sided) in hw4_report.tests_p_text(exp, hw4_report.CLAIMS[1])
 
 
 def test_no_mean_or_interval_over_two_regimes_in_the_report(tmp_path):
@@ -72,10 +75,13 @@ def test_no_mean_or_interval_over_two_regimes_in_the_report(tmp_path):
     assert "over the 4 seeds that learned" in randomness.measured
 
 
-def test_the_seed_estimate_is_for_the_claimed_effect():
-    # a claimed +0.4 points at a seed-to-seed spread of 0.9 points: the estimate does not use the measured +0.66
-    cmp = hw4_report.Comparison(0.0066, 0.009, 10)
-    judged = hw4_report.claim_verdict(cmp, 0.004, adjusted=0.1, family=6)
-    needed = hw4_report.Comparison(0.004, 0.009, 10).seeds_for_power(0.0)
-    assert any(f"about {needed} seeds would detect the claimed +0.4 points" in r for r in judged.reasons)
-    assert needed != cmp.seeds_for_power(0.0) and not math.isnan(needed)
+def test_the_seed_estimate_is_for_the_claimed_effect_at_holms_alpha():
+    # a claimed +0.4 points at a seed-to-seed spread of 0.9 points, at the alpha Holm gives the test (0.025)
+    part = hw4_report.t_part([0.0066 + 0.009 * z for z in (-1.5, -1, -0.5, 0, 0, 0, 0, 0.5, 1, 1.5)])
+    text = hw4_report.power_text(0.004, part, 0.025, hw4.POINTS)
+    needed = hw4_report.seeds_for_power(0.004, part.sd, 0.025)
+    low, high = hw4_report.std_interval(part.sd, part.n)
+    assert text.startswith(f"about {needed} seeds (from {hw4_report.seeds_for_power(0.004, low, 0.025)} to "
+                           f"{hw4_report.seeds_for_power(0.004, high, 0.025)} over the spread's 95% interval)")
+    assert "at the α of 0.025" in text and needed > hw4_report.seeds_for_power(0.004, part.sd, 0.05)
+    assert needed != hw4_report.seeds_for_power(part.diff, part.sd, 0.025) and not math.isnan(needed)
