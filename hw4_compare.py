@@ -23,7 +23,7 @@ import hw4
 from hw4 import (ACCURACY, CHANCE_FACTOR, OneLineErrorParser, Results, UserError, check_folder_creatable,
                   load_finished_run, markdown_text, net_label, new_figure, path_argument, path_text, pct,
                   pickle_name, run_lock, seeds_text, series_key, terminal_text, write_bytes_atomic)
-from hw4_report import NET1, NET2, NET3, clopper_pearson, t_quantile_975
+from hw4_report import NET1, NET2, NET3, clopper_pearson, pair_share, recalls, t_quantile_975
 
 # =============================================================================
 # Compare: `hw4.py compare PATH...` holds a submission's numbers (the original's pickles, or an hw4 run)
@@ -119,7 +119,8 @@ def read_submission_pickle(path: Path) -> Any:
         raise UserError(f"{path_text(path)} is not a readable pickle ({type(exc).__name__}); pass the results "
                         "pickles the training wrote") from None
     if nesting_depth(obj, SUBMISSION_MAX_DEPTH) > SUBMISSION_MAX_DEPTH:
-        raise UserError(f"{path_text(path)} nests deeper than {SUBMISSION_MAX_DEPTH} levels; a results pickle is 3 deep")
+        raise UserError(f"{path_text(path)} nests deeper than {SUBMISSION_MAX_DEPTH} levels; a results pickle is "
+                        "3 deep")
     return obj
 
 
@@ -161,20 +162,14 @@ class NetRun:
         return train[-1] - self.val_acc[-1]
 
     def cat_dog_share(self, classes: Sequence[str]) -> float | None:
-        """The share of val errors that are cat taken for dog or dog for cat."""
+        """The share of val errors that are cat taken for dog or dog for cat (the report's pair_share)."""
         m = self.val_confusion
-        if m is None or not {"cat", "dog"} <= set(classes):
+        if m is None or not {"cat", "dog"} <= set(classes) or m.sum() == np.trace(m):
             return None
-        errors = float(m.sum() - np.trace(m))
-        cat, dog = classes.index("cat"), classes.index("dog")
-        return float(m[cat, dog] + m[dog, cat]) / errors if errors else None
+        return pair_share(m, list(classes), {"cat", "dog"})[0]
 
     def recalls(self) -> list[float] | None:
-        m = self.val_confusion
-        if m is None:
-            return None
-        totals = m.sum(axis=1)
-        return [float(m[k, k] / totals[k]) if totals[k] else math.nan for k in range(len(m))]
+        return None if self.val_confusion is None else [float(v) for v in recalls(self.val_confusion)]
 
 
 def plain_key(key: Any) -> str:
@@ -442,7 +437,8 @@ def regime_findings(run: NetRun, ref: Reference) -> tuple[list[NetRun], list[Fin
                                 "scaling (ToTensor to 0..1, then Normalize)")]
         low, high = clopper_pearson(k, n)
         return [], [Finding(run.net, "collapsed", f"{label} stayed at chance, as {n - k} of the {n} reference seeds "
-                               f"did (a seed learns in {k} of {n}: 95% Clopper–Pearson {pct(low)} to {pct(high)}); not "
+                               f"did (a seed learns in {k} of {n}: 95% Clopper–Pearson {pct(low)} to {pct(high)}); "
+                               "not "
                                "rare in this exercise, so not by itself a bug in the code")]
     if not learned:
         return [], [Finding(run.net, "learned", f"{label} learned, while every one of the {n} reference seeds stayed "
@@ -459,7 +455,8 @@ def setup_findings(run: NetRun, ref: Reference) -> list[Finding]:
                        f"{min(run.epochs, ref.epochs)})")
     for split, m, size in (("train", run.train_confusion, ref.n_train), ("val", run.val_confusion, ref.n_val)):
         if m is not None and int(m.sum()) != size:
-            differs.append(f"{int(m.sum()):,} {split} pictures in its confusion matrix against the reference's {size:,} "
+            differs.append(f"{int(m.sum()):,} {split} pictures in its confusion matrix against the reference's "
+                           f"{size:,} "
                            f"(another dataset size, or a matrix not taken on the whole {split} set in one epoch)")
     if not differs:
         return []
@@ -636,7 +633,8 @@ def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComp
             cells += (["", "", ""] if c is None else
                       [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
         findings = [f for c in comparisons for f in c.findings]
-        writer.writerow([terminal_text(sub.name), *cells, len(findings), " ".join(f"{f.net}:{f.kind}" for f in findings)])
+        writer.writerow([terminal_text(sub.name), *cells, len(findings),
+                         " ".join(f"{f.net}:{f.kind}" for f in findings)])
     return buf.getvalue()
 
 
@@ -701,7 +699,8 @@ def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submiss
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {path_text(out)} cannot be created ({exc.strerror or exc}); pass another folder") from None
+        raise UserError(f"--out {path_text(out)} cannot be created ({exc.strerror or exc}); pass another "
+                        "folder") from None
     with run_lock(out):
         check_compare_out(out, overwrite)  # again, now that no other command writes there
         write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
@@ -719,7 +718,8 @@ def compare_main(argv: Sequence[str]) -> int:
                         help="results pickles (results1.pkl ... as the original names them), a folder of them, an hw4 "
                              "run folder, or a folder of submission folders (one row each)")
     parser.add_argument("--reference", type=path_argument, default=DEFAULT_REFERENCE,
-                        help=f"a finished hw4 run of {MIN_REFERENCE_SEEDS} or more seeds (default: {DEFAULT_REFERENCE})")
+                        help=f"a finished hw4 run of {MIN_REFERENCE_SEEDS} or more seeds "
+                             f"(default: {DEFAULT_REFERENCE})")
     parser.add_argument("--nets", nargs="+", choices=list(hw4.NETS), metavar="NET",
                         help="which net each pickle is, in order, when their names are not the original's")
     parser.add_argument("--out", type=path_argument, help="also write COMPARE.md, compare.png and, for several "

@@ -283,15 +283,15 @@ RULE = ("Every test is two-sided, a directional claim's too: the report says whe
         "so a false 'reproduced' is at most 2.5% likely for one test.")
 
 
-def attainable(min_ps: Sequence[float]) -> list[int]:
+def attainable(min_ps: Sequence[float]) -> tuple[list[int], float]:
     """Tarone's rule: which tests join the Holm family, so that a test that could never reach its threshold (a
     7-seed sign test's p is never under 2/128) does not cost the others. The smallest K for which at most K tests
-    can reach ALPHA / K; those are the family."""
+    can reach ALPHA / K: those are the family, and ALPHA / K is what a test left out could not reach."""
     for k in range(1, len(min_ps) + 1):
         kept = [i for i, m in enumerate(min_ps) if m <= ALPHA / k]
         if len(kept) <= k:
-            return kept
-    return []
+            return kept, ALPHA / k
+    return [], ALPHA
 
 
 @dataclass(frozen=True)
@@ -304,19 +304,21 @@ class Tested:
     alphas: tuple[float | None, ...]
     family: int
     family_name: str
+    threshold: float = ALPHA  # Tarone's ALPHA / K: what a part left out of the family could not reach
 
 
 def test_family(comparisons: dict[Any, Comparison], name: str) -> dict[Any, Tested]:
     """Each comparison's parts, tested as one family: the attainable parts, Holm-adjusted over them."""
     flat = [(key, part) for key, cmp in comparisons.items() for part in cmp.parts]
-    kept = attainable([part.min_p for _, part in flat])
+    kept, threshold = attainable([part.min_p for _, part in flat])
     adjusted = dict(zip(kept, holm_adjusted([flat[i][1].p for i in kept])))
     order = sorted(kept, key=lambda i: flat[i][1].p)
     alphas = {i: ALPHA / (len(kept) - rank) for rank, i in enumerate(order)}
     out, i = {}, 0
     for key, cmp in comparisons.items():
         span = range(i, i + len(cmp.parts))
-        out[key] = Tested(cmp, tuple(adjusted.get(j) for j in span), tuple(alphas.get(j) for j in span), len(kept), name)
+        out[key] = Tested(cmp, tuple(adjusted.get(j) for j in span), tuple(alphas.get(j) for j in span), len(kept),
+                          name, threshold)
         i += len(cmp.parts)
     return out
 
@@ -352,6 +354,10 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
         return Decision(Verdict.NOT_TESTABLE, 0, tested, (not_paired_reason(cmp),), colon=True)
     scope = cmp.pictures.scope if cmp.pictures and cmp.seeds == 1 else f"at {seeds_text(cmp.seeds)}"
     if not cmp.parts:
+        if cmp.two_regimes:
+            return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"neither part can be tested: {cmp.both_learned.seeds} "
+                                                              "seed(s) in which both learned, none in which only one "
+                                                              "did",), scope)
         if cmp.seeds > 1:
             return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"the difference is {signed(cmp.diff, unit)} in every "
                                                               "seed, so a test has no spread to stand on",), scope)
@@ -403,9 +409,10 @@ def unresolved_reasons(part: Part, p: float | None, alpha: float | None, tested:
     """Why one part did not resolve, and what it would take."""
     where = " over the seeds in which both learned" if part.conditional else ""
     if p is None:
-        needed = math.ceil(math.log2(2 / ALPHA))
+        needed = math.ceil(math.log2(2 / tested.threshold))
         return [f"the {part.test.value} cannot be decided at {part.n} seed{'s' * (part.n != 1)} in which only one net "
-                f"learned: its smallest p is {p_text(part.min_p)}, and it needs at least {needed} such seeds"]
+                f"learned: its smallest p, {p_text(part.min_p)}, is above the {p_text(tested.threshold)} it would "
+                f"need in {tested.family_name} (Tarone), which takes at least {needed} such seeds"]
     if part.p <= ALPHA:
         reasons = [f"the {part.test.value}{where} gives p = {p_text(part.p)} alone, but not after Holm's correction "
                    f"over the {tested.family} tests of {tested.family_name} (adjusted p = {p_text(p)})"]
@@ -638,6 +645,8 @@ class Experiment:
         if key not in self.tested and flipped(key) in self.tested:
             turned = self.tested[flipped(key)]
             return decide(dataclasses.replace(turned, cmp=turned_around(turned.cmp)), claimed, unit, threshold)
+        if key not in self.tested:  # a comparison no family asks for: tested alone
+            return decide(test_family({key: self.run_test(key)}, "its own")[key], claimed, unit, threshold)
         return decide(self.tested[key], claimed, unit, threshold)
 
     def base_pairs(self) -> list[tuple[str, str]]:
@@ -686,13 +695,14 @@ def report_table(exp: Experiment) -> list[str]:
              + f" | final train acc ({measure}) | params | training time | diagnosis |",
              "|---" * (7 + len(finals)) + "|"]
     if exp.seeds == 1:
-        lines[:1] = [lines[0] + f" With one seed, a val accuracy's bracket is its 95% Clopper–Pearson interval over the "
+        lines[:1] = [lines[0] + " With one seed, a val accuracy's bracket is its 95% Clopper–Pearson interval over the "
                      f"{exp.first.n_val:,} val pictures: the pictures' variation, not that between training seeds."]
     for name, runs in exp.runs.items():
         cells = [regime_pm(exp, name, Measure("final", s, m), *(() if m.percent else (1, 3, "")))
                  + val_interval_text(exp, name, Measure("final", s, m))
                  if exp.recorded(name, Measure("final", s, m)) else "not recorded" for s, m in finals]
-        lines.append(f"| {net_label(name)} | {regime_pm(exp, name, BEST_VAL)}{val_interval_text(exp, name, BEST_VAL)} | "
+        lines.append(f"| {net_label(name)} | {regime_pm(exp, name, BEST_VAL)}"
+                     f"{val_interval_text(exp, name, BEST_VAL)} | "
                      f"{best_epoch_text(exp, name)} | "
                      f"{' | '.join(cells)} | {regime_pm(exp, name, FINAL_TRAIN_CLEAN_ACC)} | "
                      f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | "
@@ -828,7 +838,8 @@ class GradientStory:
     @property
     def text(self) -> str:
         if self.vanishing:
-            return "vanishing, then dead" if self.dead else "vanishing, then recovers" if self.recovered else "vanishing"
+            return "vanishing, then " + ("dead" if self.dead else "recovers") if self.dead or self.recovered \
+                else "vanishing"
         return "dead" if self.dead else "healthy"
 
 
@@ -913,8 +924,8 @@ def answer_vanishing(exp: Experiment) -> list[str]:
         chained = [n for n, s in hw4.NETS.items() if s.base and changed_fields(n) == {"extra_convs"}]
         return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
     lines = [f"The gradient ratio is conv1's gradient norm over fc1's: what reaches the first layer, relative to "
-             f"what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does to "
-             f"the weights, which Adam scales per weight. The gradient **vanishes** when that ratio, over the first "
+             "what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does "
+             f"to the weights, which Adam scales per weight. The gradient **vanishes** when that ratio, over the first "
              f"{WINDOW_STEPS} iterations (from the untrained weights), is over {VANISH_FACTOR}× below "
              f"{net_label(NET1)}'s in the same seed (for every deep net, Net3's remedies too); it **recovers** when a "
              f"later epoch's ratio is back within {VANISH_FACTOR}× of {net_label(NET1)}'s in that epoch. A net is "
@@ -999,8 +1010,8 @@ def answer_ranking(exp: Experiment) -> list[str]:
         stuck, learned = [r for r in runs if r.at_chance], exp.learned(name)
         if stuck and exp.seeds > 1:
             low, high = clopper_pearson(len(learned), len(runs))
-            lines.append(f"- {net_label(name)}: learned in {len(learned)} of {seeds_text(len(runs))} (95% Clopper–Pearson "
-                         f"interval of the rate at which a seed learns: {pct(low)} to {pct(high)}); "
+            lines.append(f"- {net_label(name)}: learned in {len(learned)} of {seeds_text(len(runs))} (95% "
+                         f"Clopper–Pearson interval of the rate at which a seed learns: {pct(low)} to {pct(high)}); "
                          f"{len(stuck)} stayed at chance (best val {pm([BEST_VAL.of(r) for r in stuck])}, seeds "
                          f"{', '.join(str(r.train_seed) for r in stuck)}).")
     return lines + [ranking_verdict(exp, order)]
@@ -1020,7 +1031,8 @@ def ranking_verdict(exp: Experiment, order: list[str]) -> str:
         return f"Best in this run: {net_label(top)}, resolved above every other net (two-sided tests, Holm-corrected)."
     return (f"No single best net: {net_label(top)} is not resolved above "
             + ", ".join(f"{net_label(n)} ({short_reason(decisions[n])})" for n in ties)
-            + " (two-sided tests, Holm-corrected over Q3's family unless the claims table or Q5 tests the pair).")
+            + "; the tests are two-sided, Holm-corrected over Q3's family unless the claims table or Q5 tests the "
+            "pair.")
 
 
 def short_reason(d: Decision) -> str:
@@ -1058,7 +1070,7 @@ def answer_hardest(exp: Experiment) -> list[str]:
             lines.append(f"- {net_label(name)}: no val errors.")
             continue
         (a, b, n), errors = ranked[0], int(matrix.sum() - np.trace(matrix))
-        recall = np.diag(matrix) / np.maximum(1, matrix.sum(1))
+        recall = recalls(matrix)
         pairs.append((a, b))
         shown, figure = learned[0], exp.figure(learned[0], "hardest_{net}.png")
         lines.append(f"- {net_label(name)}{left_out}: most confused pair **{a} / {b}** ({n} images, "
@@ -1089,7 +1101,8 @@ def answer_hardest(exp: Experiment) -> list[str]:
         lines.append(f"Over both splits, {facts.shared['in_two_classes']} pictures sit in two class folders "
                      f"({pairs_text}{', ...' if len(facts.shared['class_pairs']) > 4 else ''}) and "
                      f"{facts.shared['in_both_splits']} in both splits; the run "
-                     f"{'kept them, as the folders give them' if facts.shared['kept'] else 'left them out (--exclusive)'}.")
+                     + ("kept them, as the folders give them." if facts.shared['kept'] else
+                        "left them out (--exclusive)."))
     return lines
 
 
@@ -1200,10 +1213,28 @@ def remedy_table(exp: Experiment) -> list[str]:
                   f"tests of this table that can reach {ALPHA:g} with their data (a test that cannot is left out of "
                   f"the family and says so, Tarone's rule), which keeps the chance of any false difference at "
                   f"{ALPHA:.0%}: {tests}. {RULE} The p column gives each test's unadjusted p and, in brackets, the "
-                  "adjusted one." + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1 else "")]
+                  "adjusted one." + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1
+                                     else "")]
     measured = list(dict.fromkeys(r for r, _ in rows))
     lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
-    return lines + ["", proposal(exp)]
+    return lines + resolution_slope(exp, rows) + ["", proposal(exp)]
+
+
+def resolution_slope(exp: Experiment, rows: list[tuple[Remedy, str]]) -> list[str]:
+    """The resolution row's slope: best val accuracy against the side each net sees (the base at full size), a
+    least-squares line through the means over the seeds, per 16 pixels of side; what it does not show, said."""
+    nets = [n for r, n in rows if r.key == "resolution"]
+    if not nets:
+        return []
+    size = exp.first.config["image_size"]
+    base = hw4.NETS[nets[0]].base
+    sides = [size] + [hw4.scaled_side(size, hw4.NETS[n].input_scale) or size for n in nets]
+    means = [typical(exp, n, BEST_VAL) for n in [base, *nets]]
+    slope = float(np.polyfit(sides, means, 1)[0]) * 16
+    return ["Resolution, measured downward from the same pictures: best val accuracy "
+            + ", ".join(f"{pct(m)} at {s}×{s}" for s, m in sorted(zip(sides, means))) + f", a slope of "
+            f"{100 * slope:+.1f} points per 16 pixels of side. It says how much the side matters below {size}×{size}, "
+            "not what a side above it would give."]
 
 
 def proposal(exp: Experiment) -> str:
@@ -1272,9 +1303,9 @@ def answer_improvement(exp: Experiment) -> list[str]:
     stale = [n for n, runs in exp.runs.items() if any(r.spec_changed for r in runs)]
     if stale:
         one = len(stale) == 1
-        lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table than "
-                     f"today's, so {'its row' if one else 'their rows'} below measure{'s' if one else ''} that earlier "
-                     f"version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with the run's "
+        lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table "
+                     f"than today's, so {'its row' if one else 'their rows'} below measure{'s' if one else ''} that "
+                     f"earlier version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with the run's "
                      f"command retrains {'it' if one else 'them'}.")
     paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
     return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
@@ -1386,18 +1417,18 @@ class DifferenceCheck:
         judged = [exp.decision(k, self.claimed, what.unit) for k in keys]
         cmps = [exp.tested[k].cmp for k in keys]
         return ClaimResult(
-            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} {difference_text(c, what.unit, exp.seeds)}"
+            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} "
+                                          f"{difference_text(c, what.unit, exp.seeds)}"
                                           for (a, b), c in zip(self.pairs, cmps)),
             combined_verdict([d.judgement for d in judged]),
-            tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit, d.verdict)
-                  for (a, b), c, d in zip(self.pairs, cmps, judged)))
+            tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit,
+                                d.verdict) for (a, b), c, d in zip(self.pairs, cmps, judged)))
 
 
 def check_differences(pairs: list[tuple[str, str]], what: Measure, claimed: float | None = None) -> DifferenceCheck:
     return DifferenceCheck(tuple(pairs), what, claimed)
 
 
-BARE_NATS = Unit("nats", 1.0, 3, "")  # Q2's loss difference, printed as a bare number (as the reports always had it)
 DECADES = Unit("decades", 1.0, 2, " decades")  # a difference of log10 values: Q2's gradient ratios and update sizes
 
 
@@ -1471,7 +1502,8 @@ class VanishingCheck:
                     + (f". Train loss drop per epoch from epoch 2 in those seeds: {l3} "
                        f"{pm(values['loss slope'][0], 1, 3, '')}, {l1} {pm(values['loss slope'][1], 1, 3, '')} nats"
                        if values["loss slope"][0] else "") + ". "
-                    + (f"conv1's update size ‖Δw‖/‖w‖ per step, first {WINDOW_STEPS} iterations: {ratio('early update')}"
+                    + (f"conv1's update size ‖Δw‖/‖w‖ per step, first {WINDOW_STEPS} iterations: "
+                       f"{ratio('early update')}"
                        + (f"; last epoch: {ratio('late update')}" if values["late update"][0] else "") + ". "
                        if values["early update"][0] else
                        "Update sizes: not recorded (the seeds trained before hw4 measured them). ")
@@ -1488,7 +1520,8 @@ def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories:
                             "the train loss does not fall more slowly than Net1's"),
              "late gradient": ("its gradient is small late in training",
                                "but its gradient is not small late in training: it is larger than Net1's"),
-             "late update": ("its updates approach 0", "but its updates do not approach 0: they are larger than Net1's")}
+             "late update": ("its updates approach 0",
+                             "but its updates do not approach 0: they are larger than Net1's")}
     held = [k for k, x in d.items() if x.side > 0]
     against = [k for k, x in d.items() if x.side < 0]
     reasons = [f"{words[k][0]}: {short_decided(d[k], k)}" for k in held]
@@ -1561,12 +1594,22 @@ def check_cat_dog(exp: Experiment) -> ClaimResult:
     return ClaimResult("most confused val pair: " + "; ".join(parts), verdict)
 
 
-def pair_shares(r: Results, pair: set[str]) -> tuple[float, int]:
-    """The share of one seed's val errors that fall on one class pair, and the pair's rank among its pairs."""
-    ranked = confused_pairs(r.val_confusion, r.classes)
+def pair_share(matrix: np.ndarray, classes: Sequence[str], pair: set[str]) -> tuple[float, int]:
+    """The share of a confusion matrix's errors that fall on one class pair (either way round), and the pair's rank
+    among the confused pairs (0 when it has no error); `compare` reads it too."""
+    ranked = confused_pairs(matrix, classes)
     errors = max(1, sum(n for *_, n in ranked))
     hit = next(((k, p) for k, p in enumerate(ranked, 1) if {p[0], p[1]} == pair), None)
     return (hit[1][2] / errors, hit[0]) if hit else (0.0, 0)
+
+
+def recalls(matrix: np.ndarray) -> np.ndarray:
+    """Each class's recall from a confusion matrix (rows: true class); 0 for a class with no picture."""
+    return np.diag(matrix) / np.maximum(1, matrix.sum(1))
+
+
+def pair_shares(r: Results, pair: set[str]) -> tuple[float, int]:
+    return pair_share(r.val_confusion, r.classes, pair)
 
 
 AIRPLANE_BUS, CAT_DOG = {"airplane", "bus"}, {"cat", "dog"}
@@ -1888,7 +1931,8 @@ def fc1_caveat(image_size: int) -> str:
     fits = original_fc1_fits()
     if all(image_size in found for found in fits.values()):
         return ""
-    each = "; ".join(f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits only {found[0]}×{found[0]} to {found[-1]}×{found[-1]}"
+    each = "; ".join(f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits only {found[0]}×{found[0]} to "
+                     f"{found[-1]}×{found[-1]}"
                      if found else f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits no square picture"
                      for n, found in fits.items())
     return (f"The original's code prints fc1's input size for {' and '.join(map(net_label, ORIGINAL_FC1_IN))}: "
@@ -1942,7 +1986,8 @@ def interval_scope(exp: Experiment) -> str:
 
 def draw_claims(exp: Experiment):
     """A forest plot: per claim part, the 95% paired interval and the measured difference (over two regimes,
-    each seed's difference as a dot and the interval over the seeds in which both learned), the claimed value or threshold as a marker, 0 as a line,
+    each seed's difference as a dot and the interval over the seeds in which both learned), the claimed value or
+    threshold as a marker, 0 as a line,
     and beside each claim's first part the verdict the claims table gives it; one panel per unit, accuracy points
     split so that ±1-point intervals read."""
     panels = claim_panels(claim_intervals(exp))
@@ -2012,7 +2057,8 @@ def claims_section(exp: Experiment) -> list[str]:
     over = f" (over the {exp.seeds} paired seeds unless stated)" if exp.seeds > 1 else ""
     lines += ["", f"| # | question | the original's claim | measured in this run{over} | p (Holm) | verdict |",
               "|---|---|---|---|---|---|",
-              *(f"| {k} | {c.question} | {c.words} | {r.measured} | {tests_p_text(exp, c)} | {verdict_text(r.judgement)} |"
+              *(f"| {k} | {c.question} | {c.words} | {r.measured} | {tests_p_text(exp, c)} | "
+                f"{verdict_text(r.judgement)} |"
                 for k, (c, r) in enumerate(zip(CLAIMS, results), 1))]
     return lines
 
@@ -2033,7 +2079,8 @@ def scope_text(exp: Experiment) -> str:
     if recorded:
         return text + f"; {picture_spread_text(exp)}."
     which = "this run's metrics predate" if len(lacking) == exp.seeds else f"{seed_list_text(lacking)} predate"
-    return text + f"; the pictures' own spread within a seed is not recorded ({which} hw4's per-picture val predictions)."
+    return (text + f"; the pictures' own spread within a seed is not recorded ({which} hw4's per-picture val "
+            "predictions).")
 
 
 def picture_spread_text(exp: Experiment) -> str:
@@ -2051,7 +2098,8 @@ def picture_spread_text(exp: Experiment) -> str:
         tests = [mcnemar_test(a.val_correct("best"), b.val_correct("best")) for a, b in exp.paired_runs(NET1, NET2)]
         widths = [(t.high - t.low) / 2 for t in tests if t.test]
         if widths:
-            text += (f", and {net_label(NET2)} − {net_label(NET1)} one of about ±{100 * float(np.median(widths)):.1f} "
+            text += (f", and {net_label(NET2)} − {net_label(NET1)} one of about "
+                     f"±{100 * float(np.median(widths)):.1f} "
                      "(exact McNemar; medians over the seeds)")
     return text
 
@@ -2124,8 +2172,12 @@ def write_seeds_summary(out: Path, exp: Experiment) -> None:
 def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[str, Results]],
                       facts: DatasetFacts | None, data: SubsetTensors | None) -> None:
     """Each seed's figures and REPORT.md, then, for several seeds, the run's figures, metrics.json and
-    REPORT.md over all of them. data None (`hw4.py report`): the figures that show pictures stay as they are."""
+    REPORT.md over all of them. data None (`hw4.py report`): the figures that show pictures stay as they are, and
+    a seed of a several-seed run gets its own REPORT.md and figures only where it holds a REPORT.md already (a
+    committed run keeps them for the seed its report links; `report OUT/seed_<s>` writes any other's)."""
     for seed_out, runs in zip(seed_outs, runs_by_seed):
+        if data is None and len(seed_outs) > 1 and not (seed_out / "REPORT.md").exists():
+            continue
         one = {name: [r] for name, r in runs.items()}
         write_run_figures(seed_out, one, data)
         if data is None:  # the per-net figures a finished net wrote, redrawn where they need no pictures

@@ -71,20 +71,20 @@ def test_pickles_from_the_originals_code_path_are_read_and_their_differences_nam
     rng = np.random.default_rng(0)
     sub = tmp_path / "student"
     sub.mkdir()
-    for k, acc in enumerate((0.60, 0.61, 0.20), 1):  # 10 epochs, 300 val pictures per class; Net3 at chance
-        blob = original_style_pickle(10, 300, acc, rng)
+    for k, acc in enumerate((0.60, 0.61, 0.20), 1):  # 3 epochs, 200 val pictures per class; Net3 at chance
+        blob = original_style_pickle(3, 200, acc, rng)
         if acc == 0.20:
-            blob["epoch"]["train class acc"] = [0.2] * 10
+            blob["epoch"]["train class acc"] = [0.2] * 3
         (sub / f"results{k}.pkl").write_bytes(pickle.dumps(blob))
     ran = cli("compare", sub, "--reference", EXERCISE, "--out", tmp_path / "out")
     assert ran.returncode == 0, ran.stderr
     text = ran.stdout
     for net in ("Net1", "Net2", "Net3"):  # the setup difference leads: it explains what follows before a bug does
-        setup = text.index(f"{net} ran another setup than the reference: 10 of the reference's 15 epochs")
+        setup = text.index(f"{net} ran another setup than the reference: 3 of the reference's 15 epochs")
         later = [text.index(f"{net}{after}") for after in ("'s best", " stayed", ": outside") if f"{net}{after}" in text]
         assert setup < min(later, default=len(text))
-    assert "4,500 train pictures in its confusion matrix against the reference's 7,500" in text
-    assert "1,500 val pictures in its confusion matrix against the reference's 2,500" in text
+    assert "3,000 train pictures in its confusion matrix against the reference's 7,500" in text
+    assert "1,000 val pictures in its confusion matrix against the reference's 2,500" in text
     assert "check the learning rate" not in text, "no guessed cause while the setup explains the gap"
     assert "Net3 stayed at chance, as 6 of the 10 reference seeds did" in text and "not rare" in text
     assert (tmp_path / "out" / "COMPARE.md").is_file() and not (tmp_path / "out" / "compare.csv").exists()

@@ -46,10 +46,10 @@ def fingerprint_of(name: str, entry: dict) -> str:
     return hw4.run_fingerprint(cfg, {"content": conf["dataset"]}, name, torch.device("cpu"))
 
 
-# Rows of NETS changed on purpose since a committed run trained them (net3xavier: Xavier on every layer, issue
-# faithful-remedies): their committed entries must no longer match, so that --resume retrains them. A net leaves
-# this set once every committed run holds it retrained.
-RESPECIFIED = {"net3xavier"}
+# Rows of NETS changed on purpose since a committed run trained them: their committed entries must no longer match,
+# so that --resume retrains them. A net leaves this set once every committed run holds it retrained (net3xavier
+# left it when exercise-all was retrained with Xavier on every layer, issue faithful-remedies).
+RESPECIFIED: set[str] = set()
 
 
 def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monkeypatch):
@@ -245,22 +245,16 @@ def still_to_train(run: Path, argv: list[str]) -> set[tuple[int, str]]:
 
 
 def test_a_new_row_leaves_the_committed_runs_documented_commands_as_they_were(monkeypatch):
-    """results/exercise's command trains nothing; results/exercise-all's trains only what it has not trained yet
-    (issue faithful-remedies grows it to 10 seeds and new nets); and a row added to NETS changes neither."""
+    """Neither committed run's documented command trains anything, also after a row is added to NETS."""
     commands = committed_rerun_commands()
     assert set(commands) == set(COMMITTED)
     before = {run: still_to_train(run, argv) for run, argv in commands.items()}
-    assert before[COMMITTED[0]] == set(), "results/exercise is complete"
-    assert all(n in RESPECIFIED or n not in NETS_BEFORE_ISSUE_47 or s > 11 for s, n in before[COMMITTED[1]]), \
-        "exercise-all lacks only what issue faithful-remedies adds"
+    assert before == {run: set() for run in COMMITTED}, "both committed runs are complete"
     monkeypatch.setitem(hw4.NETS, "net1wide", hw4.NetSpec("Net1-wide", channels=(32, 64), base="net1"))
     assert {run: still_to_train(run, argv) for run, argv in commands.items()} == before
     assert hw4.max_predict_params(5) == hw4.spec_parameter_count(hw4.PREDICT_BOUND, hw4.MAX_IMAGE_SIZE, 5)
 
 
-# exercise-all's nets before issue faithful-remedies added five and respecified Net3-Xavier
-NETS_BEFORE_ISSUE_47 = ("net1", "net2", "net3", "net3bn", "net3res", "net3xavier", "net3he", "net1aug", "net2aug",
-                        "net1drop", "net2drop", "net1fc", "net1half")
 
 
 def test_no_row_of_the_table_is_beyond_what_predict_reads():

@@ -82,6 +82,11 @@ def test_a_documented_report_rewrites_the_committed_run_byte_for_byte(command, t
     pictures = {"samples.png"} | {f"hardest_{net}.png" for net in hw4.NETS}
     drawn = {p.relative_to(run) for p in rendered}
     assert {p.relative_to(committed) for p in committed.rglob("*.png") if p.name not in pictures} == drawn
+    # a seed whose own report is not committed gets it on demand, figures and all
+    bare = next(s for s in sorted(run.glob("seed_*")) if not (committed / s.name / "REPORT.md").exists())
+    rendered.clear()
+    assert cli("report", bare).returncode == 0 and (bare / "REPORT.md").is_file()
+    assert {p.name for p in rendered} >= {"curves_epoch.png", "confusion_val.png", "claims.png"}
 
 
 def test_help_names_every_flag():

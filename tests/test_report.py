@@ -227,7 +227,7 @@ def test_statistics_helpers_match_published_values():
     assert p == pytest.approx(1 - t / np.sqrt(2 + t * t), rel=1e-6)
     assert [p <= 0.05 for p in hw4_report.holm_adjusted([0.01, 0.04, 0.03])] == [True, False, False]
     assert [p <= 0.05 for p in hw4_report.holm_adjusted([0.001, 0.01, 0.04])] == [True] * 3
-    assert hw4_report.attainable([0.0, 0.25, 0.0156, 0.0]) == [0, 2, 3], "Tarone: 0.25 can never reach 0.05 / 3"
+    assert hw4_report.attainable([0.0, 0.25, 0.0156, 0.0]) == ([0, 2, 3], 0.05 / 3), "0.25 never reaches 0.05 / 3"
 
 
 def claims(text: str) -> dict[str, tuple[str, str]]:
@@ -303,9 +303,12 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
     runs = {"net1": [fake_results("net1", [0.6, 0.62], 0.95, 2.0, m)],
             "net1half": [fake_results("net1half", [0.5, 0.55], 0.97, 2.0, m)],
             "net3": [fake_results("net3", [0.2, 0.2], 0.2, 0.0, m, dead=1.0)],
-            "net3he": [fake_results("net3he", [0.4, 0.5], 0.6, 1.0, m)]}
+            "net3he": [fake_results("net3he", [0.4, 0.5], 0.6, 1.0, m)],
+            "net1res50": [fake_results("net1res50", [0.5, 0.54], 0.9, 2.0, m)]}
     text = report(tmp_path, runs)
     q5 = text.split("## Q5")[1]
+    assert ("best val accuracy 54.0% at 32×32, 62.0% at 64×64, a slope of +4.0 points per 16 pixels of side. It says "
+            "how much the side matters below 64×64, not what a side above it would give.") in q5
     assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4_report.REMEDIES)
     assert "| more training images per class | Net1-half (vs Net1) | 55.0% vs 62.0% |" in q5
     assert "training on 50.0% of the images: not resolved at one seed (one seed has no interval" in q5
@@ -313,8 +316,7 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
     assert "| He's initialisation of the convs, the one for ReLU (hw4's addition) | Net3-He (vs Net3) |" in q5
     assert "| 0 vs 1 of 1 |" in q5, "seeds at chance: Net3-He against Net3"
     assert "| dropout | net1drop, net2drop | | | | | | not measured in this run; `--nets net1 net2 net1drop net2drop`" in q5
-    assert ("| a higher resolution than 64×64 | net1res50, net1res75 | | | | | | not measured in this run; `--nets net1 "
-            "net1res50 net1res75` measures it (its nets measure lower resolutions only" in q5)
+    assert "| a higher resolution than 64×64 | Net1-res0.5 (vs Net1) | 54.0% vs 62.0% |" in q5
     for names in re.findall(r"`--nets ([^`]*)`", text):
         assert set(names.split()) <= set(hw4.NETS), names
 
