@@ -973,7 +973,10 @@ def q2_answers(exp: Experiment) -> list[str]:
 
     def answer(key: str) -> str:
         if ("Q2", key) not in exp.tested:
-            return "not tested here (too few seeds recorded it)"
+            return "not tested here (no seed recorded it)"
+        if exp.tested[("Q2", key)].cmp.seeds < 2:
+            return (f"not tested: measured in {seeds_text(exp.tested[('Q2', key)].cmp.seeds)} only (those that "
+                    f"recorded it, and in which {net_label(NET3)} learned), and a test needs two")
         d = exp.decision(("Q2", key), unit=DECADES)
         return {1: "yes, ", -1: "no, the other way: ", 0: ""}[d.side] + resolution_text(d)
 
@@ -1173,11 +1176,11 @@ def remedy_rows(exp: Experiment) -> list[tuple[Remedy, str]]:
 
 def p_cell(tested: Tested | None) -> str:
     """A comparison's p-values, one per tested part, with Holm's adjusted p beside, or why a part stayed out of
-    its family: '0.064 (Holm 0.13)', '0.5 (cannot reach 0.05)'."""
+    its family: '0.064 (Holm 0.13)', '0.031 (cannot reach 0.0045)', the threshold Tarone's rule set."""
     if tested is None or not tested.cmp.parts:
         return "—"
     return ", ".join(f"{p_text(part.p)} " + (f"(Holm {p_text(adj)})" if adj is not None else
-                                             f"(cannot reach {ALPHA:g})")
+                                             f"(cannot reach {p_text(tested.threshold)})")
                      for part, adj in zip(tested.cmp.parts, tested.adjusted))
 
 
