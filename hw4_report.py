@@ -2020,9 +2020,10 @@ def draw_claims(exp: Experiment):
         ax.axvline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(panel)), [f"{row.claim}: {row.part.label}" for row in reversed(panel)], fontsize=8)
         ax.set_xlabel(f"difference in {unit.name} (95% {interval_scope(exp)}; ● measured)")
-        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
-        if handles:
-            ax.legend(handles.values(), handles.keys(), fontsize=7, loc="best")
+    # one legend for the figure, under it: inside a panel it covers some row's interval
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), fontsize=7, loc="outside lower center", ncol=len(handles))
     fig.suptitle(f"The original report's claims against this run ({seeds_text(exp.seeds)}; row numbers as in the "
                  "claims table)", fontsize=10)
     return fig
