@@ -1685,8 +1685,9 @@ class GapCheck:
         return {t: exp.run_test(t) for t in (PairTest(None, name, GAP, OVERFIT_GAP) for name in self.nets)}
 
     def __call__(self, exp: Experiment) -> ClaimResult:
-        gaps = {t.b: c for t, c in self.comparisons(exp).items()}
-        judged = [exp.decision(t, threshold=True) for t in self.comparisons(exp)]
+        tests = self.comparisons(exp)
+        gaps = {t.b: c for t, c in tests.items()}
+        judged = [exp.decision(t, threshold=True) for t in tests]
         return ClaimResult(
             f"final train ({train_measure(exp)}) − val accuracy gap (claimed: large, taken as over "
             f"{100 * OVERFIT_GAP:.0f} points): "
