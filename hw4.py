@@ -814,8 +814,9 @@ def manifest_is_valid(m: Any) -> bool:
               and isinstance(m["config"]["image_size"], int) and isinstance(m["config"]["seed"], int)
               and all(isinstance(m["counts"][split][c], int) for split in SPLITS for c in classes))
         return ok and all(
-            e["split"] in SPLITS and isinstance(e["path"], str) and e["class"] in classes and isinstance(e["label"], int)
-            and classes[e["label"]] == e["class"] and PurePosixPath(e["path"]).parts[:1] == (f"{e['split']}_data",)
+            e["split"] in SPLITS and isinstance(e["path"], str) and e["class"] in classes
+            and isinstance(e["label"], int) and classes[e["label"]] == e["class"]
+            and PurePosixPath(e["path"]).parts[:1] == (f"{e['split']}_data",)
             and ".." not in PurePosixPath(e["path"]).parts for e in m["entries"])
     except (KeyError, TypeError, IndexError, AttributeError):
         return False
@@ -2443,6 +2444,11 @@ HARDEST_PER_CLASS = 4
 CHANCE_FACTOR = 1.5  # a net whose train accuracy never passes 1.5 x chance did not learn
 
 
+def learned_in(train_acc: Sequence[float], classes: int) -> bool:
+    """The one rule for whether a net learned: its train accuracy passed CHANCE_FACTOR x chance at some epoch."""
+    return max((v for v in train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
+
+
 @dataclass
 class HardImage:
     """A val image with one of the highest losses of its class at the best epoch."""
@@ -2588,7 +2594,7 @@ class Results:
     @property
     def at_chance(self) -> bool:
         """Train accuracy never rose clearly above chance: the net did not learn."""
-        return not self.best("train", ACCURACY) >= CHANCE_FACTOR / len(self.classes)
+        return not learned_in(self.series("train", ACCURACY) or (), len(self.classes))
 
     @property
     def diverged_epoch(self) -> int | None:
@@ -3017,8 +3023,8 @@ def finished_seed_folders(out: Path) -> list[Path]:
     done = [f for f in folders if nets.get(f) == most]
     for folder in folders:
         if folder not in done:
-            print(f"note: {folder} is unfinished (it lacks {', '.join(n for n in most if n not in nets.get(folder, []))}"
-                  "); the report leaves it out")
+            lacking = ", ".join(n for n in most if n not in nets.get(folder, []))
+            print(f"note: {folder} is unfinished (it lacks {lacking}); the report leaves it out")
     return done
 
 
@@ -3098,7 +3104,8 @@ class Measure:
 
 BEST_VAL, BEST_TRAIN = Measure("best"), Measure("best", "train")
 GAP, BEST_EPOCH = Measure("gap"), Measure("best_epoch")
-FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS = Measure("final", "train", ACCURACY, True), Measure("final", "train", CROSS_ENTROPY)
+FINAL_TRAIN_CLEAN_ACC = Measure("final", "train", ACCURACY, True)
+FINAL_TRAIN_LOSS = Measure("final", "train", CROSS_ENTROPY)
 
 
 def pct(x: float) -> str:
@@ -3946,7 +3953,8 @@ def predict_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     for row in predict_images(args.weights, args.images, args.device):  # class names come from the file: escaped
         probs = "  ".join(f"{terminal_text(c)} {p:.3f}" for c, p in row["probs"].items())
-        print(f"{path_text(row['image'])}: {terminal_text(row['class'])} ({row['probs'][row['class']]:.3f})  |  {probs}")
+        top = f"{terminal_text(row['class'])} ({row['probs'][row['class']]:.3f})"
+        print(f"{path_text(row['image'])}: {top}  |  {probs}")
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import hw4
-from hw4 import (ACCURACY, CHANCE_FACTOR, OneLineErrorParser, Results, UserError, check_folder_creatable,
+from hw4 import (ACCURACY, OneLineErrorParser, Results, UserError, check_folder_creatable,
                   load_finished_run, markdown_text, net_label, new_figure, path_argument, path_text, pct,
                   pickle_name, run_lock, seeds_text, series_key, terminal_text, write_bytes_atomic)
 from hw4_report import NET1, NET2, NET3, clopper_pearson, pair_share, recalls, t_quantile_975
@@ -154,7 +154,7 @@ class NetRun:
 
     def learned(self, classes: int) -> bool:
         """Results.at_chance's rule: train accuracy rose clearly above chance at some epoch."""
-        return max((v for v in self.train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
+        return hw4.learned_in(self.train_acc, classes)
 
     def gap(self, clean: bool) -> float:
         """Final train minus final val accuracy; train in eval mode (clean) or as the running accuracy."""

@@ -557,6 +557,7 @@ class Experiment:
 
     runs: dict[str, list[Results]]
     dataset: DatasetFacts | None  # None for a run saved before hw4 saved it
+    rates: "RateStudy | None" = None  # the learn rates a short run beside it measured, which Q5 cites
 
     @property
     def nets(self) -> list[str]:
@@ -1220,7 +1221,7 @@ def remedy_table(exp: Experiment) -> list[str]:
                                      else "")]
     measured = list(dict.fromkeys(r for r, _ in rows))
     lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
-    return lines + resolution_slope(exp, rows) + ["", proposal(exp)]
+    return lines + resolution_slope(exp, rows) + (rates_citation(exp.rates) if exp.rates else []) + ["", proposal(exp)]
 
 
 def resolution_slope(exp: Experiment, rows: list[tuple[Remedy, str]]) -> list[str]:
@@ -1308,8 +1309,8 @@ def answer_improvement(exp: Experiment) -> list[str]:
         one = len(stale) == 1
         lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table "
                      f"than today's, so {'its row' if one else 'their rows'} below measure{'s' if one else ''} that "
-                     f"earlier version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with the run's "
-                     f"command retrains {'it' if one else 'them'}.")
+                     f"earlier version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with "
+                     f"the run's command retrains {'it' if one else 'them'}.")
     paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
     return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
                     f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp)]
@@ -2109,6 +2110,252 @@ def picture_spread_text(exp: Experiment) -> str:
     return text
 
 
+# --- Learn rates (net3-rates): how often each net learns, from short runs whose early call is checked against
+# full-length runs, pooled with those runs' seeds of the same machine type.
+
+def learned_within(r: Results, epochs: int) -> bool:
+    """The early call: the train accuracy passed 1.5x chance within the first `epochs` epochs (Results.at_chance
+    over that much of the history)."""
+    return hw4.learned_in((r.series("train", ACCURACY) or [])[:epochs], len(r.classes))
+
+
+@dataclass(frozen=True)
+class CallCheck:
+    """One full-length seed's outcome against the early call on its first epochs."""
+
+    run: str
+    net: str
+    seed: int
+    call: bool
+    outcome: bool
+
+
+class RegimeComparison(Comparison):
+    """Runs of different lengths: only which net learned in each seed compares, by McNemar's exact test."""
+
+    @functools.cached_property
+    def parts(self) -> tuple[Part, ...]:
+        return (regimes_part(*self.regime_counts),)
+
+
+@dataclass(frozen=True)
+class RateStudy:
+    """A short run's learn rates: every full-length seed of its nets checks its early call, and the full-length
+    seeds of the short run's machine type pool with its own (no two runs of one seed on two machines)."""
+
+    run: str
+    epochs: int
+    machine: str | None
+    checks: tuple[CallCheck, ...]
+    regimes: dict[str, dict[int, bool]]  # net -> training seed -> learned, over the pooled seeds
+    pooled: tuple[str, ...]  # the full-length runs whose seeds count
+    full_epochs: int
+
+    @property
+    def misses(self) -> list[CallCheck]:
+        return [c for c in self.checks if c.call != c.outcome]
+
+    @property
+    def valid(self) -> bool:
+        """The call misclassifies no committed full-length seed: only then does a short run count."""
+        return bool(self.checks) and not self.misses
+
+    @property
+    def base(self) -> str:
+        """The net the others remedy (the first net when none names another as its base)."""
+        based = [hw4.NETS[n].base for n in self.regimes if hw4.NETS[n].base in self.regimes]
+        return based[0] if based else next(iter(self.regimes))
+
+    @property
+    def remedies(self) -> list[str]:
+        return [n for n in self.regimes if n != self.base]
+
+    def rate(self, net: str) -> tuple[int, int]:
+        """(seeds in which the net learned, seeds)."""
+        return sum(self.regimes[net].values()), len(self.regimes[net])
+
+    def comparison(self, net: str) -> Comparison:
+        """net - the base on the regimes alone, paired by training seed."""
+        seeds = sorted(set(self.regimes[net]) & set(self.regimes[self.base]))
+        learned = [(self.regimes[self.base][s], self.regimes[net][s]) for s in seeds]
+        diffs = [float(b) - float(a) for a, b in learned]
+        return RegimeComparison(float(np.mean(diffs)) if diffs else math.nan,
+                                float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0, len(seeds), (),
+                                tuple(diffs), tuple(learned))
+
+    @functools.cached_property
+    def tested(self) -> dict[str, Tested]:
+        return test_family({n: self.comparison(n) for n in self.remedies}, "the learn rates' family")
+
+
+def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> RateStudy:
+    """The short run `name` against the full-length runs `full` (name -> Experiment). Every seed counted ran on
+    the short run's first machine type, so that the seeds pair (a net resumed on another is left out)."""
+    epochs = short.first.config["epochs"]
+    machine = short.first.machine
+    checks, regimes, pooled = [], {n: {} for n in short.nets}, []
+    for net in short.nets:
+        for r in short.runs[net]:
+            if r.machine == machine:
+                regimes[net][r.train_seed] = learned_within(r, epochs)
+    for run, exp in full.items():
+        for net in (n for n in short.nets if n in exp.runs):
+            checks += [CallCheck(run, net, r.train_seed, learned_within(r, epochs), not r.at_chance)
+                       for r in exp.runs[net]]
+            for r in exp.runs[net]:
+                if r.machine == machine and r.train_seed not in regimes[net]:
+                    regimes[net][r.train_seed] = not r.at_chance
+                    pooled.append(run)
+    return RateStudy(name, epochs, machine, tuple(checks), regimes, tuple(dict.fromkeys(pooled)),
+                     max(e.first.config["epochs"] for e in full.values()))
+
+
+def rate_text(study: RateStudy, net: str) -> str:
+    learned, seeds = study.rate(net)
+    low, high = clopper_pearson(learned, seeds)
+    return f"{learned} of {seeds} ({pct(learned / seeds)}, 95% Clopper–Pearson {pct(low)} to {pct(high)})"
+
+
+def rate_decision(study: RateStudy, net: str) -> Decision:
+    """The remedy's claim: it makes the base learn in more seeds."""
+    return decide(study.tested[net])
+
+
+def check_lines(study: RateStudy) -> list[str]:
+    """The early call against every full-length seed, per run and net, and each miss by name."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for c in study.checks:
+        counts.setdefault((c.run, c.net), [0, 0])[0] += c.call == c.outcome
+        counts[(c.run, c.net)][1] += 1
+    lines = [f"A seed is called learned when its train accuracy passes {hw4.CHANCE_FACTOR:g}× chance within its "
+             f"first {study.epochs} epochs. Against the {study.full_epochs}-epoch outcome of every full-length seed "
+             f"of these nets, the call matches **{len(study.checks) - len(study.misses)} of {len(study.checks)}**:", "",
+             "| run | net | matched |", "|---|---|---|"]
+    lines += [f"| `{run}` | {net_label(net)} | {m} of {n} |" for (run, net), (m, n) in counts.items()]
+    if study.misses:
+        lines += ["", "Missed: " + ", ".join(f"`{c.run}` {net_label(c.net)} seed {c.seed}" for c in study.misses)
+                  + ". A call that misses a full-length seed is not used: rerun with a later `--epochs`."]
+    return lines
+
+
+def rates_table(study: RateStudy) -> list[str]:
+    lines = [f"| net | remedy | learned in | seeds in which only it / only {net_label(study.base)} learned | p "
+             f"(Holm-adjusted) | verdict on 'learns in more seeds than {net_label(study.base)}' |",
+             "|---|---|---|---|---|---|"]
+    for net in study.regimes:
+        remedy = next((r.words for r in REMEDIES if r.key == hw4.NETS[net].remedy), "—")
+        if net == study.base:
+            lines.append(f"| {net_label(net)} | — | {rate_text(study, net)} | | | |")
+            continue
+        only_base, only_net = study.comparison(net).regime_counts
+        decision = rate_decision(study, net)  # resolved: the counts beside it say where, so the word alone
+        judged = dataclasses.replace(decision.judgement, reasons=()) if decision.side else decision.judgement
+        lines.append(f"| {net_label(net)} | {remedy} | {rate_text(study, net)} | {only_net} / {only_base} | "
+                     f"{p_cell(study.tested[net])} | {verdict_text(judged)} |")
+    return lines
+
+
+def rates_meaning(study: RateStudy, lead: bool = True) -> str:
+    """What the decisions say of Q2 (is depth's failure a collapse that a remedy prevents?) and of Q5."""
+    up = [n for n in study.remedies if rate_decision(study, n).side > 0]
+    down = [n for n in study.remedies if rate_decision(study, n).side < 0]
+    base, seeds = net_label(study.base), study.rate(study.base)[1]
+    text = (f"At {seeds} seeds, {base} itself learns in {pct(study.rate(study.base)[0] / seeds)} of them: its "
+            "collapse is a matter of the seed, not of every run. ") if lead else ""
+    if up:
+        stuck = ", ".join(f"{net_label(n)} in {pct(1 - study.rate(n)[0] / study.rate(n)[1])}" for n in up)
+        text += (f"{names_text(up)} learn{'s' * (len(up) == 1)} in more seeds than {base} (resolved after Holm): "
+                 f"for Q2 and Q5, {'this remedy makes' if len(up) == 1 else 'each of these remedies makes'} the "
+                 f"collapse that the original puts down to vanishing gradients rarer ({base} stays at chance in "
+                 f"{pct(1 - study.rate(study.base)[0] / seeds)} of the seeds, {stuck}). ")
+    if down:
+        text += f"{names_text(down)} learn{'s' * (len(down) == 1)} in fewer seeds than {base}. "
+    rest = [n for n in study.remedies if n not in up + down]
+    if rest:
+        text += (f"{names_text(rest)}: no difference in the learn rate is resolved at these seeds, so this run "
+                 f"cannot say whether {'it changes' if len(rest) == 1 else 'they change'} how often the net collapses.")
+    return text.strip()
+
+
+def names_text(nets: Sequence[str]) -> str:
+    """'Net3-BN', 'Net3-BN and Net3-Res', 'Net3-BN, Net3-Res and Net3-He'."""
+    labels = [net_label(n) for n in nets]
+    return " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+
+
+def draw_rates(study: RateStudy):
+    """Each net's learn rate with its 95% Clopper–Pearson interval; the base's rate as a line."""
+    nets = list(study.regimes)
+    fig = new_figure(figsize=(8, 0.5 * len(nets) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    for y, net in enumerate(reversed(nets)):
+        learned, seeds = study.rate(net)
+        low, high = clopper_pearson(learned, seeds)
+        ax.plot([100 * low, 100 * high], [y, y], color="black", linewidth=2)
+        ax.plot(100 * learned / seeds, y, "o", color="black")
+        side = 0 if net == study.base or not study.valid else rate_decision(study, net).side
+        beside = {1: f", more than {net_label(study.base)}", -1: f", fewer than {net_label(study.base)}",
+                  0: ", not resolved"}.get(side, "") if net != study.base else ""
+        ax.annotate(f"{learned}/{seeds}{beside}", (1.01, y), xycoords=("axes fraction", "data"), va="center",
+                    fontsize=8)
+    ax.axvline(100 * study.rate(study.base)[0] / study.rate(study.base)[1], color="grey", linestyle="--",
+               linewidth=1, label=f"{net_label(study.base)}'s rate")
+    ax.set_yticks(range(len(nets)), [net_label(n) for n in reversed(nets)])
+    ax.set_xlim(0, 102)
+    ax.set_xlabel("seeds in which the net learned, % (● measured, line: 95% Clopper–Pearson)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"How often each net learns: {study.rate(study.base)[1]} seeds ({study.epochs}-epoch runs "
+                 f"pooled with full-length ones; verdicts after Holm)", fontsize=10)
+    return fig
+
+
+def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
+    """REPORT.md of a short run: the early call checked, then the learn rates and their decisions."""
+    seeds = sorted(r.train_seed for r in exp.runs[study.base] if r.machine == study.machine)
+    lines = ["# hw4 report: how often each net learns", "",
+             f"{study.epochs}-epoch runs of {', '.join(net_label(n) for n in exp.nets)} at training seeds {seeds[0]}.."
+             f"{seeds[-1]} ({seeds_text(len(seeds))}), pooled with the {study.rate(study.base)[1] - len(seeds)} "
+             f"full-length seeds of {', '.join(f'`{r}`' for r in study.pooled) or 'no run'} trained on the same "
+             "machine type. "
+             f"{data_text(exp.dataset, exp.first.config)}.", "", infrastructure_text(exp), "",
+             "Every number and verdict below is computed from these runs' metrics.", "",
+             "## The early call, checked", "", *check_lines(study), ""]
+    if study.valid:
+        family = next(iter(study.tested.values()), None)
+        lines += ["## Learn rates", "", *rates_table(study), "",
+                  f"Each remedy against {net_label(study.base)} by McNemar's exact test on the regimes of the same "
+                  "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
+                  f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
+                  rates_meaning(study), "", "![learn rates](rates.png)", ""]
+        hw4.savefig_atomic(draw_rates(study), out / "rates.png")
+    write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
+
+
+def rates_citation(study: RateStudy) -> list[str]:
+    """Q5's lines on the Net3 rows of a full-length run, from the short run that measured the rates."""
+    if not study.valid:
+        return []
+    def against(net: str) -> str:
+        tested = study.tested[net]
+        side = rate_decision(study, net).side
+        held = {1: "more often than", -1: "less often than"}.get(side, "not resolved apart from")
+        adjusted = tested.adjusted[0]
+        return f", {held} {net_label(study.base)} (" + (f"Holm p = {p_text(adjusted)})" if adjusted is not None
+                                                         else "cannot reach Holm's threshold)")
+
+    def rate(net: str) -> str:
+        learned, seeds = study.rate(net)
+        low, high = clopper_pearson(learned, seeds)
+        return f"{net_label(net)} {100 * learned / seeds:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+    return ["", f"How often {net_label(study.base)} learns, at {study.rate(study.base)[1]} seeds (`{study.run}`: "
+            f"{study.epochs}-epoch runs whose call matched all {len(study.checks)} full-length seeds, pooled with "
+            f"this machine type's; 95% Clopper–Pearson intervals; McNemar's exact test against {net_label(study.base)} "
+            "by seed): "
+            + "; ".join(rate(n) + ("" if n == study.base else against(n)) for n in study.regimes) + ". "
+            + rates_meaning(study, lead=False)]
+
+
 # --- Rendering: the one place a verdict becomes words.
 
 def verdict_text(judged: Judgement) -> str:
@@ -2145,7 +2392,7 @@ def write_report(out: Path, exp: Experiment) -> None:
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
-def write_seeds_summary(out: Path, exp: Experiment) -> None:
+def write_seeds_summary(out: Path, exp: Experiment, linked: Sequence[str] = (), study: RateStudy | None = None) -> None:
     """The top-level metrics.json of a --seeds run: per net the numbers per seed with mean and std, the
     paired comparisons with 95% t-intervals, the seeds at chance, and the claims table."""
     nets = {}
@@ -2171,15 +2418,34 @@ def write_seeds_summary(out: Path, exp: Experiment) -> None:
     write_json_atomic(out / "metrics.json", {
         "format": METRICS_FORMAT, "kind": "seeds summary", "config": exp.first.config, "seeds": exp.seeds,
         "infrastructure": infra, "dataset": exp.dataset and dataclasses.asdict(exp.dataset), "nets": nets,
-        "comparisons": pairs, "claims": claims})
+        "comparisons": pairs, "claims": claims, **({"with": list(linked)} if linked else {}),
+        **({"rates": rates_summary(study)} if study and study.run == out.name else {})})
+
+
+def rates_summary(study: RateStudy) -> dict:
+    """The learn rates as values: the early call's check, and per net its rate and decision against the base."""
+    return {"epochs": study.epochs, "checked": len(study.checks), "matched": len(study.checks) - len(study.misses),
+            "pooled_runs": list(study.pooled),
+            "nets": {n: {"learned": study.rate(n)[0], "seeds": study.rate(n)[1],
+                         "ci95": clopper_pearson(*study.rate(n)),
+                         **({} if n == study.base or not study.valid else
+                            {"p_value": study.tested[n].cmp.parts[0].p, "p_holm": study.tested[n].adjusted[0],
+                             "decision": rate_decision(study, n).side})}
+                     for n in study.regimes}}
 
 
 def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[str, Results]],
-                      facts: DatasetFacts | None, data: SubsetTensors | None) -> None:
+                      facts: DatasetFacts | None, data: SubsetTensors | None,
+                      linked: Sequence[str] | None = None) -> None:
     """Each seed's figures and REPORT.md, then, for several seeds, the run's figures, metrics.json and
     REPORT.md over all of them. data None (`hw4.py report`): the figures that show pictures stay as they are, and
     a seed of a several-seed run gets its own REPORT.md and figures only where it holds a REPORT.md already (a
-    committed run keeps them for the seed its report links; `report OUT/seed_<s>` writes any other's)."""
+    committed run keeps them for the seed its report links; `report OUT/seed_<s>` writes any other's). linked: the
+    runs beside it that its report draws on (None: those its metrics.json remembers)."""
+    runs_by_net = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
+    experiment = Experiment(runs_by_net, facts)
+    linked = linked_runs(out, linked) if len(runs_by_seed) > 1 else []
+    study = load_rate_study(out, experiment, linked)  # every linked run read before anything is written
     for seed_out, runs in zip(seed_outs, runs_by_seed):
         if data is None and len(seed_outs) > 1 and not (seed_out / "REPORT.md").exists():
             continue
@@ -2190,11 +2456,60 @@ def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[
                 write_net_figures(seed_out, r, data)
         write_report(seed_out, Experiment(one, facts))
     if len(runs_by_seed) > 1:
-        runs_by_net = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
-        write_run_figures(out, runs_by_net, data)
-        experiment = Experiment(runs_by_net, facts)
-        write_seeds_summary(out, experiment)
-        write_report(out, experiment)
+        experiment.rates = study
+        write_seeds_summary(out, experiment, linked, study)
+        if study and study.run == out.name:  # a short run reports its learn rates, with their one figure
+            write_rates_report(out, experiment, study)
+        else:
+            write_run_figures(out, runs_by_net, data)
+            write_report(out, experiment)
+
+
+def linked_runs(out: Path, given: Sequence[str] | None) -> list[str]:
+    """The finished runs beside OUT (in its folder, by name) that its report draws on: those given with --with,
+    else those its metrics.json remembers (one no longer beside it is left out, with a note)."""
+    remembered = given is None
+    if remembered:
+        top = hw4.read_metrics_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+        given = top.get("with", [])
+        if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
+            raise hw4.UserError(f"{out / 'metrics.json'}: its \"with\" is not a list of run names; rerun "
+                                "`report` with --with")
+    kept = []
+    for name in dict.fromkeys(given):
+        beside = out.parent / name / "metrics.json"
+        if name not in (".", "..", out.name) and Path(name).name == name and beside.is_file():
+            kept.append(name)
+        elif remembered:
+            print(f"note: {out} links {name!r}, which is no longer beside it; its report leaves that run out")
+        else:
+            raise hw4.UserError(f"--with {name}: not a finished run beside {out} (give the name of a folder in "
+                                f"{out.parent} that holds a run's metrics.json)")
+    return kept
+
+
+def experiment_at(folder: Path) -> Experiment:
+    _, runs_by_seed, facts = load_finished_run(folder)
+    return Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
+
+
+def load_rate_study(out: Path, exp: Experiment, linked: Sequence[str]) -> RateStudy | None:
+    """The learn rates the linked runs make: a linked run shorter than OUT is a rate study that OUT's Q5 cites
+    (with the full-length runs that study links); otherwise OUT is the short run and the linked runs are its
+    full-length ones."""
+    if not linked:
+        return None
+    runs = {name: experiment_at(out.parent / name) for name in linked}
+    epochs = exp.first.config["epochs"]
+    short = next((n for n, e in runs.items() if e.first.config["epochs"] < epochs), None)
+    if short is None:
+        if any(e.first.config["epochs"] == epochs for e in runs.values()):
+            raise hw4.UserError(f"--with: {', '.join(linked)} must be longer runs than {out} (whose learn rates "
+                                "they check) or one shorter run (whose learn rates its Q5 cites)")
+        return rate_study(out.name, exp, runs)
+    full = {n: exp if n == out.name else runs.get(n) or experiment_at(out.parent / n)
+            for n in linked_runs(out.parent / short, None)}
+    return rate_study(short, runs[short], full) if full else None
 
 
 def report_main(argv: Sequence[str]) -> int:
@@ -2202,6 +2517,11 @@ def report_main(argv: Sequence[str]) -> int:
                                 "its run metrics.json and its figures from its metrics.json files alone: no "
                                 "training, no dataset, no checkpoints. Figures that show pictures stay as they are.")
     parser.add_argument("out", type=path_argument, help="the --out folder of a finished run")
+    parser.add_argument("--with", dest="linked", nargs="*", metavar="RUN",
+                        help="finished runs beside OUT (folder names) that its report draws on: the full-length runs "
+                        "that check a short run's early call and pool into its learn rates, or the short run whose "
+                        "learn rates Q5 cites. Remembered in OUT's metrics.json; `--with` alone forgets them "
+                        "(default: as remembered)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     seed_outs, runs_by_seed, facts = load_finished_run(out)  # every check, before anything is written or locked
@@ -2212,7 +2532,7 @@ def report_main(argv: Sequence[str]) -> int:
         for folder in [*([out.parent] if is_seed_folder(out) else []), out]:
             held.enter_context(run_lock(folder, "report:"))
         seed_outs, runs_by_seed, facts = load_finished_run(out)  # again, now that no run writes them
-        write_run_reports(out, seed_outs, runs_by_seed, facts, None)
+        write_run_reports(out, seed_outs, runs_by_seed, facts, None, args.linked)
     print(f"rewrote {out / 'REPORT.md'}" + (f" and those of {len(seed_outs)} seeds" if len(seed_outs) > 1 else ""))
     return 0
 

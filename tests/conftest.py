@@ -73,12 +73,13 @@ def assert_one_line_exit_2(result, *messages: str) -> None:
 
 def skip_rendering(monkeypatch) -> list[Path]:
     """From here on, figures are neither drawn nor rendered: every figure function of hw4.FIGURES and
-    hw4_report.draw_claims returns None, and hw4.savefig_atomic records the path it is given and writes nothing.
-    Building and rendering figures is most of a report's time; tests whose assertions are about text and
-    JSON use this, and the tests that check figures draw them."""
+    hw4_report.draw_claims and draw_rates return None, and hw4.savefig_atomic records the path it is given and
+    writes nothing. Building and rendering figures is most of a report's time; tests whose assertions are about text
+    and JSON use this, and the tests that check figures draw them."""
     saved: list[Path] = []
     monkeypatch.setattr(hw4, "FIGURES", tuple(dataclasses.replace(p, draw=lambda *_: None) for p in hw4.FIGURES))
     monkeypatch.setattr(hw4_report, "draw_claims", lambda *_: None)
+    monkeypatch.setattr(hw4_report, "draw_rates", lambda *_: None)
     monkeypatch.setattr(hw4, "savefig_atomic", lambda fig, path: saved.append(Path(path)))
     return saved
 

@@ -1,0 +1,133 @@
+"""The learn-rate study (results/net3-rates): the early call checked against every committed full-length seed,
+the pooling of seeds by machine type, McNemar's test through the report's one decision procedure, and the
+`report --with` command that links the runs. Numbers from the committed runs only, no training."""
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+import hw4_report
+from conftest import ROOT, assert_one_line_exit_2, cli, hw4, skip_rendering
+
+RUNS = ROOT / "results"
+FULL = ("exercise", "exercise-all")
+
+
+@pytest.fixture(scope="module")
+def full() -> dict[str, hw4_report.Experiment]:
+    return {name: hw4_report.experiment_at(RUNS / name) for name in FULL}
+
+
+@pytest.fixture(scope="module")
+def short() -> hw4_report.Experiment:
+    return hw4_report.experiment_at(RUNS / "net3-rates")
+
+
+def truncated(exp: hw4_report.Experiment, epochs: int) -> hw4_report.Experiment:
+    """The run as if it had trained `epochs` epochs: its histories cut there."""
+    def cut(r: hw4.Results) -> hw4.Results:
+        return dataclasses.replace(r, epoch={k: v[:epochs] for k, v in r.epoch.items()},
+                                   config={**r.config, "epochs": epochs})
+    return hw4_report.Experiment({n: [cut(r) for r in runs] for n, runs in exp.runs.items()}, exp.dataset)
+
+
+def raw_outcomes(epochs: int) -> list[tuple[bool, bool]]:
+    """(call within `epochs`, 15-epoch outcome) of every committed full-length Net3-family seed, read from the
+    metrics.json files themselves: train accuracy ever at least 1.5x chance (5 classes)."""
+    pairs = []
+    for run in FULL:
+        for path in sorted((RUNS / run).glob("seed_*/metrics.json")):
+            for name, entry in json.loads(path.read_text())["nets"].items():
+                if name.startswith("net3"):
+                    train = entry["epoch"]["train_class_acc"]
+                    pairs.append((max(train[:epochs]) >= 0.3, max(train) >= 0.3))
+    return pairs
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_the_early_call_is_checked_against_every_committed_full_length_seed(short, full, epochs):
+    study = hw4_report.rate_study("net3-rates", truncated(short, epochs), full)
+    expected = raw_outcomes(epochs)
+    assert len(study.checks) == len(expected) >= 40
+    assert len(study.misses) == sum(call != outcome for call, outcome in expected)
+    assert study.valid == (epochs >= 2), "the call misses some seed at epoch 1 and none from epoch 2"
+    lines = "\n".join(hw4_report.check_lines(study))
+    assert f"matches **{len(expected) - len(study.misses)} of {len(expected)}**" in lines
+    assert ("is not used" in lines) == bool(study.misses)
+
+
+def test_seeds_pool_only_from_full_length_runs_of_the_short_runs_machine_type(short, full):
+    study = hw4_report.rate_study("net3-rates", short, full)
+    assert study.pooled == ("exercise-all",), "exercise trained on another CPU type"
+    for net, runs in short.runs.items():
+        pooled = full["exercise-all"].runs[net]
+        assert study.rate(net) == (sum(not r.at_chance for r in runs + pooled), len(runs) + len(pooled))
+    cmp = study.comparison("net3bn")
+    assert cmp.seeds == study.rate("net3")[1] and [p.test for p in cmp.parts] == [hw4_report.Test.REGIMES]
+
+
+def synthetic(base: list[bool], **nets: list[bool]) -> hw4_report.RateStudy:
+    regimes = {"net3": dict(enumerate(base)), **{n: dict(enumerate(v)) for n, v in nets.items()}}
+    checks = (hw4_report.CallCheck("full", "net3", 0, True, True),)
+    return hw4_report.RateStudy("short", 3, None, checks, regimes, (), 15)
+
+
+def test_a_remedy_is_decided_against_the_base_by_mcnemar_on_the_regimes_after_holm():
+    base = [k < 10 for k in range(40)]  # learns in 10 of 40
+    study = synthetic(base, net3bn=[True] * 40, net3res=list(base), net3he=[False] * 40)
+    assert hw4_report.rate_decision(study, "net3bn").side == 1, "30 seeds only it learned in, none the other way"
+    assert hw4_report.rate_decision(study, "net3he").side == -1
+    same = study.tested["net3res"]
+    assert same.adjusted == (None,), "no discordant seed: its test cannot reach alpha and stays out of the family"
+    assert study.tested["net3bn"].family == 2
+    assert hw4_report.rate_decision(study, "net3res").verdict is hw4_report.Verdict.NOT_RESOLVED
+    # one discordant seed in four: p = 0.5 at best, never resolved
+    close = synthetic(base, net3bn=[k < 11 for k in range(40)])
+    assert hw4_report.rate_decision(close, "net3bn").side == 0
+
+
+@pytest.fixture
+def beside(tmp_path):
+    """The committed runs' metrics.json files, side by side as in results/."""
+    for name in (*FULL, "net3-rates"):
+        shutil.copytree(RUNS / name, tmp_path / name, ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl"))
+    return tmp_path
+
+
+def test_report_with_links_the_runs_and_remembers_them(beside, monkeypatch):
+    rendered = skip_rendering(monkeypatch)
+    rates, full = beside / "net3-rates", beside / "exercise-all"
+    assert cli("report", rates, "--with", *FULL).returncode == 0
+    text = (rates / "REPORT.md").read_text()
+    assert "## The early call, checked" in text and "## Learn rates" in text
+    assert {p.name for p in rendered} == {"rates.png"}, "a short run draws its rates, not its curves"
+    summary = json.loads((rates / "metrics.json").read_text())
+    assert summary["with"] == list(FULL) and summary["rates"]["matched"] == summary["rates"]["checked"]
+    assert cli("report", rates).returncode == 0 and (rates / "REPORT.md").read_text() == text, "remembered"
+    assert cli("report", full, "--with", "net3-rates").returncode == 0
+    assert "How often Net3 learns, at" in (full / "REPORT.md").read_text()
+    assert cli("report", full, "--with").returncode == 0, "--with alone forgets"
+    assert "How often Net3 learns" not in (full / "REPORT.md").read_text()
+    assert "with" not in json.loads((full / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("linked", [["nowhere"], [".."], ["exercise/seed_5"]])
+def test_report_with_a_run_that_is_not_beside_it_is_one_line(beside, linked):
+    before = (beside / "net3-rates" / "REPORT.md").read_bytes()
+    assert_one_line_exit_2(cli("report", beside / "net3-rates", "--with", *linked), "--with", linked[0])
+    assert (beside / "net3-rates" / "REPORT.md").read_bytes() == before
+
+
+def test_report_with_runs_of_the_same_length_is_one_line(beside):
+    assert_one_line_exit_2(cli("report", beside / "exercise-all", "--with", "exercise"), "--with", "longer runs")
+
+
+def test_a_remembered_run_that_is_gone_is_left_out_with_a_note(beside, monkeypatch):
+    skip_rendering(monkeypatch)
+    rates = beside / "net3-rates"
+    assert cli("report", rates, "--with", *FULL).returncode == 0
+    shutil.rmtree(beside / "exercise")
+    ran = cli("report", rates)
+    assert ran.returncode == 0 and "links 'exercise', which is no longer beside it" in ran.stdout
+    assert json.loads((rates / "metrics.json").read_text())["with"] == ["exercise-all"]
