@@ -23,7 +23,21 @@ from conftest import ROOT, VISION_SYNTH, assert_one_line_exit_2, cli
 CLASSES = ["elephant", "giraffe", "kite"]
 
 
-class Mirror:
+class LocalServer:
+    """An HTTP server on 127.0.0.1 in a thread of this process, serving `handler`; close() stops it."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler], path: str = "") -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mirror(LocalServer):
     """A COCO-like mirror: /train2014/<file> and /annotations/annotations_trainval2014.zip.
 
     faults maps a URL path to the behaviour of each successive request
@@ -77,14 +91,7 @@ class Mirror:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (the 'slow' fault): expected
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def annotations_zip(ann: dict) -> bytes:
@@ -259,14 +266,11 @@ def test_present_images_need_no_url(mirror, tmp_path):
     assert "0 downloaded, 18 already present" in result.stdout and not mirror.requests
 
 
-class Trickle:
+class Trickle(LocalServer):
     """A local server whose body never ends: `rate` bytes at a time, every `pause` seconds."""
 
     def __init__(self, rate: int, pause: float):
-        import http.server
-        import threading
-
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
@@ -281,14 +285,7 @@ class Trickle:
                 except OSError:
                     pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x.jpg"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, "/x.jpg")
 
 
 def test_a_trickling_or_endless_body_and_a_full_disk_end_each_download(tmp_path):
