@@ -2264,10 +2264,11 @@ def rates_meaning(study: RateStudy, lead: bool = True) -> str:
             "collapse is a matter of the seed, not of every run. ") if lead else ""
     if up:
         stuck = ", ".join(f"{net_label(n)} in {pct(1 - study.rate(n)[0] / study.rate(n)[1])}" for n in up)
+        rarer = (f"{'this remedy makes' if len(up) == 1 else 'each of these remedies makes'} the collapse that the "
+                 "original puts down to vanishing gradients rarer")
         text += (f"{names_text(up)} learn{'s' * (len(up) == 1)} in more seeds than {base} (resolved after Holm): "
-                 f"for Q2 and Q5, {'this remedy makes' if len(up) == 1 else 'each of these remedies makes'} the "
-                 f"collapse that the original puts down to vanishing gradients rarer ({base} stays at chance in "
-                 f"{pct(1 - study.rate(study.base)[0] / seeds)} of the seeds, {stuck}). ")
+                 f"for Q2 and Q5, {rarer} ({base} stays at chance in {pct(1 - study.rate(study.base)[0] / seeds)} of "
+                 f"the seeds, {stuck}). " if lead else f"For Q2 and Q5, {names_text(up)}: {rarer}. ")
     if down:
         text += f"{names_text(down)} learn{'s' * (len(down) == 1)} in fewer seeds than {base}. "
     rest = [n for n in study.remedies if n not in up + down]
