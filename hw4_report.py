@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -2525,7 +2526,8 @@ def report_main(argv: Sequence[str]) -> int:
                         "(default: as remembered)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    seed_outs, runs_by_seed, facts = load_finished_run(out)  # every check, before anything is written or locked
+    with contextlib.redirect_stdout(io.StringIO()):  # its notes are printed once, by the load under the lock
+        seed_outs, runs_by_seed, facts = load_finished_run(out)  # every check, before anything is written or locked
     for folder in dict.fromkeys([out, *seed_outs]):  # a read-only run is one line, before anything is rewritten
         check_folder_creatable(folder, "report: the run folder")
     with contextlib.ExitStack() as held:
