@@ -131,3 +131,17 @@ def test_a_remembered_run_that_is_gone_is_left_out_with_a_note(beside, monkeypat
     ran = cli("report", rates)
     assert ran.returncode == 0 and "links 'exercise', which is no longer beside it" in ran.stdout
     assert json.loads((rates / "metrics.json").read_text())["with"] == ["exercise-all"]
+
+
+@pytest.mark.parametrize("crafted", ["../../etc", ["a", 5], {"x": 1}])
+def test_a_crafted_with_in_metrics_json_is_one_line_or_left_out(beside, monkeypatch, crafted):
+    skip_rendering(monkeypatch)
+    rates = beside / "net3-rates"
+    blob = json.loads((rates / "metrics.json").read_text())
+    linked = [crafted] if isinstance(crafted, str) else crafted
+    (rates / "metrics.json").write_text(json.dumps({**blob, "with": linked}))
+    ran = cli("report", rates)
+    if isinstance(crafted, str):  # a name that is not a run beside it: left out, nothing read from there
+        assert ran.returncode == 0 and "no longer beside it" in ran.stdout
+    else:
+        assert_one_line_exit_2(ran, "metrics.json", "is not a list of run names")
