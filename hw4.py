@@ -15,7 +15,7 @@ What it needs: Python 3.11, torch, torchvision, pycocotools, numpy, pillow, matp
 tqdm (requirements.txt), and COCO 2014 (annotations + train2014 images, or --download), class
 folders, or nothing (--demo).
 
-    python hw4.py --demo                                  # offline demo, ~2 min on a laptop CPU
+    python hw4.py --demo                                  # offline demo, about 1 min on a 2-core CPU
     python hw4.py --data_dir DIR                          # DIR/coco/{annotations,images}
     python hw4.py --data_dir DIR --download               # fetch only the images the subset needs
     python hw4.py --image-folders ROOT                    # class folders, as given
@@ -23,7 +23,9 @@ folders, or nothing (--demo).
     python hw4.py predict --weights results/exercise/seed_5/net2.pt tests/fixtures/photos/chelsea.png
 
 A net is one NetSpec in NETS, a metric one Metric in METRICS, a figure one Plot in FIGURES, a report
-answer one Question in QUESTIONS; everything else reads those tables.
+answer one Question in hw4_report.QUESTIONS; everything else reads those tables. The exercise's own code:
+select_subset (the subset), NETS and HW4Net (the nets), train_epoch and train (the loop), Results.to_original
+(the pickles).
 """
 from __future__ import annotations
 
@@ -880,47 +882,52 @@ def check_dataset_dir_is_ours(dataset_dir: Path) -> None:
                         "choose another --dataset-dir")
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 RUN_LOCK = ".hw4-run.lock"  # in a folder while a command writes into it: the operating system's lock on this file
 RUN_PID = ".hw4-run.pid"  # beside it while held: the holder's process id, for the message
 
 
 @contextlib.contextmanager
-def run_lock(out: Path, flag: str = "--out") -> Iterator[None]:
-    """One command at a time writes into a folder (a training run, `report`, `compare --out`), so that two never
-    mix their files. The kernel holds the lock (filelock: fcntl on Linux and macOS, msvcrt on Windows) and drops it
-    when its holder dies: a killed run's lock is free at once, two runs can never both take it over, and a recycled
-    process id cannot keep a folder locked."""
+def held_lock(lock_file: Path, what: str, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold the operating system's lock on lock_file, with this process's id beside it (the same name, .pid) for the
+    message of whoever finds it taken: busy(' (process N)'). The kernel holds the lock (filelock: fcntl on Linux and
+    macOS, msvcrt on Windows) and drops it when its holder dies: a killed command's lock is free at once, two can
+    never both take it over, and a recycled process id cannot keep it. what: the folder, for a lock that cannot be
+    taken at all."""
     from filelock import FileLock, Timeout
 
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out / RUN_LOCK, timeout=0)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file, lock = lock_file.with_suffix(".pid"), FileLock(lock_file, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         holder = ""
         with contextlib.suppress(OSError, ValueError):
-            holder = f" (process {int((out / RUN_PID).read_text()[:20])})"
-        raise UserError(f"another hw4 command{holder} is writing into {flag} {out}; wait for it to end, or pass "
-                        "another folder") from None
+            holder = f" (process {int(pid_file.read_text()[:20])})"
+        raise UserError(busy(holder)) from None
     except OSError as exc:
-        raise UserError(f"{flag} {out}: its lock {out / RUN_LOCK} cannot be taken ({exc.strerror or exc}); pass a "
-                        "folder you can write to") from None
+        raise UserError(f"{what}: its lock {lock_file} cannot be taken ({exc.strerror or exc}); pass a folder you can "
+                        "write to") from None
     try:
-        (out / RUN_PID).write_text(str(os.getpid()))
+        pid_file.write_text(str(os.getpid()))
         yield
     finally:
-        (out / RUN_PID).unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def run_lock(out: Path, flag: str = "--out") -> contextlib.AbstractContextManager:
+    """One command at a time writes into a folder (a training run, `report`, `compare --out`), so that two never
+    mix their files."""
+    return held_lock(out / RUN_LOCK, f"{flag} {out}", lambda holder: f"another hw4 command{holder} is writing into "
+                     f"{flag} {out}; wait for it to end, or pass another folder")
+
+
+def build_lock(target: Path, shown: str) -> contextlib.AbstractContextManager:
+    """One build at a time into a dataset folder. Its lock lies beside the folder (.NAME.build.lock), because a
+    build replaces the folder itself; shown: the folder as the user named it."""
+    return held_lock(target.with_name(f".{target.name}.build.lock"), f"--dataset-dir {shown}", lambda holder:
+                     f"another build into --dataset-dir {shown} is running{holder}; wait for it to finish, or build "
+                     "into another --dataset-dir")
 
 
 def swap_into_place(tmp: Path, target: Path) -> None:
@@ -932,15 +939,9 @@ def swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_subset(cfg: Config, coco=None) -> dict:
-    """Build (or reuse) the dataset, atomically: written beside the target, swapped in when whole."""
-    manifest = reusable_manifest(cfg)
-    if manifest is not None:
-        print(f"reusing the dataset in {cfg.dataset_dir} (fingerprint {manifest['fingerprint']})")
-        return manifest
-    target = Path(cfg.dataset_dir)
-    if target.is_symlink():  # build beside the folder it points to, so the link stays a link
-        target = target.resolve()
+def write_build(cfg: Config, target: Path, coco=None) -> dict:
+    """The dataset written beside the target folder and swapped in when whole; its manifest. The caller holds the
+    build lock."""
     check_dataset_dir_is_ours(target)
     if cfg.image_folders is None:
         coco = coco or load_coco(cfg.ann_file)
@@ -948,12 +949,7 @@ def build_subset(cfg: Config, coco=None) -> dict:
     else:  # everything about the folders is checked before anything is written
         pictures = scan_class_folders(Path(cfg.image_folders), cfg.classes)
         chosen = choose_folder_pictures(pictures, cfg)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for other in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds, or running
-        pid = other.name.rsplit("-", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            raise UserError(f"another build into --dataset-dir {cfg.dataset_dir} is running (process {pid}); wait for "
-                            "it to finish, or build into another --dataset-dir")
+    for other in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds: none runs now
         shutil.rmtree(other, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
     for split in SPLITS:
@@ -976,12 +972,26 @@ def build_subset(cfg: Config, coco=None) -> dict:
         swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def build_subset(cfg: Config, coco=None) -> dict:
+    """Build (or reuse) the dataset, atomically: written beside the target, swapped in when whole."""
+    manifest = reusable_manifest(cfg)
+    if manifest is not None:
+        print(f"reusing the dataset in {cfg.dataset_dir} (fingerprint {manifest['fingerprint']})")
+        return manifest
+    target = Path(cfg.dataset_dir)
+    if target.is_symlink():  # build beside the folder it points to, so the link stays a link
+        target = target.resolve()
+    with build_lock(target, cfg.dataset_dir):  # from here on no other build writes into --dataset-dir
+        manifest = write_build(cfg, target, coco)
     width = max(map(len, cfg.classes))
     print(f"{'class':<{width}}  train    val")
     for name in cfg.classes:
-        print(f"{name:<{width}}  {counts['train'][name]:5d}  {counts['val'][name]:5d}")
-    if replacements:
-        print(f"{len(replacements)} missing or unreadable images were replaced (listed in manifest.json)")
+        print(f"{name:<{width}}  {manifest['counts']['train'][name]:5d}  {manifest['counts']['val'][name]:5d}")
+    if manifest["replacements"]:
+        print(f"{len(manifest['replacements'])} missing or unreadable images were replaced (listed in manifest.json)")
     if "shared_pictures" in manifest:
         shared = manifest["shared_pictures"]
         print(f"{shared['in_two_classes']} pictures sit in two class folders and {shared['in_both_splits']} in both "

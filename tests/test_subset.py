@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ import torch
 from PIL import Image
 
 import hw4
-from conftest import (KWCOCO, PHOTOS, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, copy_build, demo_paths,
-                      make_config)
+from conftest import (KWCOCO, PHOTOS, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, copy_build,
+                      demo_paths, make_config)
 
 VS_ARGS = ["--ann-file", VS_ANN, "--image-dir", VISION_SYNTH, "--classes", "elephant", "giraffe", "kite",
            "--val-per-class", "2", "--build-only", "--workers", "1"]
@@ -191,7 +192,8 @@ def test_interrupted_build_is_never_reused_and_keeps_the_old_one(demo_coco, tmp_
     with pytest.raises(KeyboardInterrupt):
         hw4.build_subset(new_cfg)
     assert hw4.read_manifest(tmp_path / "ds") == old, "the finished build must survive"
-    assert [p.name for p in tmp_path.iterdir()] == ["ds"], "no temporary folder may be left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.build.lock", "ds"], \
+        "no temporary folder may be left behind (only the build's lock file, which the kernel holds, not its name)"
     monkeypatch.undo()
     assert hw4.reusable_manifest(new_cfg) is None
     assert hw4.build_subset(new_cfg)["fingerprint"] == new_cfg.build_fingerprint()
@@ -405,16 +407,45 @@ def test_a_rebuild_never_deletes_files_inside_the_dataset_folders(tiny_built, tm
 
 
 def test_a_running_build_is_not_deleted_by_a_second_one(tiny_built, tmp_path):
+    """A live build holds the folder's lock: a second build is one line that names its process, and deletes
+    nothing of it; once the first is killed (no clean-up ran), the lock is free and its leftovers go."""
     cfg, _ = tiny_built
     target = tmp_path / "ds"
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        import hw4
+        held = hw4.build_lock(Path({str(target)!r}), "ds")
+        held.__enter__()
+        Path({str(tmp_path)!r}, ".ds.building-" + str(__import__("os").getpid())).mkdir()
+        print("held", flush=True)
+        time.sleep(300)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    running = tmp_path / f".ds.building-{holder.pid}"
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(hw4.UserError, match=f"another build into --dataset-dir .* is running \\(process "
+                                                f"{holder.pid}\\)"):
+            hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(target)))
+        assert running.is_dir() and not target.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(target)))
+    assert hw4.read_manifest(target) and not running.exists()
+
+
+def test_a_recycled_pid_does_not_block_a_build(tiny_built, tmp_path):
+    """A killed build's leftover folder names its process id; a live process that now has that id is no build."""
+    cfg, _ = tiny_built
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        running = tmp_path / f".ds.building-{sleeper.pid}"
-        running.mkdir()
-        with pytest.raises(hw4.UserError, match=f"another build into --dataset-dir .* is running \\(process "
-                                                f"{sleeper.pid}\\)"):
-            hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(target)))
-        assert running.is_dir()
+        leftover = tmp_path / f".ds.building-{sleeper.pid}"
+        leftover.mkdir()
+        hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(tmp_path / "ds")))
+        assert not leftover.exists() and hw4.read_manifest(tmp_path / "ds")
     finally:
         sleeper.kill()
         sleeper.wait()
