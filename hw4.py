@@ -3645,7 +3645,7 @@ def write_run_figures(out: Path, runs: dict[str, list[Results]], data: SubsetTen
 
 # =============================================================================
 # Running the experiment: nets in sequence or in worker processes, one or many seeds.
-# Hands Results per net and seed to the outputs above and to the report below.
+# Hands Results per net and seed to the outputs above and to the report (hw4_report.py).
 # =============================================================================
 
 
