@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,44 @@ def test_demo_sizes_are_bounded_before_the_demo_data_is_touched(tmp_path, monkey
     assert_one_line_exit_2(cli("--demo", "--train-per-class", "4000", "--val-per-class", "2000"),
                            "--demo generates at most 5000 images per class")
     assert keep.read_text() == "earlier demo data"
+
+
+def test_one_command_at_a_time_generates_the_demo_data(tmp_path):
+    """While another live process generates the demo data, a command that needs another demo set is one line that
+    names it and touches nothing; one that finds its set ready reads it without waiting; a killed generation's
+    leftover folder goes with the next one."""
+    root = tmp_path / "demo_data"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    leftover = root / f".coco.generating-{sleeper.pid}"  # a killed generation's, whose pid now runs something else
+    leftover.mkdir(parents=True)
+    try:
+        hw4.ensure_demo_data(root, 2)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    marker = root / "coco" / "demo.json"
+    assert json.loads(marker.read_text())["images_per_class"] == 2 and not leftover.exists()
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        import hw4
+        held = hw4.held_lock(Path({str(root / ".demo.lock")!r}), "demo", lambda holder: holder)
+        held.__enter__()
+        print("held", flush=True)
+        time.sleep(300)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        hw4.ensure_demo_data(root, 2)  # ready: no lock needed
+        busy = f"another hw4 command \\(process {holder.pid}\\) is generating the demo data in {re.escape(str(root))};"
+        with pytest.raises(hw4.UserError, match=busy):
+            hw4.ensure_demo_data(root, 3)
+        assert json.loads(marker.read_text())["images_per_class"] == 2
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_an_interrupt_before_training_does_not_talk_about_resuming(tmp_path, monkeypatch):
