@@ -2701,13 +2701,21 @@ def hw4_commit() -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def cpu_model() -> str:
-    """The CPU's model name as the OS reports it (Linux: /proc/cpuinfo), else platform's answer."""
+def cpu_identity() -> dict[str, Any]:
+    """The CPU type as precisely as the OS and torch tell it: the model name, the vendor's family and model
+    numbers (Linux: /proc/cpuinfo; two EPYC types share the name "AMD EPYC" and differ here) and the vector
+    kernels torch picked. Where the OS does not say, platform's answer and None for the numbers."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough: one machine, one CPU type
+            fields.setdefault(key.strip(), value.strip())
+    number = lambda key: int(fields[key]) if fields.get(key, "").isdigit() else None  # noqa: E731
+    return {"cpu": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
+            "cpu_family": number("cpu family"), "cpu_model": number("model"),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -2716,7 +2724,7 @@ def infrastructure(device: torch.device, threads: int) -> dict[str, Any]:
     (another x86 CPU gives other digits from epoch 1). Saved at training, never at `report`. On a GPU the
     CUDA and cuDNN versions too: their kernels decide the digits there."""
     gpu = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if device.type == "cuda" else {}
-    return {"device": device.type, "cpu": cpu_model(), "cpus": os.cpu_count(),
+    return {"device": device.type, **cpu_identity(), "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
             "threads": threads, "hw4_commit": hw4_commit(), **gpu}
@@ -2731,7 +2739,15 @@ def machine_of(infra: dict[str, Any]) -> str | None:
     if infra.get("gpu"):
         return (f"{infra['gpu']} (CUDA {infra.get('cuda') or '?'}, cuDNN {infra.get('cudnn') or '?'}), "
                 f"torch {infra.get('torch')}")
-    return f"CPU {infra.get('cpu')}, torch {infra.get('torch')}"
+    return f"CPU {cpu_type_text(infra)}, torch {infra.get('torch')}"
+
+
+def cpu_type_text(infra: dict[str, Any], *extra: str) -> str:
+    """The CPU type as recorded, extra facts inside its parentheses: 'AMD EPYC (family 25, model 17, AVX512)',
+    or the model name alone for runs saved before hw4 recorded the numbers (two types of one name look alike)."""
+    facts = ([f"family {infra['cpu_family']}", f"model {infra.get('cpu_model')}", str(infra.get("cpu_capability"))]
+             if infra.get("cpu_family") is not None else []) + list(extra)
+    return f"{infra.get('cpu')} ({', '.join(facts)})" if facts else str(infra.get("cpu"))
 
 
 @dataclass(frozen=True)
@@ -2864,15 +2880,19 @@ def check_confusion(value: Any, field: str, classes: int) -> None:
 
 INFRASTRUCTURE_FIELDS = {"device": str, "cpu": str, "cpus": (int, type(None)), "gpu": (str, type(None)),
                          "torch": str, "python": str, "os": str, "threads": int, "hw4_commit": (str, type(None))}
+INFRASTRUCTURE_OPTIONAL = {"cpu_family": (int, type(None)), "cpu_model": (int, type(None)),  # since format 4
+                           "cpu_capability": (str, type(None))}
 CONFIG_FIELDS = {"train_seed": int, "image_size": int, "batch_size": int, "epochs": int, "lr": (int, float),
                  "betas": list}
 HARD_IMAGE_FIELDS = {"label": str, "predicted": str, "loss": (int, float), "image_id": int, "path": str,
                      "also_shows": list, "val_position": int}
 
 
-def check_fields(value: Any, field: str, types: dict[str, Any]) -> None:
+def check_fields(value: Any, field: str, types: dict[str, Any], optional: bool = False) -> None:
     schema(isinstance(value, dict), field, "is not an object")
     for key, kind in types.items():
+        if optional and key not in value:
+            continue
         schema(key in value, f"{field}.{key}", "is missing")
         v = value[key]
         schema(isinstance(v, bool) if kind is bool else isinstance(v, kind) and not isinstance(v, bool),
@@ -2927,6 +2947,7 @@ def check_results_entry(key: str, entry: Any) -> None:
     schema(is_number(entry.get("train_time_s", 0.0)), f"{field}.train_time_s", "is not a number")
     if entry.get("infrastructure"):
         check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
+        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_OPTIONAL, optional=True)
     schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
     check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))
     check_predictions_agree(entry, f"{field}.val_predictions")

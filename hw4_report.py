@@ -25,7 +25,7 @@ import hw4
 from hw4 import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, DEAD_UNIT_IMAGES, DEFAULT_NETS, DatasetFacts,
                   FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS_FORMAT, MIN_IMAGE_SIZE, Measure,
                   OneLineErrorParser, POINTS, Results, SPLITS, SubsetTensors, Unit, WINDOW_STEPS,
-                  check_folder_creatable, is_chain_layer, is_seed_folder, load_finished_run, mean_std, net_label,
+                  check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder, load_finished_run, mean_std, net_label,
                   net_outline, new_figure, path_argument, pct, run_lock, seed_list_text, seeds_text,
                   write_bytes_atomic, write_json_atomic, write_net_figures, write_run_figures)
 
@@ -1874,7 +1874,8 @@ def commit_text(commit: str | None) -> str:
 
 def machine_text(infra: dict[str, Any]) -> str:
     """One machine as the infrastructure line shows it, the hw4 commit aside."""
-    where = f"{infra['gpu']} (CUDA)" if infra.get("gpu") else f"CPU {infra['cpu']} ({infra['cpus']} cores)"
+    cores = f"{infra['cpus']} cores"
+    where = f"{infra['gpu']} (CUDA)" if infra.get("gpu") else f"CPU {cpu_type_text(infra, cores)}"
     return (f"{where}, {infra['threads']} torch thread{'s' * (infra['threads'] != 1)} per net, torch "
             f"{infra['torch']}, Python {infra['python']}, {infra['os']}")
 
