@@ -42,42 +42,55 @@ if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch imports (a second or
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import difflib
-import errno
 import functools
 import hashlib
-import http.client
 import io
 import json
 import math
-import multiprocessing
 import os
-import platform
 import pickle
 import random
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-import urllib.parse
 import warnings
 import zipfile
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
+
+try:  # hw4's layers, beside this file: a missing or broken one is one line before any work
+    from hw4_records import (BEST_VAL, DEFAULT_NETS, DatasetFacts, Exercise, HARDEST_PER_CLASS, HardImage,
+                             MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS, METRICS_FORMAT, MIN_IMAGE_SIZE, Metric,
+                             NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS, OneLineErrorParser, Results, SPLITS,
+                             SchemaError, TMP_TAG, UserError, VAL_CHUNK, WINDOW_STEPS, check_folder_creatable,
+                             check_results_entry, clean_train_keys, diverged_epoch, fingerprint, infrastructure,
+                             is_class_name, is_number, machine_of, map_leaves, mean_std, metric_keys, new_figure,
+                             path_argument, path_text, pct, per_sample_cross_entropy, read_metrics_json, recorded,
+                             run_in_processes, run_lock, save_torch_atomic, savefig_atomic, scaled_side,
+                             seed_list_text, seeds_text, series_key, spec_parameter_count, terminal_text,
+                             write_bytes_atomic, write_json_atomic)
+    from hw4_sources import (DOWNLOAD_STOP, IMAGE_ERRORS, IMAGE_EXTENSIONS, MANIFEST_VERSION, PermanentError,
+                             WriteJob, build_lock, check_dataset_dir_is_ours, checked_url, choose_folder_pictures,
+                             content_digest, decode_rgb_thumbnail, ensure_demo_data, fetch_annotations, fetch_images,
+                             folder_listing_digest, make_job, open_picture, reusable_manifest, run_write_jobs,
+                             scan_class_folders, shared_pictures_summary, source_path, swap_into_place,
+                             write_folder_subset)
+except (ImportError, SyntaxError) as _exc:
+    if __name__ != "__main__":
+        raise
+    sys.stderr.write(f"hw4: error: {getattr(_exc, 'name', None) or _exc}: hw4.py needs hw4_records.py and "
+                     "hw4_sources.py beside it, as the repository has them; copy the whole folder\n")
+    sys.exit(2)
 
 # =============================================================================
 # Config: every setting of a run with its CLI flag, default, valid range and fingerprint role.
@@ -85,24 +98,12 @@ from torch import nn
 # =============================================================================
 
 DEFAULT_CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
-DEFAULT_NETS = ("net1", "net2", "net3")
-SPLITS = ("train", "val")
-MIN_IMAGE_SIZE = 10  # Net1 (no padding, two conv+pool blocks) needs 10x10 to keep one pixel
-MAX_IMAGE_SIZE = 1024  # the largest --image-size: predict accepts every net the table builds at this size
-MAX_SEED = 2 ** 32 - 1  # numpy's seeding takes 32 bits
-MAX_PER_CLASS = 100_000  # COCO's largest class has ~45k train2014 images
-MANIFEST_VERSION = 6  # bump whenever the build writes different files (selection, decoding, naming)
-NAME_MAX = 255  # bytes in one path component on common file systems
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 DEMO_DATA_DIR = "demo_data"
 DEMO_MAX_PER_CLASS = 5_000  # demo images are drawn one by one; more would take long to generate
 # Settings that --demo changes unless the user passes them explicitly.
 DEMO_DEFAULTS = {"train_per_class": 200, "val_per_class": 60, "epochs": 5, "out": "results/demo",
                  "dataset_dir": "demo_data/hw4_dataset"}
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2, never a traceback."""
 
 
 def in_range(kind: type, low: float, high: float, low_open: bool = False,
@@ -122,18 +123,6 @@ def in_range(kind: type, low: float, high: float, low_open: bool = False,
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
-
-
-def path_argument(text: str) -> str:
-    """An argparse type for paths: not empty (it would mean the current folder), and every component must fit
-    the file system's 255-byte limit."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path; pass a folder or file name ('.' for this folder)")
-    for part in Path(text).parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise argparse.ArgumentTypeError(f"path component {part[:40]!r}... is {len(os.fsencode(part))} "
-                                             f"bytes long; file systems allow {NAME_MAX}")
-    return text
 
 
 def default_threads() -> int:
@@ -253,192 +242,6 @@ class Config:
         return {**self.settings("train"), "train_seed": self.training_seed}
 
 
-# =============================================================================
-# Helpers: fingerprints, atomic writes, folder checks, one walk over nested data, worker pools.
-# Used by every section below.
-# =============================================================================
-
-
-def fingerprint(settings: dict[str, Any]) -> str:
-    """A short stable hash of a settings dict."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-TMP_TAG = "hw4-tmp-"  # in every temporary file's name: cleanup deletes only these
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full(path: Path) -> UserError:
-    """The one message for a full disk, wherever a write meets it: it is never the network's or the picture's."""
-    return UserError(f"no space left on the device of {path.parent} while writing {path.name}; free some space and "
-                     "rerun the same command (with --resume after training)")
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds, so a kill
-    never leaves a half-written file under the real name (remove_partial_writes cleans '.NAME.hw4-tmp-*', a
-    name only hw4 uses). A full disk is one line that names the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{TMP_TAG}{os.getpid()}-{threading.get_ident()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_full(path) from None
-        raise
-    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its zip writer
-        if "unexpected pos" in str(exc) or "No space left" in str(exc):
-            raise disk_full(path) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes_atomic(path: Path, blob: bytes) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(blob)
-
-
-def save_torch_atomic(obj: Any, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def map_leaves(obj: Any, leaf: Callable[[Any], Any]) -> Any:
-    """A copy of nested dicts, lists and tuples with `leaf` applied to everything else (keys too)."""
-    if isinstance(obj, dict):
-        return {map_leaves(k, leaf): map_leaves(v, leaf) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(map_leaves(v, leaf) for v in obj)
-    return leaf(obj)
-
-
-def json_leaf(value: Any) -> Any:
-    """numpy values become Python ones; NaN and infinities become null (JSON has no token for them)."""
-    if isinstance(value, np.ndarray):
-        return map_leaves(value.tolist(), json_leaf)
-    value = value.item() if isinstance(value, np.generic) else value
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-# a JSON list of numbers (and nulls), one per line; it starts with a raw newline, which no JSON string holds
-NUMBER_LIST = re.compile(r"\[\n\s*([-+.\deEnul,\s]*?)\n\s*\]")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Strictly valid JSON (a diverged run's NaN is written as null), indented, with every list of numbers on one
-    line: a seed's per-picture predictions would otherwise take a line a picture."""
-    text = json.dumps(map_leaves(data, json_leaf), indent=1, allow_nan=False)
-    write_bytes_atomic(path, NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text).encode())
-
-
-def check_folder_creatable(path: str | Path, flag: str) -> None:
-    """Fail before any work unless `flag`'s folder is writable or can be created, proven by making (and
-    removing) a probe folder in its deepest existing ancestor: /proc, read-only mounts and permissions
-    answer for themselves."""
-    path = existing = Path(path)
-    while not existing.exists():
-        if existing.is_symlink():  # it is there but leads nowhere: dangling, or a loop
-            raise UserError(f"{flag} {path} cannot be created: {existing} is a broken symlink or a symlink loop; "
-                            "pass another folder")
-        existing = existing.parent
-    if not existing.is_dir():
-        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
-        raise UserError(f"{flag} {path} {what}; pass a folder path")
-    probe = existing / f".hw4-probe-{os.getpid()}"
-    try:
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as exc:
-        raise UserError(f"{flag} {path} cannot be created or written: making a folder in {existing} failed "
-                        f"({exc.strerror or exc}); pass a folder you can write to") from None
-
-
-NOT_IN_CLASS_NAMES = set("/\\<>|[]`*#")  # a path separator, or Markdown and HTML that REPORT.md would act on
-
-
-def is_class_name(name: Any) -> bool:
-    """A class name hw4 accepts (from --classes or a metrics.json): a folder name that is plain text in Markdown."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and name.isprintable()
-            and not set(name) & NOT_IN_CLASS_NAMES)
-
-
-def path_text(path: Path | str) -> str:
-    """A path as a message may show it: control characters and undecodable bytes escaped."""
-    return terminal_text(os.fsdecode(path))
-
-
-def terminal_text(text: str) -> str:
-    """Text from a file or a file name, safe to print: control characters (ANSI escapes, newlines) escaped."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text)).encode(
-        "utf-8", "backslashreplace").decode("utf-8")
-
-
-def markdown_text(text: str) -> str:
-    """Text from data, safe inside a Markdown table cell: printable, with |, <, >, [, ] and ` escaped."""
-    return re.sub(r"([|<>\[\]`*_#\\])", r"\\\1", terminal_text(text))
-
-
-def worker_init(parent_pid: int) -> None:
-    """Start-up of every pool worker: ignore Ctrl-C (the parent decides and stops the workers), and die
-    with the parent, even a SIGKILLed one, instead of running on as an orphan (Linux's PR_SET_PDEATHSIG)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-@contextlib.contextmanager
-def stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 is /dev/null inside the block. Processes started here keep that stderr for life,
-    so a Ctrl-C that reaches a worker while it still imports torch prints no traceback; workers report
-    through their results (exceptions included), and the parent prints."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def build_start_method() -> str:
-    """fork where the platform has it (the decoders need no torch, and a fork starts in milliseconds),
-    else spawn (Windows)."""
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def run_in_processes(fn: Callable, tasks: list[tuple], workers: int, start_method: str,
-                     on_result: Callable[[int, Any], None]) -> None:
-    """fn(*task) for every task in `workers` processes; on_result(index, result) as each finishes.
-
-    Stopping is safe at any moment: on any exception here (Ctrl-C, SIGTERM, a failed task) every
-    worker is SIGKILLed, which loses at most each one's unfinished task, and the exception goes on.
-    """
-    pool = None
-    try:
-        with stderr_silenced():  # the workers start in submit(), multiprocessing's resource tracker before them
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method),
-                                       initializer=worker_init, initargs=(os.getpid(),))
-            futures = {pool.submit(fn, *task): k for k, task in enumerate(tasks)}
-        for future in as_completed(futures):
-            on_result(futures[future], future.result())
-    except BaseException:
-        for child in multiprocessing.active_children():
-            child.kill()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 # =============================================================================
 # COCO subset: choose the images. Reads the annotation file (checked as untrusted input) and hands
 # a Selection (picked ids per class, and where replacements come from) to the writer.
@@ -602,164 +405,6 @@ def select_subset(coco, cfg: Config) -> Selection:
 # counts, replacements, one entry per image) to loading.
 # =============================================================================
 
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what a bad image file raises
-BUILD_FILES = ("train_data", "val_data", "manifest.json", "tensors-*.pt", f".tensors-*.pt.{TMP_TAG}*")
-
-
-def source_path(image_dir: str | Path, file_name: str) -> Path:
-    """Where an annotation's image lives: a relative file_name without '..' (sub-folders are fine), so
-    it is always inside image_dir."""
-    rel = PurePosixPath(file_name.replace("\\", "/"))
-    if (not file_name or not rel.parts or rel.name in ("", ".") or rel.is_absolute() or ".." in rel.parts
-            or ":" in rel.parts[0] or "\0" in file_name):
-        raise UserError(f"unsafe file_name {file_name!r} in the annotations: it must be a path relative to the "
-                        "image dir without '..'; fix the annotation file")
-    return Path(image_dir) / rel
-
-
-def output_name(class_name: str, file_name: str, taken: set[str], image_id: int, lossless: bool = False) -> str:
-    """'<class>_<basename>' as the original named them, made unique within a split and short enough
-    for the file system (a long COCO name plus the class prefix can pass 255 bytes). lossless: the picture
-    is written as an RGB PNG (write_thumbnail), so the name ends in .png."""
-    stem, ext = os.path.splitext(PurePosixPath(file_name.replace("\\", "/")).name)
-    ext = ext if ext.lower() in (".jpg", ".jpeg", ".png") and not lossless else ".png"
-    cls = "".join("-" if c in "/\\\0" else c for c in class_name)
-    short = os.fsencode(cls)[:64].decode(errors="ignore")
-    for name in (f"{cls}_{stem}{ext}", f"{cls}_{image_id}_{stem}{ext}", f"{short}_{image_id}{ext}"):
-        if name not in taken and len(os.fsencode(name)) <= NAME_MAX:
-            break
-    taken.add(name)
-    return name
-
-
-@contextlib.contextmanager
-def open_picture(path: str | Path) -> Iterator[Image.Image]:
-    """Image.open without PIL's DecompressionBombWarning on stderr: a picture past PIL's limit raises (and is
-    refused as a bomb); one below it is only large, and decodes quietly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            yield img
-
-
-def decode_rgb_thumbnail(src: str | Path, size: int) -> Image.Image:
-    """Open any image, convert it to RGB and resize it to size x size (bicubic).
-
-    JPEGs are decoded in draft mode, which downsamples by 1/2..1/8 inside the DCT and so skips most
-    of the decoding; draft keeps at least the target size, so the final resize still averages real
-    pixels (the benchmark measures the difference to a full decode).
-    """
-    with open_picture(src) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        rgb = (img.convert("RGBA") if img.mode == "P" else eight_bit(img)).convert("RGB")  # palette alpha via RGBA
-    return rgb.resize((size, size), Image.Resampling.BICUBIC)
-
-
-def eight_bit(img: Image.Image) -> Image.Image:
-    """A 16-bit or 32-bit grayscale picture scaled to 8 bits (PIL's convert would clip it: 99.6% white for a
-    16-bit gradient); any other mode as it is."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N") or (img.mode == "I" and img.getextrema()[1] > 255):
-        values = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    return img
-
-
-def is_gray_at_size(src: str | Path, size: int) -> bool:
-    """The picture is 8-bit grayscale and already size x size (read from its header only): the build writes it
-    as an RGB PNG, which keeps every pixel, where an RGB JPEG would change them (output_name's lossless)."""
-    try:
-        with open_picture(src) as img:
-            return img.size == (size, size) and img.mode == "L"
-    except IMAGE_ERRORS:
-        return False  # write_thumbnail reports what is wrong with it
-
-
-def write_thumbnail(src: str, dst: str, size: int) -> None:
-    """Write one picture at size x size, always as 3-channel RGB, as the original wrote its thumbnails (its own
-    loader does not convert): its bytes as they are when it is already an RGB picture of that size in the
-    destination's format, so a ready-made 64x64 set keeps every pixel; a grayscale one of that size converted
-    to RGB and saved as PNG (every pixel kept); else decoded to RGB, resized and saved as JPEG quality 95 or
-    PNG, by the destination's extension."""
-    as_jpeg = dst.lower().endswith((".jpg", ".jpeg"))
-    with open_picture(src) as img:
-        at_size = img.size == (size, size)
-        if at_size:
-            img.load()  # the whole file must decode: a truncated one is refused here, not while training
-        if at_size and img.mode == "L" and not as_jpeg:
-            img.convert("RGB").save(dst, format="PNG")
-            return
-        fits = at_size and img.mode == "RGB" and img.format == ("JPEG" if as_jpeg else "PNG")
-    if fits:
-        shutil.copyfile(src, dst)
-        return
-    decode_rgb_thumbnail(src, size).save(dst, **({"format": "JPEG", "quality": 95} if as_jpeg else {"format": "PNG"}))
-
-
-def write_thumbnails(jobs: list[tuple[str, str, int]]) -> list[str | None]:
-    """write_thumbnail for each (source, destination, size). Returns, per image, None or why it failed.
-    Only regular files are opened: a FIFO named x.jpg would block the read forever."""
-    reasons = []
-    for src, dst, size in jobs:
-        try:
-            if not os.path.isfile(src):
-                reasons.append("not a regular file" if os.path.lexists(src) else "missing")
-                continue
-            write_thumbnail(src, dst, size)
-            reasons.append(None)
-        except FileNotFoundError:
-            reasons.append("missing")
-        except IMAGE_ERRORS as exc:
-            if is_disk_full(exc):  # the destination is full, not the picture bad
-                raise disk_full(Path(dst)) from None
-            reasons.append(f"unreadable ({type(exc).__name__}: {exc})")
-    return reasons
-
-
-@dataclass
-class WriteJob:
-    split: str
-    class_name: str
-    label: int
-    image_id: int
-    file_name: str
-    out_name: str
-    slot: int  # position in the plan, kept by a replacement so the manifest order is stable
-
-    def entry(self) -> dict[str, Any]:
-        return {"split": self.split, "path": f"{self.split}_data/{self.out_name}", "class": self.class_name,
-                "label": self.label, "image_id": self.image_id, "file_name": self.file_name}
-
-
-def run_write_jobs(jobs: list[WriteJob], source_root: str | Path, cfg: Config, root: Path,
-                   desc: str) -> list[str | None]:
-    """Write a batch of thumbnails, in worker processes when --workers > 1. Order is kept."""
-    from tqdm import tqdm
-
-    args = [(str(source_path(source_root, j.file_name)), str(root / f"{j.split}_data" / j.out_name),
-             cfg.image_size) for j in jobs]
-    size = max(1, len(args) // (cfg.workers * 8))  # few round trips, yet an even spread
-    chunks = [args[k:k + size] for k in range(0, len(args), size)]
-    done: list[list[str | None]] = [[] for _ in chunks]
-    with tqdm(total=len(args), desc=desc, unit="img", disable=None, leave=False) as bar:
-        def collect(k: int, reasons: list[str | None]) -> None:
-            done[k] = reasons
-            bar.update(len(reasons))
-
-        if cfg.workers == 1 or len(chunks) < 2:
-            for k, chunk in enumerate(chunks):
-                collect(k, write_thumbnails(chunk))
-        else:
-            run_in_processes(write_thumbnails, [(c,) for c in chunks], cfg.workers, build_start_method(), collect)
-    return [reason for chunk in done for reason in chunk]
-
-
-def make_job(split: str, name: str, label: int, img_id: int, coco, taken: dict[str, set[str]],
-             slot: int) -> WriteJob:
-    file_name = coco.imgs[img_id]["file_name"]
-    source_path("", file_name)  # refuse an unsafe name before anything is written
-    return WriteJob(split, name, label, img_id, file_name, output_name(name, file_name, taken[split], img_id), slot)
-
 
 def write_subset(selection: Selection, coco, cfg: Config, root: Path) -> tuple[list[dict], list[dict]]:
     """Write every picked image (the first N of a class to train, the next M to val); replace failures
@@ -805,138 +450,6 @@ def note_other_classes(entries: list[dict], coco, cat_ids: dict[str, int]) -> No
         anns = coco.imgToAnns.get(e["image_id"], [])
         shown = {name_of[a["category_id"]] for a in anns if a["category_id"] in name_of}
         e["also_shows"] = sorted(shown - {e["class"]})
-
-
-def manifest_is_valid(m: Any) -> bool:
-    """The shape the build writes: what loading, training and the report read, with labels in range."""
-    try:
-        classes = m["classes"]
-        ok = (m["version"] == MANIFEST_VERSION and isinstance(m["fingerprint"], str) and isinstance(m["config"], dict)
-              and isinstance(classes, list) and len(classes) >= 2 and isinstance(m["entries"], list)
-              and isinstance(m["config"]["image_size"], int) and isinstance(m["config"]["seed"], int)
-              and all(isinstance(m["counts"][split][c], int) for split in SPLITS for c in classes))
-        return ok and all(
-            e["split"] in SPLITS and isinstance(e["path"], str) and e["class"] in classes
-            and isinstance(e["label"], int) and classes[e["label"]] == e["class"]
-            and PurePosixPath(e["path"]).parts[:1] == (f"{e['split']}_data",)
-            and ".." not in PurePosixPath(e["path"]).parts for e in m["entries"])
-    except (KeyError, TypeError, IndexError, AttributeError):
-        return False
-
-
-def read_manifest(dataset_dir: str | Path) -> dict | None:
-    """The finished build's manifest, or None when there is none, it is damaged or it is not hw4's."""
-    try:
-        manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return manifest if manifest_is_valid(manifest) else None
-
-
-def reusable_manifest(cfg: Config) -> dict | None:
-    """The manifest of a finished build with this exact config, if its files are all there."""
-    manifest = read_manifest(cfg.dataset_dir)
-    if not manifest or manifest.get("fingerprint") != cfg.build_fingerprint():
-        return None
-    if not isinstance(manifest.get("content"), str):  # built before the content digest: rebuilt (same files)
-        return None
-    return manifest if all((Path(cfg.dataset_dir) / e["path"]).is_file() for e in manifest["entries"]) else None
-
-
-def content_digest(root: Path, classes: Sequence[str], entries: list[dict]) -> str:
-    """What training sees, and nothing about where the source sits or when it was copied: the classes and
-    each picture's split, path, label and bytes. The build fingerprint (paths, mtimes) only decides whether a
-    dataset folder is up to date; runs are keyed by this digest, so a fresh `git clone` of the same pictures
-    on another machine resumes and extends a committed run."""
-    digest = hashlib.sha256(json.dumps(list(classes)).encode())
-    for e in sorted(entries, key=lambda e: e["path"]):
-        picture = hashlib.sha256((root / e["path"]).read_bytes()).hexdigest()
-        digest.update(f"{e['split']}\0{e['path']}\0{e['label']}\0{picture}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def check_dataset_dir_is_ours(dataset_dir: Path) -> None:
-    """A rebuild replaces the folder as a whole, so it must hold nothing but a build: results, notes or
-    another project there would be deleted with it."""
-    import fnmatch
-
-    if not dataset_dir.is_dir():
-        return  # absent (a file was refused before any work)
-    entries = sorted(p.name for p in dataset_dir.iterdir())
-    if not entries:
-        return
-    manifest = read_manifest(dataset_dir)
-    if manifest is None:
-        raise UserError(f"--dataset-dir {dataset_dir} exists and is not an hw4 dataset (no hw4 manifest.json); "
-                        "choose another --dataset-dir or remove it")
-    written = {e["path"] for e in manifest["entries"]}  # the only files a build puts in train_data/ and val_data/
-    foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pattern) for pattern in BUILD_FILES)]
-    for split in SPLITS:
-        folder = dataset_dir / f"{split}_data"
-        if folder.is_dir():
-            foreign += [p.relative_to(dataset_dir).as_posix() for p in sorted(folder.rglob("*"))
-                        if p.relative_to(dataset_dir).as_posix() not in written]
-    if foreign:
-        raise UserError(f"--dataset-dir {dataset_dir} holds files the build did not write ({', '.join(foreign[:3])}"
-                        f"{' ...' if len(foreign) > 3 else ''}), which a rebuild would delete; move them out or "
-                        "choose another --dataset-dir")
-
-
-RUN_LOCK = ".hw4-run.lock"  # in a folder while a command writes into it: the operating system's lock on this file
-RUN_PID = ".hw4-run.pid"  # beside it while held: the holder's process id, for the message
-
-
-@contextlib.contextmanager
-def held_lock(lock_file: Path, what: str, busy: Callable[[str], str]) -> Iterator[None]:
-    """Hold the operating system's lock on lock_file, with this process's id beside it (the same name, .pid) for the
-    message of whoever finds it taken: busy(' (process N)'). The kernel holds the lock (filelock: fcntl on Linux and
-    macOS, msvcrt on Windows) and drops it when its holder dies: a killed command's lock is free at once, two can
-    never both take it over, and a recycled process id cannot keep it. what: the folder, for a lock that cannot be
-    taken at all."""
-    from filelock import FileLock, Timeout
-
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file, lock = lock_file.with_suffix(".pid"), FileLock(lock_file, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        holder = ""
-        with contextlib.suppress(OSError, ValueError):
-            holder = f" (process {int(pid_file.read_text()[:20])})"
-        raise UserError(busy(holder)) from None
-    except OSError as exc:
-        raise UserError(f"{what}: its lock {lock_file} cannot be taken ({exc.strerror or exc}); pass a folder you can "
-                        "write to") from None
-    try:
-        pid_file.write_text(str(os.getpid()))
-        yield
-    finally:
-        pid_file.unlink(missing_ok=True)
-        lock.release()
-
-
-def run_lock(out: Path, flag: str = "--out") -> contextlib.AbstractContextManager:
-    """One command at a time writes into a folder (a training run, `report`, `compare --out`), so that two never
-    mix their files."""
-    return held_lock(out / RUN_LOCK, f"{flag} {out}", lambda holder: f"another hw4 command{holder} is writing into "
-                     f"{flag} {out}; wait for it to end, or pass another folder")
-
-
-def build_lock(target: Path, shown: str) -> contextlib.AbstractContextManager:
-    """One build at a time into a dataset folder. Its lock lies beside the folder (.NAME.build.lock), because a
-    build replaces the folder itself; shown: the folder as the user named it."""
-    return held_lock(target.with_name(f".{target.name}.build.lock"), f"--dataset-dir {shown}", lambda holder:
-                     f"another build into --dataset-dir {shown} is running{holder}; wait for it to finish, or build "
-                     "into another --dataset-dir")
-
-
-def swap_into_place(tmp: Path, target: Path) -> None:
-    """Replace target by tmp with renames, so a reader never sees half a build."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_build(cfg: Config, target: Path, coco=None) -> dict:
@@ -1000,340 +513,6 @@ def build_subset(cfg: Config, coco=None) -> dict:
     return manifest
 
 
-# =============================================================================
-# Class folders (--image-folders): the pictures as given, ROOT/{train,val}/<class>/<file>, checked
-# whole before anything is written. Hands the same manifest.json as the COCO build to loading.
-# =============================================================================
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-COCO_FILE_ID = re.compile(r"COCO_(?:train|val|test)\d{4}_0*(\d+)\.")
-
-
-@dataclass(frozen=True)
-class FolderPicture:
-    """One picture file of the class folders; the same image_id (picture_id) in two folders is one picture."""
-
-    split: str
-    class_name: str
-    file_name: str  # relative to ROOT, with '/'
-    image_id: int
-
-
-def picture_id(path: Path) -> int:
-    """Which picture a file is: the COCO id when its name carries one (COCO_train2014_<id>.jpg), else a 48-bit
-    id from its bytes, so that one picture copied into two class folders under any name is found as one.
-    (On the exercise's pictures the COCO ids and the bytes group the files alike: 181 shared pictures.)"""
-    found = COCO_FILE_ID.search(path.name)
-    if found:
-        return int(found.group(1))
-    try:
-        return int(hashlib.sha256(path.read_bytes()).hexdigest()[:12], 16)
-    except OSError as exc:
-        raise UserError(f"{path_text(path)} cannot be read ({exc.strerror or exc}); check the class folders") from None
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The picture files under a folder (sub-folders too), sorted. Hidden files and folders (.DS_Store) and
-    other extensions are skipped; something that is not a regular file (a FIFO, a broken link) is refused."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = Path(dirpath) / name
-            if not path.is_file():
-                raise UserError(f"{path} is not a regular file (a FIFO, socket or broken link); remove it from the "
-                                "class folder")
-            found.append(path)
-    return sorted(found)
-
-
-def folder_listing_digest(root: Path) -> str:
-    """Every file's relative path, size and mtime under ROOT/{train,val}: an edited folder is another build."""
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        for dirpath, dirnames, filenames in sorted(os.walk(root / split)):
-            dirnames.sort()
-            for name in sorted(filenames):
-                with contextlib.suppress(OSError):
-                    st = os.stat(Path(dirpath) / name)
-                    digest.update(f"{Path(dirpath, name).relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def scan_class_folders(root: Path, classes: Sequence[str]) -> list[FolderPicture]:
-    """Every picture of ROOT/{train,val}/<class>/, after checking the layout against --classes."""
-    if not root.is_dir():
-        raise UserError(f"--image-folders {root} is not a folder; pass the folder that holds train/ and val/")
-    pictures = []
-    for split in SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise UserError(f"--image-folders {root} has no {split}/ folder; it needs ROOT/train/<class>/ and "
-                            "ROOT/val/<class>/ (torchvision's ImageFolder layout, once per split)")
-        for entry in sorted(split_dir.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if not entry.is_dir():
-                if entry.suffix.lower() in IMAGE_EXTENSIONS:
-                    raise UserError(f"{entry} is not inside a class folder; move it into {split}/<class>/")
-                continue
-            if entry.name not in classes:
-                closest = difflib.get_close_matches(entry.name, classes, n=1, cutoff=0)
-                raise UserError(f"class folder {entry} is not one of --classes ({' '.join(classes)}); the closest "
-                                f"is {closest[0]!r}: rename the folder, or name it in --classes")
-        for name in classes:
-            files = image_files(split_dir / name) if (split_dir / name).is_dir() else []
-            if not files:
-                raise UserError(f"class {name!r} has no images in {split_dir / name}; add them, or leave {name!r} "
-                                "out of --classes")
-            for path in files:
-                rel = path.relative_to(root).as_posix()
-                pictures.append(FolderPicture(split, name, rel, picture_id(path)))
-    return pictures
-
-
-def folders_by_picture(pictures: Sequence[FolderPicture]) -> dict[int, list[FolderPicture]]:
-    by_id: dict[int, list[FolderPicture]] = {}
-    for p in pictures:
-        by_id.setdefault(p.image_id, []).append(p)
-    return by_id
-
-
-def is_shared(copies: Sequence[FolderPicture]) -> bool:
-    """A picture in two class folders, or in both splits."""
-    return len({p.class_name for p in copies}) > 1 or len({p.split for p in copies}) > 1
-
-
-def choose_folder_pictures(pictures: list[FolderPicture], cfg: Config) -> list[FolderPicture]:
-    """The pictures as given: all of them, without shared ones with --exclusive, and at most
-    --train-per-class / --val-per-class per class when given (a draw seeded by --seed)."""
-    if cfg.exclusive:
-        shared = {i for i, copies in folders_by_picture(pictures).items() if is_shared(copies)}
-        pictures = [p for p in pictures if p.image_id not in shared]
-    rng, chosen = random.Random(cfg.seed), []
-    for split, cap in (("train", cfg.train_per_class), ("val", cfg.val_per_class)):
-        for name in cfg.classes:
-            group = [p for p in pictures if p.split == split and p.class_name == name]
-            if cap is not None and len(group) < cap:
-                raise UserError(f"class {name!r} has {len(group)} {split} pictures in --image-folders"
-                                f"{' without shared ones (--exclusive)' if cfg.exclusive else ''} but --{split}-per-"
-                                f"class asks for {cap}; lower it, or leave it out to take them all")
-            chosen += group if cap is None else sorted(rng.sample(group, cap), key=lambda p: p.file_name)
-    return chosen
-
-
-def shared_pictures_summary(chosen: Sequence[FolderPicture], cfg: Config) -> dict[str, Any]:
-    """The pictures of the dataset that sit in two class folders or in both splits: counted, by class pair,
-    and listed, with whether they were kept (the exercise's data) or dropped (--exclusive)."""
-    shared = {i: copies for i, copies in folders_by_picture(chosen).items() if is_shared(copies)}
-    pairs: dict[str, int] = {}
-    for copies in shared.values():
-        names = [c for c in cfg.classes if c in {p.class_name for p in copies}]
-        for k, a in enumerate(names):
-            for b in names[k + 1:]:
-                pairs[f"{a}/{b}"] = pairs.get(f"{a}/{b}", 0) + 1
-    return {"kept": not cfg.exclusive,
-            "in_two_classes": sum(len({p.class_name for p in c}) > 1 for c in shared.values()),
-            "in_both_splits": sum(len({p.split for p in c}) > 1 for c in shared.values()),
-            "class_pairs": dict(sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "pictures": [{"image_id": i, "files": [p.file_name for p in c]} for i, c in sorted(shared.items())]}
-
-
-def write_folder_subset(chosen: list[FolderPicture], pictures: list[FolderPicture], cfg: Config,
-                        root: Path) -> list[dict]:
-    """Write the chosen pictures (resized only if they are not image_size already). A picture that does not
-    decode stops the build: the folders are the data, so nothing is swapped in for it."""
-    taken: dict[str, set[str]] = {"train": set(), "val": set()}
-    root_in = Path(cfg.image_folders)
-    jobs = [WriteJob(p.split, p.class_name, cfg.classes.index(p.class_name), p.image_id, p.file_name,
-                     output_name(p.class_name, p.file_name, taken[p.split], p.image_id,
-                                 is_gray_at_size(root_in / p.file_name, cfg.image_size)), k)
-            for k, p in enumerate(chosen)]
-    failures = [(job, why) for job, why in zip(jobs, run_write_jobs(jobs, cfg.image_folders, cfg, root,
-                                                                     "writing images")) if why]
-    if failures:
-        job, why = failures[0]
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise UserError(f"{Path(cfg.image_folders) / job.file_name} is not a readable image{more}: {why}; remove "
-                        "it from the class folder or replace it")
-    shows = {i: {p.class_name for p in copies} for i, copies in folders_by_picture(pictures).items()}
-    return [{**job.entry(), "also_shows": sorted(shows[job.image_id] - {job.class_name})} for job in jobs]
-
-
-# =============================================================================
-# COCO subset: download only the chosen images (--download). Fills --image-dir (and --ann-file if
-# missing) before the build, following the builder's replacement rule.
-# =============================================================================
-
-DEFAULT_COCO_URL_BASE = "http://images.cocodataset.org"
-ANNOTATIONS_ZIP = "annotations/annotations_trainval2014.zip"
-ANNOTATIONS_MEMBER = "annotations/instances_train2014.json"
-CONNECT_TIMEOUT_S, BACKOFF_BASE_S, BACKOFF_CAP_S = 10.0, 0.5, 20.0
-
-
-class RetryableError(Exception):
-    """A timeout, a reset, a cut body, a 5xx or a 429: worth another try after a pause."""
-
-
-class PermanentError(Exception):
-    """A 404 or another 4xx, or a URL we refuse: trying again will not help."""
-
-
-def checked_url(url: str) -> urllib.parse.SplitResult:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentError(f"refusing URL {url!r}: only http and https are allowed")
-    return parts
-
-
-IMAGE_MAX_BYTES = 64 * 2 ** 20  # a COCO train2014 picture is under 1 MB; an endless body stops here
-ANNOTATIONS_MAX_BYTES = 2 * 2 ** 30  # annotations_trainval2014.zip is 241 MB
-DOWNLOAD_STOP = threading.Event()  # set on Ctrl-C or SIGTERM: download threads stop at their next chunk
-
-
-def http_get(url: str, dest: Path, read_timeout: float, max_bytes: int = IMAGE_MAX_BYTES,
-             deadline_s: float | None = None, redirects: int = 3) -> None:
-    """GET url into dest with separate connect and read timeouts, a byte cap and, when given, a deadline for
-    the whole body (a read timeout alone lets a server trickle a byte a second for ever); classifies every
-    failure. A full disk is the disk's error, never retried as the network's."""
-    started = time.monotonic()
-    parts = checked_url(url)
-    conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_class(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT_S)
-    try:
-        conn.connect()
-        conn.sock.settimeout(read_timeout)
-        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                     headers={"User-Agent": "hw4"})
-        resp = conn.getresponse()
-        if resp.status in (301, 302, 303, 307, 308) and redirects and resp.getheader("Location"):
-            return http_get(urllib.parse.urljoin(url, resp.getheader("Location")), dest, read_timeout, max_bytes,
-                            deadline_s, redirects - 1)
-        if resp.status == 429 or resp.status >= 500:
-            raise RetryableError(f"HTTP {resp.status} {resp.reason}")
-        if resp.status != 200:
-            raise PermanentError(f"HTTP {resp.status} {resp.reason}")
-        expected, size = resp.getheader("Content-Length"), 0
-        if expected is not None and expected.isdigit() and int(expected) > max_bytes:
-            raise PermanentError(f"the file is {int(expected):,} bytes, over the {max_bytes:,} it can be")
-        try:
-            f = open(dest, "wb")
-        except OSError as exc:
-            raise (disk_full(dest) if is_disk_full(exc) else exc) from None
-        with f:
-            while chunk := resp.read1(1 << 16):  # what has arrived: read() would wait for the whole 64 KiB
-                if DOWNLOAD_STOP.is_set():
-                    raise PermanentError("stopped")
-                if deadline_s is not None and time.monotonic() - started > deadline_s:
-                    raise RetryableError(f"too slow: not complete after {deadline_s:.0f} s")
-                if size + len(chunk) > max_bytes:
-                    raise PermanentError(f"the body runs past {max_bytes:,} bytes, more than the file can be")
-                try:
-                    size += f.write(chunk)
-                except OSError as exc:
-                    raise (disk_full(dest) if is_disk_full(exc) else exc) from None
-        if expected is not None and size != int(expected):
-            raise RetryableError(f"body cut off: {size} of {expected} bytes")
-    except (http.client.HTTPException, OSError) as exc:  # timeouts, resets, cut bodies, DNS
-        raise RetryableError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
-    finally:
-        conn.close()
-
-
-def is_valid_image(path: Path) -> bool:
-    """The file decodes completely (a truncated JPEG fails here); draft mode keeps it cheap."""
-    try:
-        with open_picture(path) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (64, 64))
-            img.load()
-        return True
-    except IMAGE_ERRORS:
-        return False
-
-
-def fetch_with_retries(url: str, dest: Path, cfg: Config, check=is_valid_image, max_bytes: int = IMAGE_MAX_BYTES,
-                       deadline_s: float | None = -1.0) -> tuple[str, int, str]:
-    """Fetch url to dest; returns (status, retries, reason). The body goes to a temporary file renamed
-    into place only once it is complete and passes `check`, so an interrupted run never leaves a file
-    that looks done."""
-    reason, attempt = "", 0
-    for attempt in range(cfg.download_retries + 1):
-        try:
-            with atomic_write(dest) as tmp:  # -1: a picture's whole body gets 4 read timeouts, at least a minute
-                http_get(url, tmp, cfg.download_timeout, max_bytes,
-                         max(60.0, 4 * cfg.download_timeout) if deadline_s == -1.0 else deadline_s)
-                if not check(tmp):
-                    raise RetryableError("the body is not a readable image")
-            return "downloaded", attempt, ""
-        except PermanentError as exc:
-            return "failed", attempt, str(exc)
-        except RetryableError as exc:
-            reason = str(exc)
-            if attempt < cfg.download_retries:  # exponential backoff with jitter, so threads do not retry in step
-                time.sleep(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt) * random.uniform(0.5, 1.5))
-    return "failed", attempt, reason
-
-
-def image_url(image: dict, base: str | None) -> str:
-    """URL of one COCO image: the mirror's train2014/<file_name>, or the annotation's coco_url."""
-    if base:
-        return f"{base.rstrip('/')}/train2014/{urllib.parse.quote(str(source_path('', image['file_name'])))}"
-    if not image.get("coco_url"):
-        raise PermanentError(f"image {image['id']} has no coco_url (pass --coco-url-base)")
-    return image["coco_url"]
-
-
-def fetch_annotations(cfg: Config) -> None:
-    """Fetch the 2014 annotations zip and extract instances_train2014.json to --ann-file."""
-    ann = Path(cfg.ann_file)
-    archive = ann.with_name(".annotations_trainval2014.zip")
-    url = f"{(cfg.coco_url_base or DEFAULT_COCO_URL_BASE).rstrip('/')}/{ANNOTATIONS_ZIP}"
-    print(f"fetching the annotations from {url} ...")
-    status, _, reason = fetch_with_retries(url, archive, cfg, check=zipfile.is_zipfile,
-                                           max_bytes=ANNOTATIONS_MAX_BYTES, deadline_s=None)  # 241 MB: no deadline
-    if status == "failed":
-        raise UserError(f"could not download {url} ({reason}); check the network or --coco-url-base")
-    try:
-        with zipfile.ZipFile(archive) as zf, zf.open(ANNOTATIONS_MEMBER) as src, atomic_write(ann) as tmp:
-            tmp.write_bytes(src.read())
-    except KeyError:
-        raise UserError(f"{url} has no {ANNOTATIONS_MEMBER}; check --coco-url-base") from None
-    finally:
-        archive.unlink(missing_ok=True)
-
-
-def fetch_images(ids: list[int], coco, cfg: Config) -> dict[int, tuple[str, int, str]]:
-    """Fetch the images with these ids in parallel threads; returns id -> (status, retries, reason)."""
-    from tqdm import tqdm
-
-    image_dir = Path(cfg.image_dir)
-
-    def one(img_id: int) -> tuple[str, int, str]:
-        image = coco.imgs[img_id]
-        dest = source_path(image_dir, image["file_name"])
-        try:
-            if not dest.parent.resolve().is_relative_to(image_dir.resolve()):  # a symlink on the way
-                raise PermanentError(f"{image['file_name']} would be written outside {image_dir}")
-            if dest.is_file() and is_valid_image(dest):  # checked before the URL: a present image needs none
-                return "present", 0, ""
-            return fetch_with_retries(image_url(image, cfg.coco_url_base), dest, cfg)
-        except PermanentError as exc:
-            return "failed", 0, str(exc)
-
-    pool = ThreadPoolExecutor(max_workers=cfg.download_workers)
-    try:
-        return dict(zip(ids, tqdm(pool.map(one, ids), total=len(ids), desc="downloading", unit="img", disable=None)))
-    except BaseException:  # Ctrl-C, SIGTERM, a full disk: the threads stop at their next chunk, none waits
-        DOWNLOAD_STOP.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=False)
-
-
 def download_subset_images(cfg: Config):
     """--download: the annotations if missing, then exactly the chosen images, and for each that fails
     for good the replacement the build will pick (Selection.replacement)."""
@@ -1364,155 +543,6 @@ def download_subset_images(cfg: Config):
         raise UserError(f"no image could be downloaded (first: {failures[0][1]}); check the network or pass "
                         "--coco-url-base")
     return coco
-
-
-# =============================================================================
-# Demo data: an offline COCO-format set with learnably different classes, written where
-# --data_dir would point (demo_data/coco/...), so the build reads it like real COCO.
-# =============================================================================
-
-DEMO_CATEGORIES = {"airplane": 5, "bus": 6, "cat": 17, "dog": 18, "pizza": 59}
-
-
-def demo_background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """A smooth random colour gradient with pixel noise, like an out-of-focus scene."""
-    corners = rng.integers(40, 220, size=(2, 2, 3)).astype(np.float32)
-    yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
-    xx = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
-    top = corners[0, 0] * (1 - xx) + corners[0, 1] * xx
-    bottom = corners[1, 0] * (1 - xx) + corners[1, 1] * xx
-    img = top * (1 - yy) + bottom * yy + rng.normal(0, 12, size=(h, w, 3))
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
-def jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 30) -> tuple[int, ...]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
-
-
-def draw_demo_object(draw: ImageDraw.ImageDraw, name: str, box: tuple[int, int, int, int],
-                     rng: np.random.Generator) -> None:
-    """Draw one class's shape inside box = (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    if name == "airplane":  # a thin fuselage crossed by swept wings and a tail
-        grey = jitter(rng, (225, 225, 235), 20)
-        draw.ellipse((x0, cy - h * 0.1, x1, cy + h * 0.1), fill=grey)
-        draw.polygon([(cx - w * 0.1, cy), (cx + w * 0.15, cy), (cx - w * 0.15, y0), (cx - w * 0.3, y0)], fill=grey)
-        draw.polygon([(cx - w * 0.1, cy), (cx + w * 0.15, cy), (cx - w * 0.15, y1), (cx - w * 0.3, y1)], fill=grey)
-        draw.polygon([(x0, cy), (x0 + w * 0.12, cy), (x0, cy - h * 0.35)], fill=grey)
-    elif name == "bus":  # a long box with a row of windows and two wheels
-        body = jitter(rng, (230, 180, 20))
-        draw.rectangle((x0, y0 + h * 0.1, x1, y1 - h * 0.15), fill=body)
-        for k in range(5):
-            wx = x0 + w * (0.06 + 0.18 * k)
-            draw.rectangle((wx, y0 + h * 0.2, wx + w * 0.12, y0 + h * 0.45), fill=(40, 50, 70))
-        for wx in (x0 + w * 0.2, x1 - w * 0.2):
-            draw.ellipse((wx - h * 0.15, y1 - h * 0.3, wx + h * 0.15, y1), fill=(20, 20, 20))
-    elif name == "cat":  # a round head with pointed ears and two eyes
-        fur = jitter(rng, (235, 140, 50))
-        r = min(w, h) * 0.35
-        draw.polygon([(cx - r, cy - r * 0.2), (cx - r * 0.7, cy - r * 1.6), (cx - r * 0.2, cy - r * 0.8)], fill=fur)
-        draw.polygon([(cx + r, cy - r * 0.2), (cx + r * 0.7, cy - r * 1.6), (cx + r * 0.2, cy - r * 0.8)], fill=fur)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fur)
-        for ex in (cx - r * 0.4, cx + r * 0.4):
-            draw.ellipse((ex - r * 0.15, cy - r * 0.3, ex + r * 0.15, cy), fill=(60, 200, 60))
-    elif name == "dog":  # a long body on four legs with a head and a floppy ear
-        coat = jitter(rng, (120, 75, 35))
-        draw.ellipse((x0 + w * 0.15, cy - h * 0.2, x1 - w * 0.1, cy + h * 0.15), fill=coat)
-        for lx in (0.25, 0.4, 0.65, 0.8):
-            draw.rectangle((x0 + w * lx, cy, x0 + w * (lx + 0.07), y1), fill=coat)
-        draw.ellipse((x0, y0, x0 + w * 0.35, y0 + h * 0.4), fill=coat)
-        draw.ellipse((x0 + w * 0.05, y0 + h * 0.15, x0 + w * 0.15, y0 + h * 0.45), fill=(60, 35, 15))
-    elif name == "pizza":  # a crust disc, tomato, and pepperoni dots
-        r = min(w, h) * 0.48
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=jitter(rng, (210, 160, 90), 15))
-        draw.ellipse((cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85), fill=jitter(rng, (200, 50, 30), 20))
-        for _ in range(7):
-            a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0, r * 0.6)
-            px, py = cx + d * math.cos(a), cy + d * math.sin(a)
-            draw.ellipse((px - r * 0.12, py - r * 0.12, px + r * 0.12, py + r * 0.12), fill=(140, 20, 20))
-    else:
-        raise ValueError(name)
-
-
-def demo_image(rng: np.random.Generator, names: list[str]) -> tuple[Image.Image, list[tuple[str, tuple]]]:
-    """One demo photo with the given classes drawn in it at random places, and their boxes."""
-    w, h = int(rng.integers(160, 321)), int(rng.integers(120, 241))
-    img = demo_background(rng, w, h)
-    draw = ImageDraw.Draw(img)
-    objects = []
-    frac = 0.75 if len(names) == 1 else 0.5
-    for name in names:
-        bw, bh = int(w * frac * rng.uniform(0.8, 1.0)), int(h * frac * rng.uniform(0.8, 1.0))
-        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
-        draw_demo_object(draw, name, (x0, y0, x0 + bw, y0 + bh), rng)
-        objects.append((name, (x0, y0, x0 + bw, y0 + bh)))
-    return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))), objects
-
-
-def make_demo_coco(root: Path, images_per_class: int, seed: int = 0) -> None:
-    """Write root/coco/annotations/instances_train2014.json and root/coco/images/*.jpg; about 10% of
-    the images are grayscale and about 10% show two classes, as in COCO."""
-    rng = np.random.default_rng(seed)
-    names = list(DEMO_CATEGORIES)
-    image_dir = root / "coco" / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for k in range(images_per_class * len(names)):
-        shown = [names[k % len(names)]]
-        if rng.random() < 0.1:
-            shown.append(str(rng.choice([n for n in names if n != shown[0]])))
-        img, objects = demo_image(rng, shown)
-        if rng.random() < 0.1:
-            img = img.convert("L")
-        img_id = 100000 + k
-        file_name = f"COCO_train2014_{img_id:012d}.jpg"
-        img.save(image_dir / file_name, quality=90)
-        images.append({"id": img_id, "file_name": file_name, "width": img.width, "height": img.height,
-                       "coco_url": f"http://images.cocodataset.org/train2014/{file_name}"})
-        for name, (x0, y0, x1, y1) in objects:
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": img_id, "category_id": DEMO_CATEGORIES[name],
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0,
-                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
-            })
-    categories = [{"id": 1, "name": "person", "supercategory": "person"}] + [
-        {"id": cid, "name": name, "supercategory": "demo"} for name, cid in DEMO_CATEGORIES.items()]
-    write_json_atomic(root / "coco" / "annotations" / "instances_train2014.json",
-                      {"info": {"description": "hw4 demo data"}, "images": images, "annotations": annotations,
-                       "categories": categories})
-
-
-def ensure_demo_data(root: Path, images_per_class: int) -> None:
-    """Generate the demo COCO set once (a marker records its size). A new set is generated beside the
-    old one and swapped in when complete: a failed generation leaves the previous demo data as it was. One
-    command generates at a time (the OS lock on ROOT/.demo.lock), so that no second one swaps the set while the
-    first reads it; a killed one's leftover folder goes with the next generation."""
-    marker = root / "coco" / "demo.json"
-    want = {"images_per_class": images_per_class, "version": 1}
-
-    def ready() -> bool:
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads(marker.read_text()) == want
-        return False
-
-    if ready():
-        return
-    with held_lock(root / ".demo.lock", f"the demo data in {root}", lambda holder: f"another hw4 command{holder} is "
-                   f"generating the demo data in {root}; wait for it to end, then rerun"):
-        if ready():  # generated by another command between the check above and the lock
-            return
-        for other in root.glob(".coco.generating-*"):
-            shutil.rmtree(other, ignore_errors=True)
-        print(f"generating demo COCO data in {root}/coco ...")
-        tmp = root / f".coco.generating-{os.getpid()}"
-        try:
-            make_demo_coco(tmp, images_per_class)
-            write_json_atomic(tmp / "coco" / "demo.json", want)
-            swap_into_place(tmp / "coco", root / "coco")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # =============================================================================
@@ -1637,44 +667,6 @@ def to_input(x: torch.Tensor) -> torch.Tensor:
 # =============================================================================
 
 
-@dataclass(frozen=True)
-class NetSpec:
-    """One row of the net table. A variant of an existing structure is one new row."""
-
-    label: str                       # how figures and the report name it
-    padding: int = 0                 # of conv1 and conv2
-    channels: tuple[int, int] = (16, 32)  # out channels of conv1 and conv2
-    extra_convs: int = 0             # the chain of 3x3 convs after the second pool
-    block: str = "plain"             # chain block, one of CHAIN_BLOCKS: plain, bn (BatchNorm), res (residual)
-    init: str = "default"            # one of INITS: default (torch's), xavier_all, he (see HW4Net.initialise)
-    hidden: tuple[int, ...] = (64,)  # hidden fully connected layers before the output layer
-    dropout: float = 0.0             # dropout rate before fc1 and after every hidden layer
-    augment: bool = False            # seeded random flip + 4-pixel-padded random crop while training
-    train_fraction: float = 1.0      # train on this fixed, class-stratified share of the training set
-    noise_std: float = 0.0           # seeded additive Gaussian noise on the training inputs (their [0, 1] scale)
-    input_scale: float = 1.0         # the net sees its pictures area-averaged down to this share of their side
-    pickle_name: str | None = None   # the original's results{k}.pkl; others get results_<name>.pkl
-    base: str | None = None          # the net it differs from; the report compares the two
-    remedy: str | None = None        # the original's Q5 remedy it measures (a REMEDIES key)
-    about: str = ""                  # one line for the net table and the report
-
-    DESCRIPTIVE = ("label", "pickle_name", "base", "remedy", "about")  # fields that change no number
-    # The fields every run fingerprint has hashed, defaults included, since fingerprints began. A field added
-    # later enters a fingerprint only when it differs from its default, so that adding one keeps every
-    # existing fingerprint, and --resume still takes the committed runs as finished.
-    ALWAYS_HASHED = ("padding", "channels", "extra_convs", "block", "init", "hidden", "dropout", "augment",
-                     "train_fraction")
-
-    def trained(self) -> dict[str, Any]:
-        """The fields that decide what the net computes."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.DESCRIPTIVE}
-
-    def fingerprinted(self) -> dict[str, Any]:
-        """What the run fingerprint hashes of the spec: ALWAYS_HASHED, and any later field off its default."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: v for k, v in self.trained().items() if k in self.ALWAYS_HASHED or v != defaults[k]}
-
-
 DROPOUT = 0.5  # the classic rate for fully connected layers (Srivastava et al. 2014)
 # The noise's standard deviation, fixed before any noise run trained and from no val number: 0.1 of the [0, 1]
 # pixel scale (about 26 of 255 grey levels), under a third of the exercise's training pixels' own spread (std
@@ -1730,20 +722,8 @@ CHAIN_BLOCKS = ("plain", "bn", "res")  # NetSpec.block
 INITS = ("default", "xavier_all", "he", "xavier")
 
 
-def scaled_side(image_size: int, scale: float) -> int | None:
-    """The side a net with NetSpec.input_scale sees its image_size pictures at, never under MIN_IMAGE_SIZE (so every
-    net of the table fits every --image-size); None at full size."""
-    side = max(MIN_IMAGE_SIZE, round(image_size * scale))
-    return None if side >= image_size else side
-
-
-def is_chain_layer(layer: str) -> bool:
-    """A ReLU layer of the extra conv chain (chain1, chain2, ...), by the name HW4Net gives it."""
-    return layer.startswith("chain")
-
-
 def pickle_name(name: str) -> str:
-    return NETS[name].pickle_name or f"results_{name}.pkl"
+    return NETS[name].pickle_file(name)
 
 
 def net_label(name: str) -> str:
@@ -1891,67 +871,6 @@ def print_net_table(nets: Sequence[str], image_size: int, classes: Sequence[str]
 # =============================================================================
 
 
-@dataclass(frozen=True)
-class Unit:
-    """How a difference of a metric prints and which axis draws it: stored values times scale, at digits
-    decimals, followed by suffix ('+1.2 points', '+0.117 nats')."""
-
-    name: str      # the axis a difference is drawn on ("accuracy points"); one panel of claims.png per unit
-    scale: float
-    digits: int
-    suffix: str
-
-
-POINTS = Unit("accuracy points", 100.0, 1, " points")
-NATS = Unit("nats", 1.0, 3, " nats")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric, defined once: its key (the pickles' train_<key>/val_<key>), how it prints on
-    the epoch line, its axis label, its words and unit in the report, and its per-sample value from
-    (logits, labels). An epoch value or a 100-iteration point is the mean of the per-sample values."""
-
-    key: str
-    short: str
-    axis: str
-    per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    words: str = ""                # how the report names it ("best val accuracy")
-    unit: Unit = NATS              # a difference of it, as the report prints and draws it
-    percent: bool = False          # the report prints it as a percentage
-    picks_best: bool = False       # its val value picks the best epoch (one metric has it)
-    higher_is_better: bool = True
-
-
-def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels, reduction="none")
-
-
-def per_sample_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(1) == labels).double()
-
-
-CROSS_ENTROPY = Metric("cross_entropy", "loss", "cross-entropy", per_sample_cross_entropy, "cross-entropy", NATS,
-                       higher_is_better=False)
-ACCURACY = Metric("class_acc", "acc", "classification accuracy", per_sample_accuracy, "accuracy", POINTS, percent=True,
-                  picks_best=True)
-METRICS = (CROSS_ENTROPY, ACCURACY)
-WINDOW_STEPS = 100  # the original logged every 100 iterations of batch 4
-VAL_CHUNK = 256  # validation has no optimizer step, so it runs in large chunks
-DEAD_UNIT_IMAGES = VAL_CHUNK  # dead units are counted on the first (class-mixed) val chunk
-
-
-def series_key(split: str, metric: Metric, clean: bool = False) -> str:
-    """The one place a series is named: train_<key> and val_<key> (the original's pickle keys), and
-    train_clean_<key> for the training images measured in eval mode at an epoch's end."""
-    return f"{split}_{'clean_' if clean else ''}{metric.key}"
-
-
-def metric_keys() -> list[str]:
-    """train_<key> and val_<key> of every metric: the histories' and the pickles' series."""
-    return [series_key(split, m) for split in SPLITS for m in METRICS]
-
-
 def pick_device(requested: str) -> torch.device:
     """auto: CUDA when torch sees it, else the CPU. Apple's MPS and Intel's XPU are never picked: hw4 has
     not run on them, so their numbers and determinism are unknown."""
@@ -2075,11 +994,6 @@ def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int
 
 def steps_per_epoch(n: int, cfg: Config) -> int:
     return 1 if cfg.dry_run else math.ceil(n / cfg.batch_size)
-
-
-def clean_train_keys() -> list[str]:
-    """train_clean_<key> of every metric: the training images measured like val, at each epoch's end."""
-    return [series_key("train", m, clean=True) for m in METRICS]
 
 
 @dataclass
@@ -2317,15 +1231,6 @@ def update_best(state: TrainState, net: nn.Module, summary: EpochSummary, val: E
     return True
 
 
-def diverged_epoch(epoch_values: dict[str, list[float]]) -> int | None:
-    """The first epoch (1-based) in which a training metric stopped being a finite number."""
-    train = [epoch_values[k] for k in (series_key("train", m) for m in METRICS) if k in epoch_values]
-    for e, row in enumerate(zip(*train), 1):
-        if not all(math.isfinite(v) for v in row):
-            return e
-    return None
-
-
 def print_epoch_line(state: TrainState, cfg: Config, seconds: float, improved: bool) -> None:
     e = state.history.epoch
     parts = [f"{split} " + " ".join(f"{m.short} {e[series_key(split, m)][-1]:.4f}" for m in METRICS)
@@ -2457,203 +1362,9 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
 
 
 # =============================================================================
-# Results: one typed record per net and training seed, read by attribute by the figures, the
-# report, metrics.json and the tests. Only the pickle writer turns it into the original's dict.
+# Results of a training: the typed record (hw4_records.Results) filled from a finished training state,
+# and the original's pickle layout.
 # =============================================================================
-
-HARDEST_PER_CLASS = 4
-CHANCE_FACTOR = 1.5  # a net whose train accuracy never passes 1.5 x chance did not learn
-
-
-def learned_in(train_acc: Sequence[float], classes: int) -> bool:
-    """The one rule for whether a net learned: its train accuracy passed CHANCE_FACTOR x chance at some epoch."""
-    return max((v for v in train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
-
-
-@dataclass
-class HardImage:
-    """A val image with one of the highest losses of its class at the best epoch."""
-
-    label: str
-    predicted: str
-    loss: float
-    image_id: int
-    path: str
-    also_shows: list[str]
-    val_position: int  # where it sits in SubsetTensors.val_x
-
-    def to_original(self) -> dict:
-        return {"class": self.label, "predicted": self.predicted, "loss": self.loss, "image_id": self.image_id,
-                "path": self.path, "also_shows": list(self.also_shows)}
-
-
-@dataclass
-class Results:
-    """One net's results for one training seed.
-
-    Nothing time-dependent goes into the pickle, so that a resumed run's pickle is
-    byte-identical to an uninterrupted one's; train_time_s goes to metrics.json only.
-    """
-
-    net: str
-    label: str
-    classes: list[str]
-    config: dict[str, Any]  # the settings that made these numbers: results_config()
-    steps100: dict[str, list[float]]
-    epoch: dict[str, list[float]]
-    train_clean: dict[str, list[float]]
-    train_confusion: np.ndarray
-    val_confusion: np.ndarray
-    best_epoch: int
-    grad_norms: dict[str, list[float]]
-    grad_norms_steps100: dict[str, list[float]]
-    dead_units: dict[str, list[float]]
-    fc1_in_features: int
-    params: int
-    n_train: int
-    n_val: int
-    hardest: list[HardImage]
-    train_time_s: float = 0.0
-    infrastructure: dict[str, Any] = field(default_factory=dict)  # where it trained: infrastructure()
-    fingerprint: str = ""  # the run fingerprint it trained under: --resume takes it as finished when it matches
-    # per val image (class-mixed val order): its label and the class predicted at the best and the final epoch,
-    # for the picture-level tests of a one-seed run; {} for a run saved before hw4 recorded them
-    val_predictions: dict[str, list[int]] = field(default_factory=dict)
-    # per GRAD_LAYERS layer, Adam's relative update per epoch and per 100 iterations; {} for a run saved before
-    update_sizes: dict[str, list[float]] = field(default_factory=dict)
-    update_sizes_steps100: dict[str, list[float]] = field(default_factory=dict)
-
-    @classmethod
-    def from_state(cls, state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors,
-                   device: torch.device = torch.device("cpu")) -> "Results":
-        classes, spec = list(manifest["classes"]), NETS[state.net]
-        outline = net_outline(state.net, cfg.image_size, classes)
-        shown = len(training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]))
-        best, hist = state.best, state.history
-        return cls(
-            net=state.net, label=spec.label, classes=classes, config=results_config(cfg, manifest),
-            steps100={k: list(v) for k, v in hist.steps100.items()}, epoch={k: list(v) for k, v in hist.epoch.items()},
-            train_clean={k: list(v) for k, v in hist.train_clean.items()},
-            train_confusion=np.asarray(best.train_confusion, dtype=np.int64),
-            val_confusion=np.asarray(best.val_confusion, dtype=np.int64), best_epoch=best.epoch,
-            grad_norms={k: list(v) for k, v in hist.grad_norms.items()},
-            grad_norms_steps100={k: list(v) for k, v in hist.grad_norms_steps100.items()},
-            dead_units={k: list(v) for k, v in hist.dead_units.items()},
-            fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
-            n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
-            hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s,
-            infrastructure=infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
-            val_predictions=val_predictions(state, data),
-            update_sizes={k: list(v) for k, v in hist.update_sizes.items()},
-            update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()})
-
-    @classmethod
-    def from_json(cls, blob: dict) -> "Results":
-        """Back from a net entry of metrics.json (dataclasses.asdict of a Results) that read_metrics_json has
-        upgraded to the current format and check_results_entry has checked, for `hw4.py report` and --resume."""
-        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name in blob}
-        for key in ("train_confusion", "val_confusion"):
-            fields[key] = np.asarray(blob[key], dtype=np.int64)
-        fields["hardest"] = [HardImage(**{k: h[k] for k in HARD_IMAGE_FIELDS}) for h in blob["hardest"]]
-        restore_nan = lambda v: math.nan if v is None else v  # noqa: E731 (JSON wrote NaN as null)
-        for key in ("steps100", "epoch", "train_clean", "grad_norms", "grad_norms_steps100", "dead_units",
-                    "update_sizes", "update_sizes_steps100"):
-            fields[key] = map_leaves(blob[key], restore_nan)
-        return cls(**fields)
-
-    def val_correct(self, epoch: str) -> np.ndarray | None:
-        """Per val image, whether the net got it right at the "best" or "final" epoch; None when not recorded."""
-        if epoch not in self.val_predictions:
-            return None
-        return np.asarray(self.val_predictions[epoch]) == np.asarray(self.val_predictions["labels"])
-
-    @property
-    def clean_train_recorded(self) -> bool:
-        return bool(self.train_clean)
-
-    def series(self, split: str, metric: Metric, clean: bool = False) -> list[float] | None:
-        """One per-epoch series (series_key), or None when this run did not record it (a metric added to
-        METRICS after it trained). A run saved before train_clean existed answers the eval-mode train
-        series with the running one."""
-        if clean and not self.train_clean:
-            clean = False
-        found = (self.train_clean if clean else self.epoch).get(series_key(split, metric, clean))
-        return found if found else None
-
-    def missing_series(self) -> list[str]:
-        """The per-epoch series the current code records and this run lacks (it trained before they existed)."""
-        wanted = [*metric_keys(), *(clean_train_keys() if self.train_clean else [])]
-        return [k for k in wanted if not self.epoch.get(k) and not self.train_clean.get(k)]
-
-    def best(self, split: str, metric: Metric, clean: bool = False) -> float:
-        """A series' best finite value over the epochs (the highest, or the lowest for a loss); NaN when the
-        run did not record it."""
-        values = [v for v in self.series(split, metric, clean) or () if math.isfinite(v)]
-        return (max if metric.higher_is_better else min)(values, default=math.nan)
-
-    def final(self, split: str, metric: Metric, clean: bool = False) -> float:
-        """A series' last finite value; NaN when the run did not record it."""
-        return next((v for v in reversed(self.series(split, metric, clean) or ()) if math.isfinite(v)), math.nan)
-
-    @property
-    def gap(self) -> float:
-        """Final train minus final val accuracy, both in eval mode."""
-        return self.final("train", ACCURACY, clean=True) - self.final("val", ACCURACY)
-
-    @property
-    def train_seed(self) -> int:
-        return self.config["train_seed"]
-
-    @property
-    def machine(self) -> str | None:
-        return machine_of(self.infrastructure)
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch[series_key("val", ACCURACY)])
-
-    @property
-    def at_chance(self) -> bool:
-        """Train accuracy never rose clearly above chance: the net did not learn."""
-        return not learned_in(self.series("train", ACCURACY) or (), len(self.classes))
-
-    @property
-    def diverged_epoch(self) -> int | None:
-        return diverged_epoch(self.epoch)
-
-    @property
-    def spec_changed(self) -> bool:
-        """Trained under an earlier row of NETS than today's (its fingerprint is not the one the table gives now):
-        its numbers measure that row. False where no fingerprint was saved (format 1)."""
-        if not self.fingerprint:
-            return False
-        settings = {k: self.config.get(k) for k in Config().train_settings()}
-        device = self.infrastructure.get("device", "cpu")
-        return self.fingerprint != fingerprint({**settings, "dataset": self.config.get("dataset"), "net": self.net,
-                                                "spec": NETS[self.net].fingerprinted(), "device": device})
-
-    def to_original(self) -> dict:
-        """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras.
-
-        The transcription of the original report shows the confusion keys with spaces, but extraction lost
-        most underscores elsewhere, so its code may have used "confusion_matrix"; both spellings are
-        written, pointing at the same arrays, so a reader written either way works."""
-        confusion = {"train confusion": self.train_confusion, "val confusion": self.val_confusion}
-        confusion.update({"train_confusion": self.train_confusion, "val_confusion": self.val_confusion})
-        return {
-            "100steps": {k: list(v) for k, v in self.steps100.items()},
-            "epoch": {k: list(v) for k, v in self.epoch.items()},
-            "confusion matrix": confusion, "confusion_matrix": confusion,
-            "train_clean": {k: list(v) for k, v in self.train_clean.items()},
-            "net": self.net, "label": self.label, "best_epoch": self.best_epoch, "config": self.config,
-            "classes": list(self.classes), "grad_norms": self.grad_norms,
-            "grad_norms_100steps": self.grad_norms_steps100, "dead_units": self.dead_units,
-            "fc1_in_features": self.fc1_in_features, "params": self.params, "n_train": self.n_train,
-            "n_val": self.n_val, "hardest": [h.to_original() for h in self.hardest],
-            # only where recorded, so that a run saved before them writes the same pickles as it did
-            **({"update_sizes": self.update_sizes, "update_sizes_100steps": self.update_sizes_steps100}
-               if self.update_sizes else {}),
-        }
 
 
 def val_predictions(state: TrainState, data: SubsetTensors) -> dict[str, list[int]]:
@@ -2685,100 +1396,6 @@ def hardest_images(best: Best, data: SubsetTensors, manifest: dict) -> list[Hard
     return rows
 
 
-def hw4_commit() -> str | None:
-    """hw4's git commit, with '-dirty' when any of its programs (hw4*.py) differs from it; None outside a git
-    checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "hw4*.py"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def cpu_identity() -> dict[str, Any]:
-    """The CPU type as precisely as the OS and torch tell it: the model name, the vendor's family and model
-    numbers (Linux: /proc/cpuinfo; two EPYC types share the name "AMD EPYC" and differ here) and the vector
-    kernels torch picked. Where the OS does not say, platform's answer and None for the numbers."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if not key.strip():
-                break  # the first processor's block is enough: one machine, one CPU type
-            fields.setdefault(key.strip(), value.strip())
-    number = lambda key: int(fields[key]) if fields.get(key, "").isdigit() else None  # noqa: E731
-    return {"cpu": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
-            "cpu_family": number("cpu family"), "cpu_model": number("model"),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
-@functools.lru_cache(maxsize=None)
-def infrastructure(device: torch.device, threads: int) -> dict[str, Any]:
-    """Where the numbers were made: CPU float summation order, kernels and library versions change them
-    (another x86 CPU gives other digits from epoch 1). Saved at training, never at `report`. On a GPU the
-    CUDA and cuDNN versions too: their kernels decide the digits there."""
-    gpu = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if device.type == "cuda" else {}
-    return {"device": device.type, **cpu_identity(), "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
-            "threads": threads, "hw4_commit": hw4_commit(), **gpu}
-
-
-def machine_of(infra: dict[str, Any]) -> str | None:
-    """The machine type that decides a net's floating-point digits, beside its settings: the CPU model and
-    torch build, or the GPU model with its CUDA and cuDNN versions; None when the run did not record it.
-    Two nets of one seed are paired in the report only when this is the same for both."""
-    if not infra:
-        return None
-    if infra.get("gpu"):
-        return (f"{infra['gpu']} (CUDA {infra.get('cuda') or '?'}, cuDNN {infra.get('cudnn') or '?'}), "
-                f"torch {infra.get('torch')}")
-    return f"CPU {cpu_type_text(infra)}, torch {infra.get('torch')}"
-
-
-def cpu_type_text(infra: dict[str, Any], *extra: str) -> str:
-    """The CPU type as recorded, extra facts inside its parentheses: 'AMD EPYC (family 25, model 17, AVX512)',
-    or the model name alone for runs saved before hw4 recorded the numbers (two types of one name look alike)."""
-    facts = ([f"family {infra['cpu_family']}", f"model {infra.get('cpu_model')}", str(infra.get("cpu_capability"))]
-             if infra.get("cpu_family") is not None else []) + list(extra)
-    return f"{infra.get('cpu')} ({', '.join(facts)})" if facts else str(infra.get("cpu"))
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the report needs of the dataset, saved in every run's metrics.json so that `hw4.py report`
-    needs neither the dataset nor the checkpoints."""
-
-    source: str                            # "coco" (annotations) or "image_folders"
-    classes: list[str]
-    counts: dict[str, dict[str, int]]      # split -> class -> images
-    exclusive: bool                        # shared or multi-class pictures were left out
-    shared: dict[str, Any] | None          # image_folders: pictures in two class folders or in both splits
-    val_also_shows: dict[str, dict[str, int]]  # val class -> other class -> its val images that also show it
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> "DatasetFacts":
-        classes = list(manifest["classes"])
-        also = {a: {b: 0 for b in classes if b != a} for a in classes}
-        for e in manifest["entries"]:
-            if e["split"] == "val":
-                for b in e.get("also_shows") or ():
-                    also[e["class"]][b] = also[e["class"]].get(b, 0) + 1
-        shared = manifest.get("shared_pictures")
-        return cls(manifest.get("source", "coco"), classes, manifest["counts"], bool(manifest["config"]["exclusive"]),
-                   {k: v for k, v in shared.items() if k != "pictures"} if shared else None, also)
-
-    @classmethod
-    def from_json(cls, blob: dict) -> "DatasetFacts":
-        return cls(**{f.name: blob[f.name] for f in dataclasses.fields(cls)})
-
-
 def results_config(cfg: Config, manifest: dict) -> dict:
     """The settings that made these numbers: the subset's (paths as given, its seed as subset_seed)
     and the training's (with train_seed), not where they were written or how fast."""
@@ -2787,422 +1404,46 @@ def results_config(cfg: Config, manifest: dict) -> dict:
             "dataset": manifest["content"]}
 
 
-# =============================================================================
-# Reading a run back: the one reader of metrics.json, its schema, and a finished run's seeds. Used by
-# --resume, report, compare and the --out ownership check.
-# =============================================================================
+def results_from_state(state: TrainState, cfg: Config, manifest: dict, data: SubsetTensors,
+                       device: torch.device = torch.device("cpu")) -> Results:
+    """One net's Results from its finished training state."""
+    classes, spec = list(manifest["classes"]), NETS[state.net]
+    outline = net_outline(state.net, cfg.image_size, classes)
+    shown = len(training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]))
+    best, hist = state.best, state.history
+    return Results(
+        net=state.net, label=spec.label, classes=classes, config=results_config(cfg, manifest),
+        steps100={k: list(v) for k, v in hist.steps100.items()}, epoch={k: list(v) for k, v in hist.epoch.items()},
+        train_clean={k: list(v) for k, v in hist.train_clean.items()},
+        train_confusion=np.asarray(best.train_confusion, dtype=np.int64),
+        val_confusion=np.asarray(best.val_confusion, dtype=np.int64), best_epoch=best.epoch,
+        grad_norms={k: list(v) for k, v in hist.grad_norms.items()},
+        grad_norms_steps100={k: list(v) for k, v in hist.grad_norms_steps100.items()},
+        dead_units={k: list(v) for k, v in hist.dead_units.items()},
+        fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
+        n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
+        hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s,
+        infrastructure=infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
+        val_predictions=val_predictions(state, data),
+        update_sizes={k: list(v) for k, v in hist.update_sizes.items()},
+        update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()})
 
 
-METRICS_MAX_BYTES = 64 * 2 ** 20  # a seed of all 18 nets at 15 epochs, predictions included, is about 1 MB
-
-
-def read_metrics_json(path: Path) -> dict:
-    """The one reader of a metrics.json that hw4 wrote (or that came with a cloned run): bounded in size, parsed,
-    and upgraded to METRICS_FORMAT by migrate_metrics. Any fault is one line that names the file."""
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise UserError(f"{path} is not a regular file; pass the --out folder of a finished hw4 run")
-        if size > METRICS_MAX_BYTES:
-            raise UserError(f"{path} is {size / 2 ** 20:.0f} MB, over the {METRICS_MAX_BYTES // 2 ** 20} MB an hw4 "
-                            "metrics.json can reach; pass the --out folder of a finished hw4 run")
-        blob = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: pass the --out folder of a finished hw4 run") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise UserError(f"{path} is not readable JSON ({why}); pass the --out folder of a finished hw4 run") from None
-    if not isinstance(blob, dict) or not isinstance(blob.get("nets"), dict) or not blob["nets"]:
-        raise UserError(f"{path} is not the metrics.json of a finished hw4 run (no nets); pass another folder")
-    return migrate_metrics(blob, path)
-
-
-def migrate_metrics(blob: dict, path: Path) -> dict:
-    """The only place that knows older formats. Format 1 (no number) lacked train_clean, grad_norms_steps100,
-    infrastructure and fingerprint in its net entries, format 2 val_predictions, format 3 update_sizes and
-    update_sizes_steps100: they read as empty, which every reader shows as 'not recorded'. A format newer than this
-    hw4's is refused."""
-    version = blob.get("format", 1)
-    if type(version) is not int or not 1 <= version <= METRICS_FORMAT:
-        raise UserError(f"{path}: format {str(version)[:20]} is not one this hw4 reads (1 to {METRICS_FORMAT}); "
-                        "update hw4, or rerun the training command with --resume to rewrite it")
-    added = {1: (("train_clean", {}), ("grad_norms_steps100", {}), ("infrastructure", {}), ("fingerprint", "")),
-             2: (("val_predictions", {}),), 3: (("update_sizes", {}), ("update_sizes_steps100", {}))}
-    if blob.get("kind") != "seeds summary":
-        for entry in blob["nets"].values():
-            if isinstance(entry, dict):
-                for since in range(version, METRICS_FORMAT):
-                    for key, empty in added[since]:
-                        entry.setdefault(key, empty)
-    return {**blob, "format": METRICS_FORMAT}
-
-
-class SchemaError(ValueError):
-    """A field of an untrusted metrics.json that is not what hw4 writes: its dotted name and what is wrong."""
-
-
-def schema(ok: bool, field: str, what: str) -> None:
-    if not ok:
-        raise SchemaError(f"{field} {what}")
-
-
-def is_int(v: Any) -> bool:
-    return type(v) is int
-
-
-def is_number(v: Any) -> bool:
-    return type(v) in (int, float)
-
-
-def check_series(value: Any, field: str, length: int | None, fraction: bool = False) -> int:
-    """A list of numbers (null for a NaN JSON could not hold), of `length` when given; its length."""
-    schema(isinstance(value, list), field, "is not a list")
-    schema(length is None or len(value) == length, field, f"has {len(value)} values, not {length}")
-    for v in value:
-        schema(v is None or is_number(v), field, "holds something other than numbers")
-        schema(not fraction or v is None or 0 <= v <= 1, field, "holds an accuracy outside 0..1")
-    return len(value)
-
-
-def check_series_dict(value: Any, field: str, length: int | None, required: Sequence[str] = ()) -> None:
-    schema(isinstance(value, dict), field, "is not an object")
-    for key in required:
-        schema(key in value, f"{field}.{key}", "is missing")
-    for key, series in value.items():
-        check_series(series, f"{field}.{str(key)[:40]}", length, str(key).endswith("class_acc"))
-
-
-def check_confusion(value: Any, field: str, classes: int) -> None:
-    schema(isinstance(value, list) and len(value) == classes and all(
-        isinstance(row, list) and len(row) == classes and all(is_int(v) and v >= 0 for v in row) for row in value),
-        field, f"is not a {classes}x{classes} matrix of counts (one row and column per class)")
-
-
-INFRASTRUCTURE_FIELDS = {"device": str, "cpu": str, "cpus": (int, type(None)), "gpu": (str, type(None)),
-                         "torch": str, "python": str, "os": str, "threads": int, "hw4_commit": (str, type(None))}
-INFRASTRUCTURE_OPTIONAL = {"cpu_family": (int, type(None)), "cpu_model": (int, type(None)),  # since format 4
-                           "cpu_capability": (str, type(None))}
-CONFIG_FIELDS = {"train_seed": int, "image_size": int, "batch_size": int, "epochs": int, "lr": (int, float),
-                 "betas": list}
-HARD_IMAGE_FIELDS = {"label": str, "predicted": str, "loss": (int, float), "image_id": int, "path": str,
-                     "also_shows": list, "val_position": int}
-
-
-def check_fields(value: Any, field: str, types: dict[str, Any], optional: bool = False) -> None:
-    schema(isinstance(value, dict), field, "is not an object")
-    for key, kind in types.items():
-        if optional and key not in value:
-            continue
-        schema(key in value, f"{field}.{key}", "is missing")
-        v = value[key]
-        schema(isinstance(v, bool) if kind is bool else isinstance(v, kind) and not isinstance(v, bool),
-               f"{field}.{key}", "has the wrong type")
-
-
-def check_results_entry(key: str, entry: Any) -> None:
-    """One net's entry as Results writes it: types, shapes, lengths and their consistency (the classes against
-    the confusion matrices, the epochs across every per-epoch series, the parameter count against the spec)."""
-    field = f"nets.{key}"
-    schema(key in NETS, field, "is not a net of the table")
-    schema(isinstance(entry, dict) and entry.get("net") == key, f"{field}.net", "does not name the same net")
-    classes = entry.get("classes")
-    schema(isinstance(classes, list) and 2 <= len(classes) <= 1000 and all(map(is_class_name, classes))
-           and len(set(classes)) == len(classes), f"{field}.classes", "is not a list of 2 to 1,000 distinct names "
-           "(plain text: no control characters, /, <, >, |, [, ], `, * or #)")
-    check_fields(entry.get("config"), f"{field}.config", CONFIG_FIELDS)
-    for name in ("image_folders", "ann_file", "image_dir"):  # shown in REPORT.md inside `...`
-        value = entry["config"].get(name)
-        schema(value is None or isinstance(value, str) and value.isprintable() and "`" not in value,
-               f"{field}.config.{name}", "is not a plain path")
-    epochs = check_series(entry["epoch"].get("val_class_acc") if isinstance(entry.get("epoch"), dict) else None,
-                          f"{field}.epoch.val_class_acc", None, True)
-    schema(epochs >= 1, f"{field}.epoch", "has no epochs")
-    check_series_dict(entry["epoch"], f"{field}.epoch", epochs, ("train_class_acc", "train_cross_entropy",
-                                                                 "val_cross_entropy"))
-    check_series_dict(entry.get("steps100"), f"{field}.steps100", None)
-    if entry.get("train_clean"):
-        check_series_dict(entry["train_clean"], f"{field}.train_clean", epochs)
-    check_series_dict(entry.get("grad_norms"), f"{field}.grad_norms", epochs, ("conv1", "fc1"))
-    check_series_dict(entry.get("grad_norms_steps100"), f"{field}.grad_norms_steps100", None)
-    check_series_dict(entry.get("dead_units"), f"{field}.dead_units", epochs)
-    if entry.get("update_sizes"):
-        check_series_dict(entry["update_sizes"], f"{field}.update_sizes", epochs, ("conv1", "fc1"))
-    check_series_dict(entry.get("update_sizes_steps100", {}), f"{field}.update_sizes_steps100", None)
-    for split in SPLITS:
-        check_confusion(entry.get(f"{split}_confusion"), f"{field}.{split}_confusion", len(classes))
-    schema(is_int(entry.get("best_epoch")) and 1 <= entry["best_epoch"] <= epochs, f"{field}.best_epoch",
-           f"is not an epoch from 1 to {epochs}")
-    for name in ("fc1_in_features", "params", "n_train", "n_val"):
-        schema(is_int(entry.get(name)) and entry[name] >= 0, f"{field}.{name}", "is not a count")
-    for split in SPLITS:  # a confusion matrix counts every picture the run says it evaluated, once
-        schema(sum(map(sum, entry[f"{split}_confusion"])) == entry[f"n_{split}"], f"{field}.{split}_confusion",
-               f"does not count the {entry[f'n_{split}']:,} pictures n_{split} says the run evaluated")
-    size = entry["config"]["image_size"]
-    schema(MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, f"{field}.config.image_size", "is out of range")
-    schema(entry["params"] == spec_parameter_count(NETS[key], size, len(classes)), f"{field}.params",
-           f"is not {NETS[key].label}'s parameter count at {size}x{size}")
-    schema(isinstance(entry.get("hardest"), list), f"{field}.hardest", "is not a list")
-    for k, hard in enumerate(entry["hardest"]):
-        check_fields(hard, f"{field}.hardest[{k}]", HARD_IMAGE_FIELDS)
-    schema(is_number(entry.get("train_time_s", 0.0)), f"{field}.train_time_s", "is not a number")
-    if entry.get("infrastructure"):
-        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
-        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_OPTIONAL, optional=True)
-    schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
-    check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))
-    check_predictions_agree(entry, f"{field}.val_predictions")
-
-
-def check_val_predictions(value: Any, field: str, n_val: int, classes: int) -> None:
-    """{} (not recorded), or labels and best-epoch classes (and final-epoch ones) of every val image."""
-    schema(isinstance(value, dict), field, "is not an object")
-    if not value:
-        return
-    for key in ("labels", "best"):
-        schema(key in value, f"{field}.{key}", "is missing")
-    for key, series in value.items():
-        schema(key in ("labels", "best", "final"), f"{field}.{str(key)[:40]}", "is not labels, best or final")
-        schema(isinstance(series, list) and len(series) == n_val and all(is_int(v) and 0 <= v < classes
-                                                                         for v in series),
-               f"{field}.{key}", f"is not one class index (0..{classes - 1}) per val image ({n_val})")
-
-
-def check_predictions_agree(entry: dict, field: str) -> None:
-    """The per-picture predictions are the numbers the entry records: at the best epoch they count up to its val
-    confusion matrix, at the final one to its last val accuracy. Forged labels or predictions fail here."""
-    preds = entry.get("val_predictions") or {}
-    if not preds:
-        return
-    labels, classes = np.asarray(preds["labels"]), len(entry["classes"])
-    counted = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(counted, (labels, np.asarray(preds["best"])), 1)
-    schema(counted.tolist() == entry["val_confusion"], f"{field}.best",
-           "does not count up to val_confusion, the best epoch's matrix it must give")
-    if "final" in preds:
-        final = float(np.mean(np.asarray(preds["final"]) == labels))
-        last = entry["epoch"]["val_class_acc"][-1]
-        schema(last is not None and abs(final - last) < 1e-9, f"{field}.final",
-               "does not give the final val accuracy recorded in epoch.val_class_acc")
-
-
-def check_same_val_labels(entries: dict[str, Any]) -> None:
-    """Every net of one seed saw the same val pictures in the same order: their recorded labels agree."""
-    recorded = {key: e["val_predictions"]["labels"] for key, e in entries.items() if e.get("val_predictions")}
-    first = next(iter(recorded), None)
-    for key, labels in recorded.items():
-        schema(labels == recorded[first], f"nets.{key}.val_predictions.labels",
-               f"differ from nets.{first}'s: every net of a seed is evaluated on the same val pictures")
-
-
-def check_dataset_facts(value: Any, classes: list[str]) -> None:
-    check_fields(value, "dataset", {"source": str, "classes": list, "counts": dict, "exclusive": bool,
-                                    "val_also_shows": dict})
-    schema(value["classes"] == classes, "dataset.classes", "are not the nets' classes")
-    schema(all(isinstance(value["counts"].get(s), dict) and all(is_int(n) for n in value["counts"][s].values())
-               for s in SPLITS), "dataset.counts", "is not a count per split and class")
-    schema(value.get("shared") is None or isinstance(value["shared"], dict), "dataset.shared", "is not an object")
-
-
-def seed_results(path: Path) -> tuple[dict[str, Results], DatasetFacts | None]:
-    """A seed's (or a one-seed run's) metrics.json as typed Results and DatasetFacts, every field checked."""
-    blob = read_metrics_json(path)
-    try:
-        for key, entry in blob["nets"].items():
-            check_results_entry(str(key), entry)
-        check_same_val_labels(blob["nets"])
-        classes = next(iter(blob["nets"].values()))["classes"]
-        schema(all(e["classes"] == classes for e in blob["nets"].values()), "nets", "disagree on the classes")
-        if blob.get("dataset"):
-            check_dataset_facts(blob["dataset"], classes)
-    except SchemaError as exc:
-        raise UserError(f"{path}: {exc}; it is not what hw4 writes (rerun the training command with --resume to "
-                        "rewrite it)") from None
-    facts = DatasetFacts.from_json(blob["dataset"]) if blob.get("dataset") else None
-    return {name: Results.from_json(entry) for name, entry in blob["nets"].items()}, facts
-
-
-def is_seed_folder(path: Path) -> bool:
-    """seed_<s> as hw4 names it (seed_0005 is not a second seed 5), a real folder: a symlink is refused, so
-    that `report` never writes through one to somewhere else."""
-    digits = path.name[5:]
-    if not (path.name.startswith("seed_") and digits.isascii() and digits.isdigit() and digits == str(int(digits))):
+def spec_changed(r: Results) -> bool:
+    """Trained under an earlier row of NETS than today's (its fingerprint is not the one the table gives now):
+    its numbers measure that row. False where no fingerprint was saved (format 1)."""
+    if not r.fingerprint:
         return False
-    if path.is_symlink():
-        raise UserError(f"{path} is a symlink; a run's seed folders must be real folders inside it (copy it in)")
-    return path.is_dir()
-
-
-def check_pooled_settings(seed_outs: Sequence[Path], runs_by_seed: Sequence[dict[str, Results]]) -> None:
-    """Seeds are pooled only when every setting but the training seed is the same (the dataset's digest
-    included), and each seed_<s> folder holds nets trained with seed s."""
-    first: tuple[Path, dict] | None = None
-    for out, runs in zip(seed_outs, runs_by_seed):
-        for name, r in runs.items():
-            if out.name.startswith("seed_") and r.train_seed != int(out.name[5:]):
-                raise UserError(f"{out / 'metrics.json'}: {name} was trained with seed {r.train_seed}, not "
-                                f"{out.name[5:]}; put each seed's nets in its own seed_<s> folder")
-            settings = {k: r.config.get(k) for k in (*OWN_SETTINGS, "dataset")}  # what changes numbers
-            if first is None:
-                first = (out, settings)
-            elif settings != first[1]:
-                keys = sorted(k for k in {*settings, *first[1]} if settings.get(k) != first[1].get(k))
-                raise UserError(f"{out / 'metrics.json'}: {name} was trained with other settings than "
-                                f"{first[0]} ({', '.join(map(str, keys[:4]))}); a run pools only seeds of one setting, "
-                                "so move that folder out")
-
-
-def finished_seed_folders(out: Path) -> list[Path]:
-    """The seed_<s> folders of an interrupted --seeds run in which every net of the run finished, in seed
-    order; the others are named on the console and left out."""
-    folders = sorted((p for p in out.glob("seed_*") if is_seed_folder(p)), key=lambda p: int(p.name[5:]))
-    nets = {}
-    for folder in folders:  # metrics.json is written whole (atomically): absent is unfinished, unreadable an error
-        if (folder / "metrics.json").exists():
-            nets[folder] = list(read_metrics_json(folder / "metrics.json")["nets"])
-    if not nets:
-        return []
-    most = max(nets.values(), key=len)
-    done = [f for f in folders if nets.get(f) == most]
-    for folder in folders:
-        if folder not in done:
-            lacking = ", ".join(n for n in most if n not in nets.get(folder, []))
-            print(f"note: {folder} is unfinished (it lacks {lacking}); the report leaves it out")
-    return done
-
-
-def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
-    """The seed folders of a finished run, its Results per seed and net, and its dataset facts. A --seeds run
-    that was stopped before its summary was written, or that a stopped `--seeds N --resume` grew after it, is
-    reported over the seeds in which every net finished."""
-    finished = finished_seed_folders(out)
-    if not (out / "metrics.json").exists() and len(finished) > 1:
-        seed_outs = finished
-    else:
-        top = read_metrics_json(out / "metrics.json")
-        seeded = isinstance(top.get("seeds"), int) and not isinstance(top.get("seeds"), bool)
-        seed_outs = [out]
-        if seeded:  # the seeds the summary lists, as folders of this run only: never a path taken from the file
-            first = next(iter(top["nets"].values()))
-            listed = first.get("seeds") if isinstance(first, dict) else None
-            if not isinstance(listed, list) or not all(type(s) is int and 0 <= s <= MAX_SEED for s in listed):
-                raise UserError(f"{out / 'metrics.json'}: its seeds are not a list of training seeds; rerun the "
-                                "training command with --resume to rewrite it")
-            seed_outs = [out / f"seed_{s}" for s in listed]
-            for folder in seed_outs:
-                is_seed_folder(folder)
-        if seeded and set(seed_outs) < set(finished):  # seeds that finished after the summary was written
-            seed_outs = finished
-    runs_by_seed, facts = [], None
-    for seed_out in seed_outs:
-        runs, facts = seed_results(seed_out / "metrics.json")
-        runs_by_seed.append(runs)
-    check_pooled_settings(seed_outs, runs_by_seed)
-    nets = list(runs_by_seed[0])
-    if any(list(runs) != nets for runs in runs_by_seed):
-        raise UserError(f"the seed folders of {out} hold different nets; rerun the training command with --resume")
-    return seed_outs, runs_by_seed, facts
-
-
-# =============================================================================
-# Measures and wording that the figures, the report and compare share.
-# =============================================================================
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One number per Results that the report compares over seeds: the best or final value of a series
-    (kind "best" or "final"), the eval-mode train - val accuracy gap ("gap") or the best epoch ("best_epoch")."""
-
-    kind: str
-    split: str = "val"
-    metric: Metric = ACCURACY
-    clean: bool = False  # the training images measured in eval mode at an epoch's end
-
-    def of(self, r: Results) -> float:
-        if self.kind == "gap":
-            return r.gap
-        if self.kind == "best_epoch":
-            return r.best_epoch
-        return (r.best if self.kind == "best" else r.final)(self.split, self.metric, self.clean)
-
-    def recorded(self, r: Results) -> bool:
-        return self.kind in ("gap", "best_epoch") or r.series(self.split, self.metric, self.clean) is not None
-
-    @property
-    def name(self) -> str:
-        """Its key in a seeds summary's metrics.json: best_val_class_acc, final_train_cross_entropy, gap, ..."""
-        if self.kind in ("gap", "best_epoch"):
-            return self.kind
-        return f"{self.kind}_{series_key(self.split, self.metric, self.clean)}"
-
-    @property
-    def words(self) -> str:
-        return f"{self.kind} {self.split} {self.metric.words}"
-
-    @property
-    def unit(self) -> Unit:
-        return POINTS if self.kind == "gap" else self.metric.unit
-
-
-BEST_VAL, BEST_TRAIN = Measure("best"), Measure("best", "train")
-GAP, BEST_EPOCH = Measure("gap"), Measure("best_epoch")
-FINAL_TRAIN_CLEAN_ACC = Measure("final", "train", ACCURACY, True)
-FINAL_TRAIN_LOSS = Measure("final", "train", CROSS_ENTROPY)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def seeds_text(n: int) -> str:
-    return f"{n} seed{'s' if n != 1 else ''}"
-
-
-def seed_list_text(seeds: Sequence[int]) -> str:
-    """'seed 5', 'seeds 5–7' for a run of consecutive seeds, else 'seeds 5, 7, 9'."""
-    seeds = sorted(seeds)
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"seeds {seeds[0]}–{seeds[-1]}"
-    return "seeds " + ", ".join(map(str, seeds))
+    settings = {k: r.config.get(k) for k in Config().train_settings()}
+    device = r.infrastructure.get("device", "cpu")
+    return r.fingerprint != fingerprint({**settings, "dataset": r.config.get("dataset"), "net": r.net,
+                                         "spec": NETS[r.net].fingerprinted(), "device": device})
 
 
 # =============================================================================
 # Outputs and plots: pickles, weights, metrics.json and the figures of FIGURES, each written
 # atomically. Hands the files to the user and the figure table to the report.
 # =============================================================================
-
-
-def savefig_atomic(fig, path: Path) -> None:
-    """Render to memory, then write with a rename, so no truncated PNG is ever left. Stored with a 256-colour
-    palette: a plot of a few line and fill colours reads the same, at about a third of the RGBA bytes (the committed
-    runs' figures went from 79 MB to about 27 MB)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    with Image.open(buf) as rendered:
-        palette = rendered.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    out = io.BytesIO()
-    palette.save(out, format="PNG", optimize=True)
-    write_bytes_atomic(path, out.getvalue())
-
-
-def new_figure(*args, **kwargs):
-    """A figure on the Agg canvas: no pyplot, no window, works headless. MPLBACKEND is set to agg before
-    matplotlib is imported (a bogus value would fail the import after training), and mathtext is off, so a
-    class name with '$' or '\\' is drawn as written instead of failing to parse."""
-    os.environ["MPLBACKEND"] = "agg"
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    matplotlib.rcParams["text.parse_math"] = False
-    return Figure(*args, **kwargs)
-
-
-def mean_std(values: Sequence) -> tuple[Any, Any]:
-    """Mean and sample standard deviation over the first axis (seeds); std 0 for a single value."""
-    arr = np.asarray(values, dtype=np.float64)
-    return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros_like(arr[0]))
 
 
 def as_image(x: torch.Tensor) -> np.ndarray:
@@ -3275,12 +1516,6 @@ def finish_figure(fig, runs: dict[str, list[Results]], title: str, what: str = "
     """One title (with the seed count) and one legend for the whole figure."""
     add_legend(fig)
     fig.suptitle(title + seeds_note(runs, what), fontsize=10)
-
-
-def recorded(seeds: list[Results], split: str, metric: Metric, steps100: bool = False) -> list[list[float]] | None:
-    """One series of every seed (per epoch, or per 100 iterations), or None when a seed did not record it."""
-    found = [r.steps100.get(series_key(split, metric)) if steps100 else r.series(split, metric) for r in seeds]
-    return found if all(f is not None for f in found) else None
 
 
 def mark_not_recorded(ax, metric: Metric, runs: dict[str, list[Results]]) -> None:
@@ -3673,8 +1908,6 @@ def write_run_figures(out: Path, runs: dict[str, list[Results]], data: SubsetTen
             savefig_atomic(plot.draw(runs, data), out / plot.file)
 
 
-
-
 # =============================================================================
 # Running the experiment: nets in sequence or in worker processes, one or many seeds.
 # Hands Results per net and seed to the outputs above and to the report (hw4_report.py).
@@ -3689,7 +1922,7 @@ def prepare_torch(cfg: Config) -> torch.device:
 def train_and_write(name: str, cfg: Config, manifest: dict, data: SubsetTensors, device: torch.device) -> Results:
     """Train one net (or take its finished checkpoint) and write its files at once."""
     state = train(name, data, manifest, cfg, device)
-    results = Results.from_state(state, cfg, manifest, data, device)
+    results = results_from_state(state, cfg, manifest, data, device)
     write_net_outputs(Path(cfg.out), results, state.best.state_dict, data)
     return results
 
@@ -3741,9 +1974,6 @@ def seed_configs(cfg: Config) -> list[Config]:
             for k in range(cfg.seeds)]
 
 
-METRICS_FORMAT = 4  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
-
-
 def remove_partial_writes(out: Path) -> None:
     """Delete the temporary files of writes that a kill cut short (the real files are intact)."""
     for tmp in [*out.glob(f".*.{TMP_TAG}*"), *out.glob(f"checkpoints/.*.{TMP_TAG}*")]:
@@ -3784,7 +2014,7 @@ def run_experiment(cfg: Config, manifest: dict) -> dict[str, list[Results]]:
     if tasks:
         run_tasks(tasks, manifest, data, on_done)
     runs_by_seed = [{name: results[c.out][name] for name in cfg.nets} for c in per_seed]
-    import hw4_report  # the report is its own program; training loads it only here
+    hw4_report = siblings()[0]  # the report is its own program; training loads it only here
     hw4_report.write_run_reports(Path(cfg.out), [Path(c.out) for c in per_seed], runs_by_seed, facts, data)
     return {name: [runs[name] for runs in runs_by_seed] for name in cfg.nets}
 
@@ -3828,7 +2058,7 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
         entry = read_metrics_json(path)["nets"].get(name)
         if entry is None:
             return None
-        check_results_entry(name, entry)
+        check_results_entry(name, entry, NETS)
     except (UserError, SchemaError) as exc:
         print(f"note: {name} is not taken from {path}: {str(exc).removeprefix(str(path) + ': ')}; it trains again")
         return None
@@ -3871,22 +2101,6 @@ def predict_chunk(spec: NetSpec, image_size: int) -> int:
     """Images per forward pass: PREDICT_CHUNK, fewer for a net whose activations are large, so that a 1024x1024
     net does not ask for gigabytes."""
     return max(1, min(PREDICT_CHUNK, PREDICT_MEMORY // activation_bytes(spec, image_size)))
-
-
-def spec_parameter_count(spec: NetSpec, image_size: int, classes: int) -> int:
-    """A net's parameter count from its spec alone, so that predict sizes an untrusted weights file's net before
-    building anything (a build on the meta device would do, but its first use imports seconds of torch).
-    Mirrors HW4Net layer by layer; a test holds it equal to count_parameters of every net of the table."""
-    c1, c2 = spec.channels
-    side = scaled_side(image_size, spec.input_scale) or image_size
-    for _ in range(2):  # conv 3x3 with the spec's padding, then pool 2, twice
-        side = (side + 2 * spec.padding - 2) // 2
-    if side < 1:
-        raise ValueError(f"a net that does not fit its {image_size}x{image_size} pictures")
-    chain_block = 9 * c2 * c2 + (2 * c2 if spec.block == "bn" else c2)  # bn: no conv bias, BatchNorm's weight, bias
-    widths = [c2 * side * side, *spec.hidden, classes]
-    return ((27 * c1 + c1) + (9 * c1 * c2 + c2) + spec.extra_convs * chain_block
-            + sum(a * b + b for a, b in zip(widths, widths[1:])))
 
 
 def spec_from_weights(meta: Any) -> NetSpec:
@@ -4003,13 +2217,6 @@ def predict_main(argv: Sequence[str]) -> int:
 # =============================================================================
 # CLI: argparse built from the Config fields, the checks that run before any work, then main().
 # =============================================================================
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad flag gives one line (and exit code 2) instead of the usage block."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"hw4: error: {message} (see `python {self.prog} --help`)\n")
 
 
 def help_default(f: dataclasses.Field) -> str:
@@ -4130,9 +2337,6 @@ def check_before_work(cfg: Config, args: argparse.Namespace) -> None:
         net_outline(name, cfg.image_size, cfg.classes)
 
 
-OWN_SETTINGS = ("batch_size", "epochs", "lr", "betas", "threads", "dry_run", "image_size", "classes")
-
-
 def check_out_folder(cfg: Config) -> None:
     """hw4 owns only what it wrote: before any work, refuse an --out that holds files hw4 would overwrite
     but did not write, a run with other settings, an unfinished run (without --resume), or a file or
@@ -4196,16 +2400,32 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def exercise() -> Exercise:
+    """What the report and compare read of the exercise: the net table, the figures and their writers."""
+    return Exercise(nets=NETS, figures=FIGURES, write_run_figures=write_run_figures,
+                    write_net_figures=write_net_figures, spec_changed=spec_changed)
+
+
+def siblings():
+    """hw4_report and hw4_compare, loaded (only by the commands that need them) with the exercise handed over."""
+    try:
+        import hw4_compare
+        import hw4_report
+    except (ImportError, SyntaxError) as exc:
+        raise UserError(f"{getattr(exc, 'name', None) or exc}: hw4.py needs hw4_report.py and hw4_compare.py beside "
+                        "it, as the repository has them; copy the whole folder") from None
+    hw4_report.use(exercise())
+    return hw4_report, hw4_compare
+
+
 def report_main(argv: Sequence[str]) -> int:
     """`hw4.py report`: hw4_report.py's program, loaded only for it."""
-    import hw4_report
-    return hw4_report.report_main(argv)
+    return siblings()[0].report_main(argv)
 
 
 def compare_main(argv: Sequence[str]) -> int:
     """`hw4.py compare`: hw4_compare.py's program, loaded only for it."""
-    import hw4_compare
-    return hw4_compare.compare_main(argv)
+    return siblings()[1].compare_main(argv)
 
 
 SUBCOMMANDS = {"predict": (predict_main, "classifying the images"), "report": (report_main, "rewriting the reports"),
@@ -4225,6 +2445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command, stage = SUBCOMMANDS[argv[0]]
             return command(argv[1:])
         args = build_parser().parse_args(argv)
+        siblings()  # training ends in the report: a missing sibling is one line now, before any data is made
         cfg = config_from_args(args)
         check_before_work(cfg, args)
         if args.demo and not (args.ann_file or args.image_dir):  # enough images: 10% of them show two classes
@@ -4265,5 +2486,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("hw4", sys.modules[__name__])  # the siblings' `import hw4` is this module, not a second copy
     sys.exit(main())

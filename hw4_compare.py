@@ -2,7 +2,8 @@
 through an allowlisted unpickler, or an hw4 run) against a committed reference run, and writes COMPARE.md, a CSV
 and a figure.
 
-Loaded by `hw4.py` only for the compare command; it imports hw4 for Results and the run reader.
+Loaded by `hw4.py` only for the compare command. It reads runs through hw4_records and never imports hw4;
+the net table reaches it through hw4_report's handed-over Exercise.
 """
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ import math
 import os
 import pickle
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-import hw4
-from hw4 import (ACCURACY, OneLineErrorParser, Results, UserError, check_folder_creatable,
-                  load_finished_run, markdown_text, net_label, new_figure, path_argument, path_text, pct,
-                  pickle_name, run_lock, seeds_text, series_key, terminal_text, write_bytes_atomic)
-from hw4_report import NET1, NET2, NET3, clopper_pearson, pair_share, recalls, t_quantile_975
+from hw4_records import (ACCURACY, MAX_PER_CLASS, OneLineErrorParser, Results, UserError, check_folder_creatable,
+                         learned_in, markdown_text, new_figure, path_argument, path_text, pct, run_lock, savefig_atomic,
+                         seeds_text, series_key, terminal_text, write_bytes_atomic)
+from hw4_report import (NET1, NET2, NET3, clopper_pearson, load_finished_run, net_label, net_table, pair_share,
+                        recalls, t_quantile_975)
 
 # =============================================================================
 # Compare: `hw4.py compare PATH...` holds a submission's numbers (the original's pickles, or an hw4 run)
@@ -154,7 +156,7 @@ class NetRun:
 
     def learned(self, classes: int) -> bool:
         """Results.at_chance's rule: train accuracy rose clearly above chance at some epoch."""
-        return hw4.learned_in(self.train_acc, classes)
+        return learned_in(self.train_acc, classes)
 
     def gap(self, clean: bool) -> float:
         """Final train minus final val accuracy; train in eval mode (clean) or as the running accuracy."""
@@ -208,7 +210,7 @@ def first_non_finite(series: Sequence[float]) -> int | None:
     return next((e for e, v in enumerate(series, 1) if not math.isfinite(v)), None)
 
 
-MAX_COUNT = hw4.MAX_PER_CLASS * 1000  # more pictures in one cell than any run of up to 1,000 classes evaluates
+MAX_COUNT = MAX_PER_CLASS * 1000  # more pictures in one cell than any run of up to 1,000 classes evaluates
 
 
 def confusion_of(value: Any, where: str, classes: int, pictures: int | None) -> np.ndarray | None:
@@ -276,7 +278,7 @@ def nets_for_pickles(files: Sequence[Path], nets: Sequence[str] | None) -> list[
         return list(nets)
     named = []
     for f in files:
-        net = ORIGINAL_PICKLES.get(f.name) or next((n for n in hw4.NETS if pickle_name(n) == f.name), None)
+        net = ORIGINAL_PICKLES.get(f.name) or next((n for n, spec in net_table().items() if spec.pickle_file(n) == f.name), None)
         if net is None:
             raise UserError(f"{path_text(f)}: which net is it? Name the pickles results1.pkl, results2.pkl, "
                             "results3.pkl as the original does, or pass --nets in the pickles' order")
@@ -355,12 +357,19 @@ class Reference:
 MIN_REFERENCE_SEEDS = 3
 
 
-def load_reference(folder: Path) -> Reference:
-    seed_outs, runs_by_seed, _ = load_finished_run(folder)
+def load_reference(given: str | None) -> Reference:
+    """The --reference run; by default the committed one beside hw4.py, wherever compare runs from. A refusal
+    names the flag."""
+    folder = Path(given) if given is not None else Path(__file__).resolve().parent / DEFAULT_REFERENCE
+    name = path_text(given) if given is not None else DEFAULT_REFERENCE
+    try:
+        seed_outs, runs_by_seed, _ = load_finished_run(folder)
+    except UserError as exc:
+        raise UserError(f"--reference {name}: {exc}") from None
     if len(runs_by_seed) < MIN_REFERENCE_SEEDS:
-        raise UserError(f"{path_text(folder)} has {seeds_text(len(runs_by_seed))}; a reference needs "
+        raise UserError(f"--reference {name} has {seeds_text(len(runs_by_seed))}; a reference needs "
                         f"{MIN_REFERENCE_SEEDS} or more (the committed {DEFAULT_REFERENCE} has 10)")
-    return Reference.from_results(path_text(folder), runs_by_seed)
+    return Reference.from_results(name, runs_by_seed)
 
 
 @dataclass(frozen=True)
@@ -617,6 +626,12 @@ def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[Ne
     return "\n".join(lines) + "\n"
 
 
+def inert_cell(text: str) -> str:
+    """A CSV cell a spreadsheet never runs: one that starts like a formula (=, +, -, @, tab or carriage return,
+    OWASP's list) gets a leading apostrophe."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComparison]]]) -> str:
     """One row per submission, for a grading spreadsheet."""
     import csv
@@ -633,7 +648,7 @@ def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComp
             cells += (["", "", ""] if c is None else
                       [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
         findings = [f for c in comparisons for f in c.findings]
-        writer.writerow([terminal_text(sub.name), *cells, len(findings),
+        writer.writerow([inert_cell(terminal_text(sub.name)), *cells, len(findings),
                          " ".join(f"{f.net}:{f.kind}" for f in findings)])
     return buf.getvalue()
 
@@ -706,7 +721,7 @@ def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submiss
         write_bytes_atomic(out / "COMPARE.md", compare_markdown(ref, results).encode())
         if len(results) > 1:
             write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
-        hw4.savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
+        savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
 
 
 def compare_main(argv: Sequence[str]) -> int:
@@ -717,10 +732,10 @@ def compare_main(argv: Sequence[str]) -> int:
     parser.add_argument("paths", nargs="+", type=path_argument, metavar="PATH",
                         help="results pickles (results1.pkl ... as the original names them), a folder of them, an hw4 "
                              "run folder, or a folder of submission folders (one row each)")
-    parser.add_argument("--reference", type=path_argument, default=DEFAULT_REFERENCE,
+    parser.add_argument("--reference", type=path_argument, default=None,
                         help=f"a finished hw4 run of {MIN_REFERENCE_SEEDS} or more seeds "
-                             f"(default: {DEFAULT_REFERENCE})")
-    parser.add_argument("--nets", nargs="+", choices=list(hw4.NETS), metavar="NET",
+                             f"(default: {DEFAULT_REFERENCE} beside hw4.py)")
+    parser.add_argument("--nets", nargs="+", choices=list(net_table()), metavar="NET",
                         help="which net each pickle is, in order, when their names are not the original's")
     parser.add_argument("--out", type=path_argument, help="also write COMPARE.md, compare.png and, for several "
                         "submissions, compare.csv here (default: print only)")
@@ -732,7 +747,7 @@ def compare_main(argv: Sequence[str]) -> int:
     for p in args.paths:
         if not os.path.lexists(p):
             raise UserError(f"{path_text(p)} not found; pass results pickles or the folders that hold them")
-    ref = load_reference(Path(args.reference))
+    ref = load_reference(args.reference)
     subs = load_submissions([Path(p) for p in args.paths], args.nets, len(ref.classes))
     results = [(sub, compare_submission(sub, ref)) for sub in subs]
     print("\n".join(compare_lines(ref, results)))
@@ -742,3 +757,6 @@ def compare_main(argv: Sequence[str]) -> int:
     return 0
 
 
+if __name__ == "__main__":  # a module of hw4.py's, not a program of its own
+    sys.stderr.write("hw4: error: hw4_compare.py is loaded by hw4.py; run `python hw4.py compare PATH` instead\n")
+    sys.exit(2)

@@ -3,7 +3,9 @@ Results; and the `hw4.py report OUT` command, which rewrites a finished run's re
 alone. Statistics first, then one table each for the exercise's questions (QUESTIONS), Q5's remedies (REMEDIES)
 and the original report's claims (CLAIMS).
 
-Loaded by `hw4.py` only when a run's reports are written; it imports hw4 for the run's typed Results.
+Loaded by `hw4.py` only when a run's reports are written. It sees a run only through hw4_records (its typed
+Results) and never imports hw4: the net table and the figure writers reach it as an Exercise that hw4.py's CLI
+hands over (use).
 """
 from __future__ import annotations
 
@@ -15,19 +17,52 @@ import functools
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-import hw4
-from hw4 import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, DEAD_UNIT_IMAGES, DEFAULT_NETS, DatasetFacts,
-                  FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS_FORMAT, MIN_IMAGE_SIZE, Measure,
-                  OneLineErrorParser, POINTS, Results, SPLITS, SubsetTensors, Unit, WINDOW_STEPS,
-                  check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder, load_finished_run, mean_std, net_label,
-                  net_outline, new_figure, path_argument, pct, run_lock, seed_list_text, seeds_text,
-                  write_bytes_atomic, write_json_atomic, write_net_figures, write_run_figures)
+from hw4_records import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, CHANCE_FACTOR, DEAD_UNIT_IMAGES, DEFAULT_NETS,
+                         METRICS, DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS_FORMAT,
+                         MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results, SPLITS, Unit, UserError,
+                         WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder, learned_in,
+                         mean_std, new_figure, path_argument, pct, read_metrics_json, run_lock, savefig_atomic,
+                         scaled_side, seed_list_text, seeds_text, spec_conv_output_size, write_bytes_atomic,
+                         write_json_atomic)
+from hw4_records import load_finished_run as load_run
+
+# =============================================================================
+# The exercise, as hw4.py's CLI hands it over: the net table, the figures and their writers
+# =============================================================================
+
+_handed: list[Exercise] = []  # set by use(): hw4.py's CLI calls it before any report is written
+
+
+def use(exercise: Exercise) -> None:
+    """Take the exercise (hw4.exercise()) that every report from now on reads its net table and figures from."""
+    _handed[:] = [exercise]
+
+
+def exercise() -> Exercise:
+    if not _handed:
+        raise RuntimeError("hw4_report.use(hw4.exercise()) must run first: the report reads the net table from it")
+    return _handed[0]
+
+
+def net_table() -> Mapping[str, NetSpec]:
+    """The net table (net_table())."""
+    return exercise().nets
+
+
+def net_label(name: str) -> str:
+    return exercise().label(name)
+
+
+def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
+    """hw4_records.load_finished_run against the handed-over net table."""
+    return load_run(out, net_table())
 
 # =============================================================================
 # Report: REPORT.md, every sentence computed from the run's Results. Statistics first, then one table
@@ -653,19 +688,19 @@ class Experiment:
 
     def base_pairs(self) -> list[tuple[str, str]]:
         """(base, net) for every net of the run whose base is in the run too."""
-        return [(hw4.NETS[n].base, n) for n in self.nets if hw4.NETS[n].base in self.runs]
+        return [(net_table()[n].base, n) for n in self.nets if net_table()[n].base in self.runs]
 
 
 def changed_fields(name: str) -> set[str]:
     """The spec fields in which a net differs from its base, descriptive fields aside."""
-    spec, base = hw4.NETS[name].trained(), hw4.NETS[hw4.NETS[name].base].trained()
+    spec, base = net_table()[name].trained(), net_table()[net_table()[name].base].trained()
     return {k for k in spec if spec[k] != base[k]}
 
 
 def nets_arg(names: Iterable[str]) -> str:
     """`--nets ...` naming these nets (they exist: they come from the table) after their bases."""
     names = list(names)
-    return "`--nets " + " ".join(dict.fromkeys([*(hw4.NETS[n].base for n in names if hw4.NETS[n].base), *names])) + "`"
+    return "`--nets " + " ".join(dict.fromkeys([*(net_table()[n].base for n in names if net_table()[n].base), *names])) + "`"
 
 
 def best_epoch_text(exp: Experiment, name: str) -> str:
@@ -685,7 +720,7 @@ def train_measure(exp: Experiment) -> str:
 
 
 def report_table(exp: Experiment) -> list[str]:
-    finals = [(split, m) for split in SPLITS for m in hw4.METRICS]
+    finals = [(split, m) for split in SPLITS for m in METRICS]
     measure = train_measure(exp)
     lines = [("Train values are the original's running means over each epoch (augmentation, dropout and batch "
               "statistics active); the final train acc (eval mode) column measures the training images like val, "
@@ -739,8 +774,8 @@ def report_families(exp: "Experiment") -> list[tuple[str, dict[Any, Comparison]]
     """The report's families of tests, each Holm-corrected on its own: the claims table's, Q5's remedies against
     their bases, and Q3's (the best net against each other, and each net against its base)."""
     claims = {k: c for claim in CLAIMS if not claim.missing(exp) for k, c in claim.comparisons(exp).items()}
-    remedies = {PairTest(hw4.NETS[n].base, n, BEST_VAL): exp.compare(hw4.NETS[n].base, n)
-                for _, n in remedy_rows(exp) if not both_at_chance(exp, hw4.NETS[n].base, n)}
+    remedies = {PairTest(net_table()[n].base, n, BEST_VAL): exp.compare(net_table()[n].base, n)
+                for _, n in remedy_rows(exp) if not both_at_chance(exp, net_table()[n].base, n)}
     top = ranking_order(exp)[0]
     ranking = {PairTest(n, top, BEST_VAL): exp.compare(n, top) for n in exp.nets if n != top and exp.seeds > 1}
     ranking |= {PairTest(a, b, BEST_VAL): exp.compare(a, b) for a, b in exp.base_pairs()}
@@ -778,7 +813,7 @@ def resolution_text(d: Decision) -> str:
 def answer_padding(exp: Experiment) -> list[str]:
     pairs = [(a, b) for a, b in exp.base_pairs() if changed_fields(b) == {"padding"}]
     if not pairs:
-        padded = [n for n, s in hw4.NETS.items() if s.base and changed_fields(n) == {"padding"}]
+        padded = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"padding"}]
         return [f"Not measured: this run trained no net that differs from its base only in padding "
                 f"({nets_arg(padded)} measures it)."]
     return [f"- {describe_difference(exp, a, b, what)}" for a, b in pairs for what in (BEST_TRAIN, BEST_VAL)]
@@ -873,8 +908,8 @@ def ratio_range(values: Sequence[float]) -> str:
 def shallow_base(name: str) -> str:
     """The net without the chain that a deep net descends from (Net1 for Net3 and its remedies): the base every
     Q2 reading is judged against, so that a remedy is not called healthy against Net3's own vanishing gradient."""
-    while hw4.NETS[name].extra_convs and hw4.NETS[name].base:
-        name = hw4.NETS[name].base
+    while net_table()[name].extra_convs and net_table()[name].base:
+        name = net_table()[name].base
     return name
 
 
@@ -921,9 +956,9 @@ def where_dead_text(variant: list[Results], base: list[Results], base_label: str
 
 
 def answer_vanishing(exp: Experiment) -> list[str]:
-    deep = [n for n in exp.nets if hw4.NETS[n].extra_convs]
+    deep = [n for n in exp.nets if net_table()[n].extra_convs]
     if not deep:
-        chained = [n for n, s in hw4.NETS.items() if s.base and changed_fields(n) == {"extra_convs"}]
+        chained = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"extra_convs"}]
         return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
     lines = [f"The gradient ratio is conv1's gradient norm over fc1's: what reaches the first layer, relative to "
              "what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does "
@@ -1144,7 +1179,7 @@ REMEDIES = (
 def remedy_nets(treats: str, base: str) -> list[str]:
     """The nets of the table that measure, on `base`, a remedy against `treats`."""
     keys = {r.key for r in REMEDIES if r.treats == treats}
-    return [n for n, s in hw4.NETS.items() if s.remedy in keys and s.base == base]
+    return [n for n, s in net_table().items() if s.remedy in keys and s.base == base]
 
 
 def both_at_chance(exp: Experiment, a: str, b: str) -> bool:
@@ -1159,7 +1194,7 @@ def effect_text(d: Decision) -> str:
 
 
 def remedy_verdict(exp: Experiment, name: str) -> str:
-    spec = hw4.NETS[name]
+    spec = net_table()[name]
     if both_at_chance(exp, spec.base, name):
         return verdict_text(Judgement(Verdict.NOT_TESTABLE, (f"both at chance in {exp.seeds} of "
                                                              f"{seeds_text(exp.seeds)}",), colon=True))
@@ -1172,8 +1207,8 @@ def remedy_verdict(exp: Experiment, name: str) -> str:
 
 def remedy_rows(exp: Experiment) -> list[tuple[Remedy, str]]:
     """(remedy, net) for every remedy net of the run whose base is in the run too."""
-    return [(remedy, n) for remedy in REMEDIES for n in hw4.NETS if hw4.NETS[n].remedy == remedy.key
-            and n in exp.runs and hw4.NETS[n].base in exp.runs]
+    return [(remedy, n) for remedy in REMEDIES for n in net_table() if net_table()[n].remedy == remedy.key
+            and n in exp.runs and net_table()[n].base in exp.runs]
 
 
 def p_cell(tested: Tested | None) -> str:
@@ -1193,7 +1228,7 @@ def remedy_table(exp: Experiment) -> list[str]:
              f"({train_measure(exp)}) − val gap | seeds at chance | Δ best val acc | p (Holm-adjusted) | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for remedy in REMEDIES:
-        nets = [n for n, s in hw4.NETS.items() if s.remedy == remedy.key]
+        nets = [n for n, s in net_table().items() if s.remedy == remedy.key]
         if not any(r is remedy for r, _ in rows):
             lines.append(f"| {remedy.words} | {', '.join(nets) or '—'} | | | | | | not measured in this run; "
                          + (f"{nets_arg(nets)} measures it" if nets else "no net of the table measures it")
@@ -1201,7 +1236,7 @@ def remedy_table(exp: Experiment) -> list[str]:
         for r, n in rows:
             if r is not remedy:
                 continue
-            b, cmp = hw4.NETS[n].base, exp.compare(hw4.NETS[n].base, n)
+            b, cmp = net_table()[n].base, exp.compare(net_table()[n].base, n)
             delta = (f"both at chance in {exp.seeds} of {seeds_text(exp.seeds)}" if both_at_chance(exp, b, n)
                      else difference_text(cmp, shown_seeds=exp.seeds))
             lines.append(f"| {remedy.words} | {net_label(n)} (vs {net_label(b)}) | {regime_pm(exp, n, BEST_VAL)} vs "
@@ -1232,8 +1267,8 @@ def resolution_slope(exp: Experiment, rows: list[tuple[Remedy, str]]) -> list[st
     if not nets:
         return []
     size = exp.first.config["image_size"]
-    base = hw4.NETS[nets[0]].base
-    sides = [size] + [hw4.scaled_side(size, hw4.NETS[n].input_scale) or size for n in nets]
+    base = net_table()[nets[0]].base
+    sides = [size] + [scaled_side(size, net_table()[n].input_scale) or size for n in nets]
     means = [typical(exp, n, BEST_VAL) for n in [base, *nets]]
     slope = float(np.polyfit(sides, means, 1)[0]) * 16
     return ["Resolution, measured downward from the same pictures: best val accuracy "
@@ -1248,7 +1283,7 @@ def proposal(exp: Experiment) -> str:
     if not rows:
         return ("**Proposal:** this run measured no remedy; `python hw4.py --nets all` (with `--seeds 3` or more) "
                 "trains each of them beside its base, and this section then names the one that helps most.")
-    keys = {n: PairTest(hw4.NETS[n].base, n, BEST_VAL) for _, n in rows if PairTest(hw4.NETS[n].base, n, BEST_VAL)
+    keys = {n: PairTest(net_table()[n].base, n, BEST_VAL) for _, n in rows if PairTest(net_table()[n].base, n, BEST_VAL)
             in exp.tested}
     resolved = {n: k for n, k in keys.items() if exp.decision(k, threshold=True).side > 0}
     if not resolved:
@@ -1260,7 +1295,7 @@ def proposal(exp: Experiment) -> str:
         return cmp.both_learned.diff if cmp.two_regimes else cmp.diff
 
     best = max(resolved, key=gain)
-    remedy = next(r for r in REMEDIES if r.key == hw4.NETS[best].remedy)
+    remedy = next(r for r in REMEDIES if r.key == net_table()[best].remedy)
     whose = "; it is hw4's addition, not a remedy the original proposes" if remedy.ours else ""
     return (f"**Proposal:** {remedy.words.removesuffix(OURS)}, as {net_label(best)} measures it: the largest resolved "
             f"gain over its base ({difference_text(exp.tested[resolved[best]].cmp)} of best val accuracy){whose}.")
@@ -1284,7 +1319,7 @@ def diagnosis(exp: Experiment, name: str) -> str:
                 + (f" ({nets_arg(helpers)} measures remedies)" if helpers else ""))
     if stuck == len(runs):
         return f"at chance ({pct(1 / len(exp.first.classes))}): it does not learn (Q2)"
-    train, base = typical(exp, name, FINAL_TRAIN_CLEAN_ACC), hw4.NETS[name].base
+    train, base = typical(exp, name, FINAL_TRAIN_CLEAN_ACC), net_table()[name].base
     if train >= UNDERFIT_ACC:
         return mixed + "neither over- nor underfits"
     if (base in exp.runs and typical(exp, base, FINAL_TRAIN_CLEAN_ACC) >= UNDERFIT_ACC
@@ -1305,7 +1340,7 @@ def answer_improvement(exp: Experiment) -> list[str]:
             lines.append(f"{net_label(name)} does worse than {net_label(base)} despite its depth: batch normalisation, "
                          "residual connections or a better initialisation could let the extra layers train (not "
                          f"measured in this run; {nets_arg(fixes)} measures them).")
-    stale = [n for n, runs in exp.runs.items() if any(r.spec_changed for r in runs)]
+    stale = [n for n, runs in exp.runs.items() if any(exercise().spec_changed(r) for r in runs)]
     if stale:
         one = len(stale) == 1
         lines.append(f"{', '.join(map(net_label, stale))} of this run trained under an earlier row of the net table "
@@ -1927,7 +1962,7 @@ def original_fc1_fits() -> dict[str, list[int]]:
     process. fc1's input never shrinks as the picture grows, so two bisections over the sizes find them."""
     fits, sizes = {}, range(MIN_IMAGE_SIZE, 129)
     for name, size in ORIGINAL_FC1_IN.items():
-        measure = net_outline(name, MIN_IMAGE_SIZE, "ab").conv_output_size
+        measure = functools.partial(spec_conv_output_size, net_table()[name])
         first, last = (bisect.bisect_left(sizes, size, key=measure), bisect.bisect_right(sizes, size, key=measure))
         fits[name] = list(sizes[first:last])
     return fits
@@ -2118,7 +2153,7 @@ def picture_spread_text(exp: Experiment) -> str:
 def learned_within(r: Results, epochs: int) -> bool:
     """The early call: the train accuracy passed 1.5x chance within the first `epochs` epochs (Results.at_chance
     over that much of the history)."""
-    return hw4.learned_in((r.series("train", ACCURACY) or [])[:epochs], len(r.classes))
+    return learned_in((r.series("train", ACCURACY) or [])[:epochs], len(r.classes))
 
 
 @dataclass(frozen=True)
@@ -2165,7 +2200,7 @@ class RateStudy:
     @property
     def base(self) -> str:
         """The net the others remedy (the first net when none names another as its base)."""
-        based = [hw4.NETS[n].base for n in self.regimes if hw4.NETS[n].base in self.regimes]
+        based = [net_table()[n].base for n in self.regimes if net_table()[n].base in self.regimes]
         return based[0] if based else next(iter(self.regimes))
 
     @property
@@ -2229,7 +2264,7 @@ def check_lines(study: RateStudy) -> list[str]:
     for c in study.checks:
         counts.setdefault((c.run, c.net), [0, 0])[0] += c.call == c.outcome
         counts[(c.run, c.net)][1] += 1
-    lines = [f"A seed is called learned when its train accuracy passes {hw4.CHANCE_FACTOR:g}× chance within its "
+    lines = [f"A seed is called learned when its train accuracy passes {CHANCE_FACTOR:g}× chance within its "
              f"first {study.epochs} epochs. Against the {study.full_epochs}-epoch outcome of every full-length seed "
              f"of these nets, the call matches **{len(study.checks) - len(study.misses)} of {len(study.checks)}**:", "",
              "| run | net | matched |", "|---|---|---|"]
@@ -2245,7 +2280,7 @@ def rates_table(study: RateStudy) -> list[str]:
              f"(Holm-adjusted) | verdict on 'learns in more seeds than {net_label(study.base)}' |",
              "|---|---|---|---|---|---|"]
     for net in study.regimes:
-        remedy = next((r.words for r in REMEDIES if r.key == hw4.NETS[net].remedy), "—")
+        remedy = next((r.words for r in REMEDIES if r.key == net_table()[net].remedy), "—")
         if net == study.base:
             lines.append(f"| {net_label(net)} | — | {rate_text(study, net)} | | | |")
             continue
@@ -2330,7 +2365,7 @@ def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
                   "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
                   f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
                   rates_meaning(study), "", "![learn rates](rates.png)", ""]
-        hw4.savefig_atomic(draw_rates(study), out / "rates.png")
+        savefig_atomic(draw_rates(study), out / "rates.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
@@ -2374,7 +2409,7 @@ def write_report(out: Path, exp: Experiment) -> None:
     conf, seeds = exp.first.config, sorted(r.train_seed for r in next(iter(exp.runs.values())))
     seed_text = (f"training seeds {seeds[0]}..{seeds[-1]}, paired across nets (mean ± std)" if len(seeds) > 1
                  else f"training seed {seeds[0]}")
-    per_net = [p for p in hw4.FIGURES if p.per_net]
+    per_net = [p for p in exercise().figures if p.per_net]
     lines = [
         "# hw4 report", "",
         f"Classes: {', '.join(exp.first.classes)}; {data_text(exp.dataset, conf)}; batch size "
@@ -2383,7 +2418,7 @@ def write_report(out: Path, exp: Experiment) -> None:
         "Every number and verdict below is computed from this run's metrics.", "",
         "## Results", "", *report_table(exp), "",
         *claims_section(exp), "",
-        "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in hw4.FIGURES if not p.per_net),
+        "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in exercise().figures if not p.per_net),
         *([" ".join(f"![{net_label(n)} {p.caption}]({p.file.format(net=n)})" for p in per_net) + "\n" for n in exp.nets]
           if exp.seeds == 1 else [f"Per-net figures ({', '.join(p.caption for p in per_net)}) of each seed are in "
                                   "`seed_<s>/`.\n"]),
@@ -2391,7 +2426,7 @@ def write_report(out: Path, exp: Experiment) -> None:
     for question in QUESTIONS:
         lines += [f"## {question.heading}", "", *question.answer(exp), ""]
     if claim_intervals(exp):
-        hw4.savefig_atomic(draw_claims(exp), out / "claims.png")
+        savefig_atomic(draw_claims(exp), out / "claims.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
@@ -2404,7 +2439,7 @@ def write_seeds_summary(out: Path, exp: Experiment, linked: Sequence[str] = (), 
                       "seeds_at_chance": [r.train_seed for r in runs if r.at_chance],
                       "dead_units": {k: mean_std([r.dead_units[k] for r in runs])[0].tolist()
                                      for k in runs[0].dead_units}}
-        finals = [Measure("final", split, m) for split in SPLITS for m in hw4.METRICS]
+        finals = [Measure("final", split, m) for split in SPLITS for m in METRICS]
         for what in (BEST_VAL, BEST_TRAIN, BEST_EPOCH, GAP, *(f for f in finals if exp.recorded(name, f))):
             values = exp.values(name, what)
             nets[name][what.name] = values
@@ -2438,7 +2473,7 @@ def rates_summary(study: RateStudy) -> dict:
 
 
 def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[str, Results]],
-                      facts: DatasetFacts | None, data: SubsetTensors | None,
+                      facts: DatasetFacts | None, data: Any,
                       linked: Sequence[str] | None = None) -> None:
     """Each seed's figures and REPORT.md, then, for several seeds, the run's figures, metrics.json and
     REPORT.md over all of them. data None (`hw4.py report`): the figures that show pictures stay as they are, and
@@ -2453,10 +2488,10 @@ def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[
         if data is None and len(seed_outs) > 1 and not (seed_out / "REPORT.md").exists():
             continue
         one = {name: [r] for name, r in runs.items()}
-        write_run_figures(seed_out, one, data)
+        exercise().write_run_figures(seed_out, one, data)
         if data is None:  # the per-net figures a finished net wrote, redrawn where they need no pictures
             for r in runs.values():
-                write_net_figures(seed_out, r, data)
+                exercise().write_net_figures(seed_out, r, data)
         write_report(seed_out, Experiment(one, facts))
     if len(runs_by_seed) > 1:
         experiment.rates = study
@@ -2464,7 +2499,7 @@ def write_run_reports(out: Path, seed_outs: list[Path], runs_by_seed: list[dict[
         if study and study.run == out.name:  # a short run reports its learn rates, with their one figure
             write_rates_report(out, experiment, study)
         else:
-            write_run_figures(out, runs_by_net, data)
+            exercise().write_run_figures(out, runs_by_net, data)
             write_report(out, experiment)
 
 
@@ -2473,10 +2508,10 @@ def linked_runs(out: Path, given: Sequence[str] | None) -> list[str]:
     else those its metrics.json remembers (one no longer beside it is left out, with a note)."""
     remembered = given is None
     if remembered:
-        top = hw4.read_metrics_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+        top = read_metrics_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
         given = top.get("with", [])
         if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
-            raise hw4.UserError(f"{out / 'metrics.json'}: its \"with\" is not a list of run names; rerun "
+            raise UserError(f"{out / 'metrics.json'}: its \"with\" is not a list of run names; rerun "
                                 "`report` with --with")
     kept = []
     for name in dict.fromkeys(given):
@@ -2486,7 +2521,7 @@ def linked_runs(out: Path, given: Sequence[str] | None) -> list[str]:
         elif remembered:
             print(f"note: {out} links {name!r}, which is no longer beside it; its report leaves that run out")
         else:
-            raise hw4.UserError(f"--with {name}: not a finished run beside {out} (give the name of a folder in "
+            raise UserError(f"--with {name}: not a finished run beside {out} (give the name of a folder in "
                                 f"{out.parent} that holds a run's metrics.json)")
     return kept
 
@@ -2507,7 +2542,7 @@ def load_rate_study(out: Path, exp: Experiment, linked: Sequence[str]) -> RateSt
     short = next((n for n, e in runs.items() if e.first.config["epochs"] < epochs), None)
     if short is None:
         if any(e.first.config["epochs"] == epochs for e in runs.values()):
-            raise hw4.UserError(f"--with: {', '.join(linked)} must be longer runs than {out} (whose learn rates "
+            raise UserError(f"--with: {', '.join(linked)} must be longer runs than {out} (whose learn rates "
                                 "they check) or one shorter run (whose learn rates its Q5 cites)")
         return rate_study(out.name, exp, runs)
     full = {n: exp if n == out.name else runs.get(n) or experiment_at(out.parent / n)
@@ -2541,3 +2576,6 @@ def report_main(argv: Sequence[str]) -> int:
     return 0
 
 
+if __name__ == "__main__":  # a module of hw4.py's, not a program of its own
+    sys.stderr.write("hw4: error: hw4_report.py is loaded by hw4.py; run `python hw4.py report RUN` instead\n")
+    sys.exit(2)

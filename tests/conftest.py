@@ -7,19 +7,25 @@ import dataclasses
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import filelock
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import hw4  # noqa: E402
+import hw4_compare  # noqa: E402
+import hw4_records  # noqa: E402
 import hw4_report  # noqa: E402
+
+hw4_report.use(hw4.exercise())  # what hw4.py's CLI hands over before any report, for tests that call the report directly
 
 FIXTURES = ROOT / "tests" / "fixtures"  # copied in: a clone must pass with nothing beside it
 VISION_SYNTH = FIXTURES / "vision-synth" / "train"
@@ -80,8 +86,17 @@ def skip_rendering(monkeypatch) -> list[Path]:
     monkeypatch.setattr(hw4, "FIGURES", tuple(dataclasses.replace(p, draw=lambda *_: None) for p in hw4.FIGURES))
     monkeypatch.setattr(hw4_report, "draw_claims", lambda *_: None)
     monkeypatch.setattr(hw4_report, "draw_rates", lambda *_: None)
-    monkeypatch.setattr(hw4, "savefig_atomic", lambda fig, path: saved.append(Path(path)))
+    for module in (hw4, hw4_report, hw4_compare):
+        monkeypatch.setattr(module, "savefig_atomic", lambda fig, path: saved.append(Path(path)))
     return saved
+
+
+def patch_everywhere(monkeypatch, name: str, value) -> None:
+    """Set a table (METRICS, say) in every hw4 module that holds it: hw4_records defines it, and hw4 and its
+    siblings import it by name."""
+    for module in (hw4, hw4_records, hw4_report, hw4_compare, sys.modules["hw4_sources"]):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
 
 
 def make_config(ann_file, image_dir, dataset_dir, **overrides) -> hw4.Config:
@@ -95,27 +110,36 @@ SHARED = "HW4_TESTS_SHARED"  # environment: where the session's shared data is m
 
 
 def pytest_configure(config) -> None:
-    """In the controller, before the xdist workers start (they inherit the environment): start the one
-    background process that makes the data every worker shares."""
+    """In the controller, before the xdist workers start (they inherit the environment): the folder where the one
+    background process that makes the shared data writes. It starts when a test first needs that data (shared),
+    so that a run of tests that need none of it trains nothing."""
     if hasattr(config, "workerinput"):
         return
-    folder = Path(tempfile.mkdtemp(prefix="hw4-tests-"))
-    os.environ[SHARED] = str(folder)
-    config.hw4_shared = subprocess.Popen([sys.executable, str(ROOT / "tests" / "shared_data.py"), str(folder)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ[SHARED] = tempfile.mkdtemp(prefix="hw4-tests-")
 
 
 def pytest_unconfigure(config) -> None:
-    proc = getattr(config, "hw4_shared", None)
-    if proc is not None:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(os.environ.pop(SHARED), ignore_errors=True)
+    if hasattr(config, "workerinput") or SHARED not in os.environ:
+        return
+    folder = Path(os.environ.pop(SHARED))
+    with contextlib.suppress(OSError, ValueError):
+        os.killpg(int((folder / "started").read_text()), signal.SIGKILL)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_shared_data(folder: Path) -> None:
+    """The background process that makes the shared data, started once whichever worker asks first."""
+    with filelock.FileLock(folder / ".start.lock"):
+        if not (folder / "started").exists():
+            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "shared_data.py"), str(folder)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            (folder / "started").write_text(str(proc.pid))
 
 
 def shared(step: str, timeout: float = 900) -> Path:
     """The folder of a shared step, once the background process has finished it."""
     folder = Path(os.environ[SHARED])
+    start_shared_data(folder)
     deadline = time.time() + timeout
     while not (folder / f"{step}.done").exists():
         if (folder / "failed").exists():

@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def make(folder: Path) -> None:
     # imported here, inside the try below, so that an import error also leaves `failed` for the waiting tests
     from conftest import hw4, reference_args, tiny_config
+    import hw4_sources
     demo = folder / "demo_coco"
-    hw4.make_demo_coco(demo, images_per_class=110, seed=0)
+    hw4_sources.make_demo_coco(demo, images_per_class=110, seed=0)
     (folder / "demo_coco.done").touch()
     cfg = tiny_config(demo, folder / "tiny" / "ds")
     with contextlib.redirect_stdout(io.StringIO()):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hw4
+import hw4_records
 from test_resume import assert_same_outputs, wait_for
 from conftest import (CPU, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, reference_args, run_cli,
                       run_copy, skip_rendering, start_cli)
@@ -125,8 +126,8 @@ def test_one_command_at_a_time_generates_the_demo_data(tmp_path, monkeypatch):
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        import hw4
-        held = hw4.held_lock(Path({str(root / ".demo.lock")!r}), "demo", lambda holder: holder)
+        import hw4_records
+        held = hw4_records.held_lock(Path({str(root / ".demo.lock")!r}), "demo", lambda holder: holder)
         held.__enter__()
         print("held", flush=True)
         time.sleep(300)
@@ -272,14 +273,14 @@ def test_one_command_at_a_time_writes_into_a_folder(tiny_built, tmp_path, monkey
         assert_one_line_exit_2(cli("compare", run, "--reference", ROOT / "results" / "exercise", "--out", run), refused)
         assert_one_line_exit_2(cli(*reference_args(tiny_built, train_out)), refused, f"--out {train_out}")
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-        assert sorted(p.name for p in train_out.iterdir()) == [hw4.RUN_LOCK, hw4.RUN_PID]
+        assert sorted(p.name for p in train_out.iterdir()) == [hw4_records.RUN_LOCK, hw4_records.RUN_PID]
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert (run / hw4.RUN_PID).exists(), "a killed holder leaves its pid file: the lock, not the file, decides"
+    assert (run / hw4_records.RUN_PID).exists(), "a killed holder leaves its pid file: the lock, not the file, decides"
     ran = cli("report", run)
     assert ran.returncode == 0, ran.stderr
-    assert not (run / hw4.RUN_PID).exists()
+    assert not (run / hw4_records.RUN_PID).exists()
 
 
 def test_out_keeps_what_the_user_made(tiny_built, reference, tmp_path):
@@ -405,3 +406,52 @@ def test_class_names_that_markdown_or_html_would_act_on_are_refused(name, tmp_pa
     blob["nets"]["net1"]["classes"][0] = name
     (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
     assert_one_line_exit_2(cli("report", run), "nets.net1.classes is not a list of 2 to 1,000 distinct names")
+
+
+@pytest.mark.parametrize("kind", ["link", "folder"])
+@pytest.mark.parametrize("name", [hw4_records.RUN_PID, hw4_records.RUN_LOCK])
+def test_a_lock_file_that_is_a_link_or_a_folder_is_refused_and_its_target_kept(tmp_path, kind, name):
+    """The lock and its pid file are never written through a link (the --out lock of report shown here; the build
+    and demo locks are the same held_lock): one line, exit 2, the link's target untouched."""
+    run = run_copy(tmp_path, seeds=(5, 6))
+    victim = tmp_path / "victim"
+    victim.write_text("PRECIOUS")
+    if kind == "link":
+        (run / name).symlink_to(victim)
+    else:
+        (run / name).mkdir()
+    ran = cli("report", run)
+    assert_one_line_exit_2(ran, str(run / name), "remove it")
+    assert victim.read_text() == "PRECIOUS" and not (run / "REPORT.md").exists()
+    for lock in ("build", "demo"):
+        pid = tmp_path / lock / ".x.pid"
+        pid.parent.mkdir()
+        pid.symlink_to(victim)
+        with pytest.raises(hw4_records.UserError, match="is a link"):
+            with hw4_records.held_lock(pid.with_suffix(".lock"), lock, lambda holder: holder):
+                pass
+        assert victim.read_text() == "PRECIOUS"
+
+
+def test_hw4_without_its_layers_or_siblings_is_one_line_before_any_work(tmp_path):
+    """hw4.py copied alone, or with a broken sibling: one line and exit 2, before any data is made."""
+    def copied_hw4(*args):
+        return subprocess.run([sys.executable, str(tmp_path / "hw4.py"), *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    shutil.copy(ROOT / "hw4.py", tmp_path / "hw4.py")
+    assert_one_line_exit_2(copied_hw4("--demo", "--epochs", "1"), "hw4_records", "copy the whole folder")
+    for name in ("hw4_records.py", "hw4_sources.py", "hw4_report.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "hw4_compare.py").write_text("def broken(:\n")
+    for args in (("--demo", "--epochs", "1"), ("report", tmp_path)):
+        assert_one_line_exit_2(copied_hw4(*args), "copy the whole folder")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == [
+        "hw4.py", "hw4_compare.py", "hw4_records.py", "hw4_report.py", "hw4_sources.py"], "nothing was made"
+
+
+@pytest.mark.parametrize("module", ["hw4_report.py", "hw4_compare.py"])
+def test_a_sibling_run_as_a_program_names_the_command(module):
+    ran = subprocess.run([sys.executable, str(ROOT / module), "results/exercise"], capture_output=True, text=True,
+                         timeout=120)
+    assert_one_line_exit_2(ran, "python hw4.py")

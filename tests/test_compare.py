@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 import hw4
 import hw4_compare
+import hw4_records
 from conftest import ROOT, assert_one_line_exit_2, cli, skip_rendering
 
 EXERCISE = ROOT / "results" / "exercise"
@@ -20,7 +23,7 @@ EXERCISE = ROOT / "results" / "exercise"
 @pytest.fixture(scope="module")
 def committed():
     """The committed run's Results per seed (read once: ten metrics.json files)."""
-    return hw4.load_finished_run(EXERCISE)[1]
+    return hw4_records.load_finished_run(EXERCISE, hw4.NETS)[1]
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +254,42 @@ def test_nets_names_pickles_whose_names_are_not_the_originals(tmp_path, monkeypa
         (tmp_path / name).write_bytes((EXERCISE / "seed_9" / f"results{k}.pkl").read_bytes())
     ran = cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "net2", "--reference", EXERCISE)
     assert ran.returncode == 0, ran.stderr
-    seed_9 = hw4.load_finished_run(EXERCISE / "seed_9")[1][0]
+    seed_9 = hw4_records.load_finished_run(EXERCISE / "seed_9", hw4.NETS)[1][0]
     assert f"Net1 {hw4.pct(hw4.BEST_VAL.of(seed_9['net1']))} inside | Net2" in ran.stdout and "Net3" not in \
         ran.stdout.splitlines()[1]
     assert_one_line_exit_2(cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "--reference",
                                EXERCISE), "--nets names 1 nets for 2 pickles")
+
+
+def test_a_csv_cell_that_a_spreadsheet_would_run_is_made_inert(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    names = ("=1+1", "@SUM(1+1)", "+2+3", "plain")
+    for name in names:
+        (tmp_path / name).mkdir()
+        shutil.copy(EXERCISE / "seed_5" / "results1.pkl", tmp_path / name / "results1.pkl")
+    monkeypatch.chdir(tmp_path)  # each submission named as given: a name a spreadsheet would read as a formula
+    ran = cli("compare", *names, "--reference", EXERCISE, "--out", tmp_path / "out")
+    assert ran.returncode == 0, ran.stderr
+    firsts = [row[0] for row in csv.reader(io.StringIO((tmp_path / "out" / "compare.csv").read_text()))]
+    assert firsts == ["submission", "'=1+1", "'@SUM(1+1)", "'+2+3", "plain"]
+
+
+def test_the_default_reference_is_the_one_beside_hw4_and_a_bad_one_names_the_flag(tmp_path, monkeypatch):
+    pickle_file = tmp_path / "results1.pkl"
+    shutil.copy(EXERCISE / "seed_5" / "results1.pkl", pickle_file)
+    monkeypatch.chdir(tmp_path)  # no results/ here: the default still finds the committed run
+    ran = cli("compare", pickle_file)
+    assert ran.returncode == 0 and "Net1" in ran.stdout, ran.stderr
+    assert_one_line_exit_2(cli("compare", pickle_file, "--reference", tmp_path / "nowhere"), "--reference")
+
+
+def test_a_seed_listed_twice_is_never_pooled_twice(tmp_path):
+    ref = tmp_path / "ref"
+    shutil.copytree(EXERCISE, ref)
+    top = json.loads((ref / "metrics.json").read_text())
+    for entry in top["nets"].values():
+        entry["seeds"] = entry["seeds"] + [5] * 20
+    (ref / "metrics.json").write_text(json.dumps(top))
+    assert_one_line_exit_2(cli("compare", EXERCISE / "seed_5" / "results1.pkl", "--reference", ref),
+                           "--reference", "distinct training seeds")
+    assert_one_line_exit_2(cli("report", ref), "distinct training seeds")

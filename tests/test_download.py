@@ -18,6 +18,7 @@ import pytest
 import struct
 
 import hw4
+import hw4_sources
 from conftest import ROOT, VISION_SYNTH, assert_one_line_exit_2, cli
 
 CLASSES = ["elephant", "giraffe", "kite"]
@@ -292,18 +293,18 @@ def test_a_trickling_or_endless_body_and_a_full_disk_end_each_download(tmp_path)
     slow, endless = Trickle(1, 0.05), Trickle(1 << 16, 0)
     try:
         started = time.monotonic()
-        with pytest.raises(hw4.RetryableError, match="too slow: not complete after 1 s"):
-            hw4.http_get(slow.url, tmp_path / "a", read_timeout=5, deadline_s=1)
+        with pytest.raises(hw4_sources.RetryableError, match="too slow: not complete after 1 s"):
+            hw4_sources.http_get(slow.url, tmp_path / "a", read_timeout=5, deadline_s=1)
         assert time.monotonic() - started < 4
         with pytest.raises(hw4.PermanentError, match="runs past 1,000,000 bytes"):
-            hw4.http_get(endless.url, tmp_path / "b", read_timeout=5, max_bytes=1_000_000)
+            hw4_sources.http_get(endless.url, tmp_path / "b", read_timeout=5, max_bytes=1_000_000)
         assert (tmp_path / "b").stat().st_size <= 1_000_000
         with pytest.raises(hw4.UserError, match="no space left on the device of /dev while writing full"):
-            hw4.http_get(endless.url, Path("/dev/full"), read_timeout=5)
+            hw4_sources.http_get(endless.url, Path("/dev/full"), read_timeout=5)
         hw4.DOWNLOAD_STOP.set()  # what Ctrl-C or SIGTERM sets: every thread stops at its next chunk
         try:
             with pytest.raises(hw4.PermanentError, match="stopped"):
-                hw4.http_get(slow.url, tmp_path / "c", read_timeout=5)
+                hw4_sources.http_get(slow.url, tmp_path / "c", read_timeout=5)
         finally:
             hw4.DOWNLOAD_STOP.clear()
     finally:

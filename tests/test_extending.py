@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import hw4_records
 import hw4_report
-from conftest import REFERENCE_NETS, ROOT, cli, hw4, reference_args, skip_rendering
+from conftest import REFERENCE_NETS, ROOT, cli, hw4, patch_everywhere, reference_args, skip_rendering
 
 COMMITTED = [ROOT / "results" / "exercise", ROOT / "results" / "exercise-all"]
 TRAINED = [*COMMITTED, ROOT / "results" / "net3-rates"]  # and the short runs of the learn rates
@@ -57,7 +58,8 @@ def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monke
     entries = list(committed_entries())
     assert len(entries) > 50
     for path, name, entry in entries:
-        stale = hw4.Results.from_json(hw4.migrate_metrics({"nets": {name: entry}}, path)["nets"][name]).spec_changed
+        stale = hw4.Results.from_json(hw4_records.migrate_metrics({"nets": {name: entry}}, path)["nets"][name])
+        stale = hw4.spec_changed(stale)
         assert stale == (fingerprint_of(name, entry) != entry["fingerprint"]), f"{path}: {name}: spec_changed"
         assert stale == (name in RESPECIFIED), f"{path}: {name}"
     entries = [(path, name, entry) for path, name, entry in entries if name not in RESPECIFIED]
@@ -73,11 +75,11 @@ def per_sample_top2(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).double()
 
 
-TOP2 = hw4.Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", hw4.POINTS, percent=True)
+TOP2 = hw4.Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", hw4_records.POINTS, percent=True)
 
 
 def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypatch):
-    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
     skip_rendering(monkeypatch)
     out = tmp_path / "fresh"
     args = reference_args(tiny_built, out)
@@ -96,7 +98,7 @@ def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypat
 def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, monkeypatch):
     copy = tmp_path / "run"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
-    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
     skip_rendering(monkeypatch)
     ran = cli("report", copy)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -105,8 +107,8 @@ def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, mo
 
 
 def test_a_figure_of_a_run_without_a_metric_says_so(monkeypatch):
-    _, runs_by_seed, _ = hw4.load_finished_run(COMMITTED[0])
-    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, TOP2))
+    _, runs_by_seed, _ = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
+    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
     runs = {name: [runs[name] for runs in runs_by_seed[:2]] for name in ("net1", "net2")}
     fig = hw4.draw_curves_epoch(runs, None)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -121,7 +123,7 @@ def test_resume_over_a_finished_run_trains_nothing_after_a_field_or_a_metric_is_
         out = tmp_path / step
         shutil.copytree(reference, out, ignore=shutil.ignore_patterns("checkpoints"))
         with monkeypatch.context() as m:
-            m.setattr(hw4, *patch)
+            patch_everywhere(m, *patch)
             ran = cli(*reference_args(tiny_built, out), "--resume")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert not re.search(r"epoch +\d+/2", ran.stdout), f"after adding a {step}, --resume trained:\n{ran.stdout}"
@@ -133,17 +135,17 @@ def test_resume_over_a_finished_run_trains_nothing_after_a_field_or_a_metric_is_
 
 def nats_claim() -> hw4_report.Claim:
     return hw4_report.Claim("Q2", "Net3 ends with a higher train loss than Net1.",
-                     hw4_report.check_differences([("net1", "net3")], hw4.FINAL_TRAIN_LOSS), ("net1", "net3"))
+                     hw4_report.check_differences([("net1", "net3")], hw4_records.FINAL_TRAIN_LOSS), ("net1", "net3"))
 
 
 def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypatch):
-    _, runs_by_seed, facts = hw4.load_finished_run(COMMITTED[0])
+    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
     exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
     monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, nats_claim()))
     result = hw4_report.claim_row(exp, hw4_report.CLAIMS[-1])
     assert result.measured.startswith("final train cross-entropy: Net3 − Net1 two regimes: ")
     assert " nats (95% CI [" in result.measured and "points" not in result.measured
-    assert result.intervals[0].unit is hw4.NATS
+    assert result.intervals[0].unit is hw4_records.NATS
     fig = hw4_report.draw_claims(exp)
     labels = [ax.get_xlabel() for ax in fig.axes]
     assert "accuracy points" in labels[0] and labels[-1].startswith("difference in nats")
@@ -206,7 +208,7 @@ def rendered_texts(fig) -> list[str]:
 
 def test_every_figure_prints_plain_text_labels():
     """With mathtext off (new_figure), a formatter that writes '$...$' prints it raw: no label may hold one."""
-    _, runs_by_seed, facts = hw4.load_finished_run(COMMITTED[0])
+    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
     runs = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
     figures = [plot.draw(runs, None) for plot in hw4.FIGURES if not plot.per_net and not plot.needs_pictures]
     figures += [plot.draw(runs["net3"][0], None) for plot in hw4.FIGURES if plot.per_net and not plot.needs_pictures]

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import hw4
+import hw4_sources
 from conftest import CPU, assert_one_line_exit_2, cli, skip_rendering
 
 CLASSES = ("airplane", "bus", "cat")
@@ -73,7 +74,7 @@ def test_the_folders_decide_split_and_class_and_shared_pictures_are_counted(fold
     assert by_file["train/airplane/COCO_train2014_000000001001.jpg"]["also_shows"] == ["bus"]
     assert by_file["train/airplane/COCO_train2014_000000000100.jpg"]["image_id"] == 100
     grey = by_file["val/cat/grey_one.jpg"]
-    assert grey["image_id"] == hw4.picture_id(folders / "val/cat/grey_one.jpg") > 10 ** 6  # from its bytes, stable
+    assert grey["image_id"] == hw4_sources.picture_id(folders / "val/cat/grey_one.jpg") > 10 ** 6  # from its bytes, stable
     ds = tmp_path / "ds"
     # a picture of the right size keeps its bytes; the 32x32 one is resized to 16x16 RGB
     same = by_file["train/bus/COCO_train2014_000000000200.jpg"]
@@ -180,7 +181,7 @@ def test_a_run_on_class_folders_reports_the_shared_pictures(folders, tmp_path, m
 def test_the_build_works_with_spawn_where_fork_is_missing(folders, tmp_path, monkeypatch):
     """Windows has no fork: the build's worker pool then spawns, with the same result."""
     forked = build(folders, tmp_path / "fork", workers=2)
-    monkeypatch.setattr(hw4, "build_start_method", lambda: "spawn")
+    monkeypatch.setattr(hw4_sources, "build_start_method", lambda: "spawn")
     spawned = build(folders, tmp_path / "spawn", workers=2)
     assert spawned["entries"] == forked["entries"]
     for entry in spawned["entries"]:
@@ -190,14 +191,14 @@ def test_the_build_works_with_spawn_where_fork_is_missing(folders, tmp_path, mon
 
 def test_a_fifo_among_the_images_is_not_opened(tmp_path):
     os.mkfifo(tmp_path / "x.jpg")
-    assert hw4.write_thumbnails([(str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg"), 16)]) == ["not a regular file"]
+    assert hw4_sources.write_thumbnails([(str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg"), 16)]) == ["not a regular file"]
 
 
 def test_a_file_name_that_is_not_utf8_gets_an_id(tmp_path):
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))  # as os.walk gives it: surrogate-escaped
     odd.write_bytes(b"a picture's bytes")
     (tmp_path / "plain.jpg").write_bytes(b"another picture's bytes")
-    assert hw4.picture_id(odd) == hw4.picture_id(odd) != hw4.picture_id(tmp_path / "plain.jpg")
+    assert hw4_sources.picture_id(odd) == hw4_sources.picture_id(odd) != hw4_sources.picture_id(tmp_path / "plain.jpg")
 
 
 def test_one_picture_in_several_class_folders_is_found_by_its_bytes(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hw4
+import hw4_records
 import hw4_report
 
 CLASSES = ("airplane", "bus", "cat", "dog", "pizza")
@@ -35,7 +36,9 @@ def test_the_parameter_count_from_a_spec_is_the_built_nets(size):
     specs = {**hw4.NETS, "odd": hw4.NetSpec("Odd", padding=2, channels=(5, 7), extra_convs=3, block="bn",
                                             hidden=(11, 13))}
     for name, spec in specs.items():
-        assert hw4.spec_parameter_count(spec, size, 4) == hw4.count_parameters(hw4.build_net(name, size, "abcd", spec))
+        net = hw4.build_net(name, size, "abcd", spec)
+        assert hw4.spec_parameter_count(spec, size, 4) == hw4.count_parameters(net)
+        assert hw4_records.spec_conv_output_size(spec, size) == net.fc1.in_features  # what the report reads
     with pytest.raises(ValueError, match="does not fit its 9x9 pictures"):
         hw4.spec_parameter_count(hw4.NETS["net1"], 9, 5)
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import hw4_records
 import hw4_report
 from test_report import confusion_with_cat_dog_errors, fake_results, report
 from conftest import ROOT, hw4
@@ -76,7 +77,7 @@ def test_a_one_seed_run_gets_picture_level_verdicts(tmp_path):
 
 
 def test_a_run_saved_without_predictions_says_so(tmp_path):
-    runs, facts = hw4.seed_results(EXERCISE_SEED / "metrics.json")  # format 2: before predictions were saved
+    runs, facts = hw4_records.seed_results(EXERCISE_SEED / "metrics.json", hw4.NETS)  # format 2: before predictions were saved
     assert json.loads((EXERCISE_SEED / "metrics.json").read_text())["format"] == 2
     assert all(r.val_predictions == {} for r in runs.values())
     exp = hw4_report.Experiment({name: [r] for name, r in runs.items()}, facts)
@@ -98,10 +99,10 @@ def test_metrics_json_keeps_each_val_pictures_prediction(reference):
     assert confusion.tolist() == entry["val_confusion"]  # the best epoch's predictions, as its confusion counts them
     final = np.mean(np.array(preds["final"]) == np.array(preds["labels"]))
     assert final == pytest.approx(entry["epoch"]["val_class_acc"][-1])
-    hw4.check_results_entry("net1", entry)
+    hw4_records.check_results_entry("net1", entry, hw4.NETS)
     for bad in ([0] * (n - 1), [classes] + preds["best"][1:], [True] + preds["best"][1:]):
         with pytest.raises(hw4.SchemaError, match="val_predictions.best"):
-            hw4.check_results_entry("net1", {**entry, "val_predictions": {**preds, "best": bad}})
+            hw4_records.check_results_entry("net1", {**entry, "val_predictions": {**preds, "best": bad}}, hw4.NETS)
 
 
 def test_the_reference_runs_remedies_are_tested_over_its_val_pictures(reference):

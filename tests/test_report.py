@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hw4
+import hw4_records
 import hw4_report
 from conftest import (COMMITTED, CPU, ROOT, assert_one_line_exit_2, cli, files_under, reference_args, run_copy,
                       skip_rendering)
@@ -632,7 +633,7 @@ def test_a_summarys_seeds_cannot_lead_the_report_elsewhere(tmp_path, monkeypatch
     blob["nets"]["net1"]["seeds"] = [5, "6/../../other"]
     (run / "metrics.json").write_text(json.dumps(blob))
     before = files_under(other)
-    assert_one_line_exit_2(cli("report", run), "its seeds are not a list of training seeds")
+    assert_one_line_exit_2(cli("report", run), "its seeds are not a list of distinct training seeds")
     assert files_under(other) == before
 
 
@@ -683,7 +684,18 @@ SCHEMA_FAULTS = {  # field to change -> (its new value, the words the one line m
     "scalar confusion": (("val_confusion",), 7, "nets.net1.val_confusion is not a 5x5 matrix"),
     "no cpus": (("infrastructure", "cpus"), None, "nets.net1.infrastructure.cpus is missing"),
     "short series": (("epoch", "train_class_acc"), [0.5], "nets.net1.epoch.train_class_acc has 1 values, not 15"),
-    "accuracy 97": (("epoch", "val_class_acc"), [97.0] * 15, "nets.net1.epoch.val_class_acc holds an accuracy"),
+    "accuracy 97": (("epoch", "val_class_acc"), [97.0] * 15, "nets.net1.epoch.val_class_acc holds 97.0, outside 0..1"),
+    "10,001 epochs": (("epoch", "val_class_acc"), [0.5] * 10_001, "nets.net1.epoch has 10,001 epochs, more than the 10,000"),
+    "dead units out of range": (("dead_units", "conv1"), [5, -3, 1e300] + [0] * 12, "nets.net1.dead_units.conv1 holds 5"),
+    "a negative gradient norm": (("grad_norms", "conv1"), [-1.0] * 15, "nets.net1.grad_norms.conv1 holds -1.0, outside 0..1e+30"),
+    "a loss of 1e300": (("epoch", "train_cross_entropy"), [1e300] * 15, "nets.net1.epoch.train_cross_entropy holds 1e+300"),
+    "a count of 10**30": (("n_train",), 10 ** 30, "nets.net1.n_train is not a count"),
+    "a confusion cell of 10**30": (("val_confusion",), [[10 ** 30] * 5] * 5, "nets.net1.val_confusion is not a 5x5"),
+    "a time of 1e308 s": (("train_time_s",), 1e308, "nets.net1.train_time_s is not a time in seconds"),
+    "batch size 0": (("config", "batch_size"), 0, "nets.net1.config has a batch size or epoch count"),
+    "a negative learning rate": (("config", "lr"), -1.0, "nets.net1.config has a learning rate or Adam betas"),
+    "no betas": (("config", "betas"), [], "nets.net1.config has a learning rate or Adam betas"),
+    "seed 2**100": (("config", "train_seed"), 2 ** 100, "nets.net1.config.train_seed is not a training seed"),
     "best epoch 0": (("best_epoch",), 0, "nets.net1.best_epoch is not an epoch from 1 to 15"),
     "params of another net": (("params",), 13_669, "nets.net1.params is not Net1's parameter count at 64x64"),
     "hardest without a path": (("hardest", 0, "path"), None, "nets.net1.hardest[0].path is missing"),
@@ -732,7 +744,7 @@ def test_unreadable_nesting_and_formats_are_one_line(text, words, tmp_path, monk
 def test_a_metrics_json_over_the_size_cap_is_not_parsed(tmp_path, monkeypatch):
     skip_rendering(monkeypatch)
     run = run_copy(tmp_path, seeds=(5, 6))
-    monkeypatch.setattr(hw4, "METRICS_MAX_BYTES", 1000)
+    monkeypatch.setattr(hw4_records, "METRICS_MAX_BYTES", 1000)
     assert_one_line_exit_2(cli("report", run), "over the 0 MB an hw4 metrics.json can reach")
 
 

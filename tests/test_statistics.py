@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+import hw4_records
 import hw4_report
 from conftest import ROOT, hw4
 
@@ -14,7 +15,7 @@ EXERCISE = ROOT / "results" / "exercise"
 
 
 def exercise() -> hw4_report.Experiment:
-    _, runs_by_seed, facts = hw4.load_finished_run(EXERCISE)
+    _, runs_by_seed, facts = hw4_records.load_finished_run(EXERCISE, hw4.NETS)
     return hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
 
 
@@ -78,7 +79,7 @@ def test_no_mean_or_interval_over_two_regimes_in_the_report(tmp_path):
 def test_the_seed_estimate_is_for_the_claimed_effect_at_holms_alpha():
     # a claimed +0.4 points at a seed-to-seed spread of 0.9 points, at the alpha Holm gives the test (0.025)
     part = hw4_report.t_part([0.0066 + 0.009 * z for z in (-1.5, -1, -0.5, 0, 0, 0, 0, 0.5, 1, 1.5)])
-    text = hw4_report.power_text(0.004, part, 0.025, hw4.POINTS)
+    text = hw4_report.power_text(0.004, part, 0.025, hw4_records.POINTS)
     needed = hw4_report.seeds_for_power(0.004, part.sd, 0.025)
     low, high = hw4_report.std_interval(part.sd, part.n)
     assert text.startswith(f"about {needed} seeds (from {hw4_report.seeds_for_power(0.004, low, 0.025)} to "

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 import hw4
+import hw4_sources
 from conftest import (KWCOCO, PHOTOS, ROOT, VISION_SYNTH, VS_ANN, assert_one_line_exit_2, cli, copy_build,
                       demo_paths, make_config)
 
@@ -91,7 +92,7 @@ def test_demo_data_grayscale_and_two_class_images(demo_coco, tmp_path):
     assert "L" in modes, "the demo subset should include grayscale sources"
     multi = [e for e in manifest["entries"] if len({a["category_id"] for a in coco.imgToAnns[e["image_id"]]}) > 1]
     assert multi, "the default policy keeps images that show two classes"
-    name_of = {cid: name for name, cid in hw4.DEMO_CATEGORIES.items()}
+    name_of = {cid: name for name, cid in hw4_sources.DEMO_CATEGORIES.items()}
     for e in manifest["entries"]:  # each under the class it was drawn for; the others are noted
         shown = {name_of[a["category_id"]] for a in coco.imgToAnns[e["image_id"]]}
         assert e["class"] in shown
@@ -111,7 +112,7 @@ def test_exclusive_skips_images_with_two_classes(demo_coco, tmp_path):
     manifest = hw4.build_subset(cfg)
     check_build(tmp_path / "ds", manifest, cfg)
     coco = hw4.load_coco(ann)
-    wanted = set(hw4.DEMO_CATEGORIES.values())
+    wanted = set(hw4_sources.DEMO_CATEGORIES.values())
     for e in manifest["entries"]:
         assert len({a["category_id"] for a in coco.imgToAnns[e["image_id"]]} & wanted) == 1
 
@@ -191,7 +192,7 @@ def test_interrupted_build_is_never_reused_and_keeps_the_old_one(demo_coco, tmp_
     new_cfg = make_config(ann, images, tmp_path / "ds", train_per_class=20, val_per_class=5, seed=7)
     with pytest.raises(KeyboardInterrupt):
         hw4.build_subset(new_cfg)
-    assert hw4.read_manifest(tmp_path / "ds") == old, "the finished build must survive"
+    assert hw4_sources.read_manifest(tmp_path / "ds") == old, "the finished build must survive"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.build.lock", "ds"], \
         "no temporary folder may be left behind (only the build's lock file, which the kernel holds, not its name)"
     monkeypatch.undo()
@@ -347,7 +348,7 @@ def test_file_names_too_long_for_the_file_system_get_a_short_output_name(tmp_pat
     check_build(tmp_path / "ds", manifest, cfg)
     entry = next(e for e in manifest["entries"] if e["file_name"] == long)
     assert len(Path(entry["path"]).name.encode()) <= 255 and str(first["id"]) in entry["path"]
-    assert hw4.output_name("cat", "a.jpg", {"cat_a.jpg"}, 7) == "cat_7_a.jpg", "a repeated basename stays unique"
+    assert hw4_sources.output_name("cat", "a.jpg", {"cat_a.jpg"}, 7) == "cat_7_a.jpg", "a repeated basename stays unique"
 
 
 def test_draft_decoding_stays_close_to_a_full_decode(tmp_path):
@@ -433,7 +434,7 @@ def test_a_running_build_is_not_deleted_by_a_second_one(tiny_built, tmp_path):
         holder.kill()
         holder.wait()
     hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(target)))
-    assert hw4.read_manifest(target) and not running.exists()
+    assert hw4_sources.read_manifest(target) and not running.exists()
 
 
 def test_a_recycled_pid_does_not_block_a_build(tiny_built, tmp_path):
@@ -444,7 +445,7 @@ def test_a_recycled_pid_does_not_block_a_build(tiny_built, tmp_path):
         leftover = tmp_path / f".ds.building-{sleeper.pid}"
         leftover.mkdir()
         hw4.build_subset(dataclasses.replace(cfg, dataset_dir=str(tmp_path / "ds")))
-        assert not leftover.exists() and hw4.read_manifest(tmp_path / "ds")
+        assert not leftover.exists() and hw4_sources.read_manifest(tmp_path / "ds")
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -474,7 +475,7 @@ def test_a_tampered_manifest_is_not_trusted(tiny_built, tmp_path, tamper):
     else:
         manifest = tamper
     (ds / "manifest.json").write_text(json.dumps(manifest))
-    assert hw4.read_manifest(ds) is None
+    assert hw4_sources.read_manifest(ds) is None
     with pytest.raises(hw4.UserError, match="is not an hw4 dataset"):
         hw4.build_subset(cfg)
 
@@ -482,7 +483,7 @@ def test_a_tampered_manifest_is_not_trusted(tiny_built, tmp_path, tamper):
 @pytest.mark.parametrize("cache", [{}, [1, 2], "labels", "size", "short"])
 def test_a_wrong_tensor_cache_is_rebuilt(tiny_built, tmp_path, cache):
     cfg, ds = copy_build(tiny_built, tmp_path)
-    manifest = hw4.read_manifest(ds)
+    manifest = hw4_sources.read_manifest(ds)
     good = hw4.decoded_splits(ds, manifest)
     bad = {k: v.clone() for k, v in good.items()}
     if cache == "labels":
@@ -513,10 +514,10 @@ def test_a_full_dataset_disk_is_not_blamed_on_the_pictures(tmp_path, monkeypatch
 
     def full(*_):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(hw4, "write_thumbnail", full)
+    monkeypatch.setattr(hw4_sources, "write_thumbnail", full)
     with pytest.raises(hw4.UserError, match=f"no space left on the device of {re.escape(str(tmp_path))} while "
                                             "writing b.jpg") as caught:
-        hw4.write_thumbnails([(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), 16)])
+        hw4_sources.write_thumbnails([(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), 16)])
     assert "picture" not in str(caught.value)
 
 
@@ -525,7 +526,7 @@ def test_a_tensor_cache_that_does_not_match_its_digest_is_decoded_again(damage, 
     cfg, _ = tiny_built
     ds = tmp_path / "ds"
     shutil.copytree(cfg.dataset_dir, ds)
-    manifest = hw4.read_manifest(ds)
+    manifest = hw4_sources.read_manifest(ds)
     good = hw4.decoded_splits(ds, manifest)
     cache = ds / f"tensors-{manifest['fingerprint']}.pt"
     saved = torch.load(cache, weights_only=True)

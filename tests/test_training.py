@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import hw4
-from conftest import CPU, PHOTOS, REFERENCE_NETS, assert_one_line_exit_2, cli, reference_args, skip_rendering
+from conftest import CPU, PHOTOS, REFERENCE_NETS, assert_one_line_exit_2, cli, patch_everywhere, reference_args, skip_rendering
 
 ORIGINAL_KEYS = ("train_cross_entropy", "train_class_acc", "val_cross_entropy", "val_class_acc")
 
@@ -42,7 +42,7 @@ def test_training_lowers_the_loss_and_records_everything(tiny_built, tmp_path):
     assert list(hist.dead_units) == ["conv1", "conv2", "fc1"]
     assert all(len(v) == cfg.epochs and 0 <= min(v) <= max(v) <= 1 for v in hist.dead_units.values())
 
-    results = hw4.Results.from_state(state, cfg, manifest, data)
+    results = hw4.results_from_state(state, cfg, manifest, data)
     assert results.best_epoch == 1 + int(np.argmax(hist.epoch["val_class_acc"]))
     for split, matrix, n in (("train", results.train_confusion, 425), ("val", results.val_confusion, 75)):
         assert matrix.dtype == np.int64 and matrix.shape == (5, 5) and matrix.sum() == n
@@ -322,7 +322,7 @@ def test_a_new_metric_is_one_edit(tiny_built, tmp_path, monkeypatch):
     """One Metric in METRICS reaches the epoch line, the pickles, metrics.json, the curves and the report."""
     top2 = hw4.Metric("top2", "top2", "top-2 accuracy",
                       lambda logits, labels: (logits.topk(2, 1).indices == labels[:, None]).any(1).double(), percent=True)
-    monkeypatch.setattr(hw4, "METRICS", (*hw4.METRICS, top2))
+    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, top2))
     skip_rendering(monkeypatch)  # the curves' axes are checked below on the figure itself
     out = tmp_path / "r"
     result = cli(*tiny_cli_args(tiny_built, out, "--nets", "net1"))
@@ -369,7 +369,7 @@ def test_clean_train_accuracy_is_measured_in_eval_mode_after_the_epoch(tiny_buil
     expected = float((logits.argmax(1) == data.train_y).double().mean())
     assert state.history.train_clean["train_clean_class_acc"] == [pytest.approx(expected, abs=1e-12)]
     assert state.history.train_clean["train_clean_class_acc"] != state.history.epoch["train_class_acc"]
-    results = hw4.Results.from_state(state, cfg, manifest, data)
+    results = hw4.results_from_state(state, cfg, manifest, data)
     assert results.gap == pytest.approx(expected - state.history.epoch["val_class_acc"][-1])
     assert results.infrastructure["device"] == "cpu" and results.infrastructure["threads"] == cfg.threads
 
