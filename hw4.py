@@ -24,7 +24,7 @@ folders, or nothing (--demo).
 
 A net is one NetSpec in NETS, a metric one Metric in METRICS, a figure one Plot in FIGURES, a report
 answer one Question in hw4_report.QUESTIONS; everything else reads those tables. The exercise's own code:
-select_subset (the subset), NETS and HW4Net (the nets), train_epoch and train (the loop), Results.to_original
+select_subset (the subset), NETS and HW4Net (the nets), train_epoch and train (the loop), original_pickle
 (the pickles).
 """
 from __future__ import annotations
@@ -57,7 +57,6 @@ import signal
 import sys
 import time
 import warnings
-import zipfile
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,13 +68,14 @@ import torch.nn.functional as F
 from torch import nn
 
 try:  # hw4's layers, beside this file: a missing or broken one is one line before any work
-    from hw4_records import (BEST_VAL, DEFAULT_NETS, DatasetFacts, Exercise, HARDEST_PER_CLASS, HardImage,
-                             MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS, METRICS_FORMAT, MIN_IMAGE_SIZE, Metric,
-                             NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS, OneLineErrorParser, Results, SPLITS,
-                             SchemaError, TMP_TAG, UserError, VAL_CHUNK, WINDOW_STEPS, check_folder_creatable,
-                             check_results_entry, clean_train_keys, diverged_epoch, fingerprint, infrastructure,
-                             is_class_name, is_number, machine_of, map_leaves, mean_std, metric_keys, new_figure,
-                             path_argument, path_text, pct, per_sample_cross_entropy, read_metrics_json, recorded,
+    from hw4_records import (ACCURACY, BEST_VAL, CROSS_ENTROPY, DEFAULT_NETS, DatasetFacts, Exercise,
+                             HARDEST_PER_CLASS, HardImage, MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS,
+                             METRICS_FORMAT, MIN_IMAGE_SIZE, Metric, NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS,
+                             OneLineErrorParser, Results, SPLITS, SchemaError, TMP_TAG, UserError, VAL_CHUNK,
+                             WINDOW_STEPS, check_folder_creatable, check_results_entry, clean_train_keys,
+                             diverged_epoch, fingerprint, infrastructure, is_class_name, is_number, machine_of,
+                             map_leaves, mean_std, metric_keys, new_figure, path_argument, path_text, pct,
+                             per_sample_cross_entropy, quiet_torch_load, read_metrics_json, recorded,
                              run_in_processes, run_lock, save_torch_atomic, savefig_atomic, scaled_side,
                              seed_list_text, seeds_text, series_key, spec_parameter_count, terminal_text,
                              write_bytes_atomic, write_json_atomic)
@@ -1252,20 +1252,6 @@ def run_fingerprint(cfg: Config, manifest: dict, name: str, device: torch.device
 CHECKPOINT_FORMAT = 4  # bump when TrainState's fields change
 
 
-def quiet_torch_load(path: Path, max_bytes: int | None = None) -> Any:
-    """torch.load(weights_only=True) onto the CPU, with torch's warnings kept off the user's stderr;
-    weights and Adam's moments move to the device when they are loaded into the net. With max_bytes, a file
-    (a zip, as torch writes it) whose entries inflate beyond it is refused before anything is inflated."""
-    if max_bytes is not None and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
-        if inflated > max_bytes:
-            raise ValueError(f"{inflated:,} bytes once inflated, more than any net of the table")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
     """Load a checkpoint safely (weights_only), refusing damaged files and other configs."""
     try:
@@ -1427,6 +1413,35 @@ def results_from_state(state: TrainState, cfg: Config, manifest: dict, data: Sub
         val_predictions=val_predictions(state, data),
         update_sizes={k: list(v) for k, v in hist.update_sizes.items()},
         update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()})
+
+
+ORIGINAL_METRICS = (CROSS_ENTROPY, ACCURACY)  # the series the original's pickles hold; a metric added later stays out
+
+
+def original_pickle(r: Results) -> dict:
+    """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras; of the
+    metrics, only the original's own (ORIGINAL_METRICS), so that a metric added to METRICS leaves the pickles alone.
+
+    The transcription of the original report shows the confusion keys with spaces, but extraction lost
+    most underscores elsewhere, so its code may have used "confusion_matrix"; both spellings are
+    written, pointing at the same arrays, so a reader written either way works."""
+    original = {series_key(split, m, clean) for m in ORIGINAL_METRICS for split in SPLITS for clean in (False, True)}
+    mine = lambda series: {k: list(v) for k, v in series.items() if k in original}  # noqa: E731
+    confusion = {"train confusion": r.train_confusion, "val confusion": r.val_confusion}
+    confusion.update({"train_confusion": r.train_confusion, "val_confusion": r.val_confusion})
+    return {
+        "100steps": mine(r.steps100), "epoch": mine(r.epoch),
+        "confusion matrix": confusion, "confusion_matrix": confusion,
+        "train_clean": mine(r.train_clean),
+        "net": r.net, "label": r.label, "best_epoch": r.best_epoch, "config": r.config,
+        "classes": list(r.classes), "grad_norms": r.grad_norms,
+        "grad_norms_100steps": r.grad_norms_steps100, "dead_units": r.dead_units,
+        "fc1_in_features": r.fc1_in_features, "params": r.params, "n_train": r.n_train,
+        "n_val": r.n_val, "hardest": [h.to_original() for h in r.hardest],
+        # only where recorded, so that a run saved before them writes the same pickles as it did
+        **({"update_sizes": r.update_sizes, "update_sizes_100steps": r.update_sizes_steps100}
+           if r.update_sizes else {}),
+    }
 
 
 def spec_changed(r: Results) -> bool:
@@ -1888,7 +1903,7 @@ def write_net_outputs(out: Path, r: Results, weights: dict[str, Any], data: Subs
     """The pickle, weights and per-net figures of one net, as soon as it finishes. Strings are interned so
     that equal results give equal bytes: pickle shares equal strings only if they are one object, and a
     --jobs worker builds them differently shared than a sequential run."""
-    interned = map_leaves(r.to_original(), lambda v: sys.intern(v) if isinstance(v, str) else v)
+    interned = map_leaves(original_pickle(r), lambda v: sys.intern(v) if isinstance(v, str) else v)
     write_bytes_atomic(out / pickle_name(r.net), pickle.dumps(interned, protocol=4))
     save_torch_atomic(weights, out / f"{r.net}.pt")
     write_net_figures(out, r, data)
@@ -1906,6 +1921,29 @@ def write_run_figures(out: Path, runs: dict[str, list[Results]], data: SubsetTen
     for plot in FIGURES:
         if not plot.per_net and (data is not None or not plot.needs_pictures):
             savefig_atomic(plot.draw(runs, data), out / plot.file)
+
+
+# =============================================================================
+# The report and compare: what hw4 hands them, and loading them (only in the commands that need them).
+# =============================================================================
+
+
+def exercise() -> Exercise:
+    """What the report and compare read of the exercise: the net table, the figures and their writers."""
+    return Exercise(nets=NETS, figures=FIGURES, write_run_figures=write_run_figures,
+                    write_net_figures=write_net_figures, spec_changed=spec_changed)
+
+
+def siblings():
+    """hw4_report and hw4_compare, loaded (only by the commands that need them) with the exercise handed over."""
+    try:
+        import hw4_compare
+        import hw4_report
+    except (ImportError, SyntaxError) as exc:
+        raise UserError(f"{getattr(exc, 'name', None) or exc}: hw4.py needs hw4_report.py and hw4_compare.py beside "
+                        "it, as the repository has them; copy the whole folder") from None
+    hw4_report.use(exercise())
+    return hw4_report, hw4_compare
 
 
 # =============================================================================
@@ -2078,14 +2116,17 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
 # =============================================================================
 
 
-PREDICT_BOUND = NetSpec("the largest net predict reads", padding=1)  # Net2's shape: no row of NETS is larger
+PREDICT_MAX_PARAMS = 2 ** 29  # 2 GiB of float32 weights: predict reads no larger net (Net2 at 1024x1024 has 134 M)
+PREDICT_MAX_ACTIVATION = 2 ** 30  # bytes one picture's activations may take in one forward pass
 
 
 def max_predict_params(classes: int) -> int:
-    """PREDICT_BOUND's parameter count at the largest image size training accepts: predict reads every weights file
-    hw4 can write, and a crafted spec beyond it is refused before anything is built. Fixed, not the table's
-    largest row, so that a new row cannot raise it (a test holds every row under it)."""
-    return spec_parameter_count(PREDICT_BOUND, MAX_IMAGE_SIZE, classes)
+    """The largest net predict reads: a fixed size, not the table's largest row, so that a new row never moves it
+    (a test holds every row, and a wider one, under it). A crafted spec beyond it is refused before anything is
+    built."""
+    return PREDICT_MAX_PARAMS
+
+
 PREDICT_CHUNK = 256  # images per forward pass at most: memory stays flat for any number of images
 PREDICT_MEMORY = 512 * 2 ** 20  # bytes of activations one forward pass may take
 
@@ -2126,8 +2167,7 @@ def spec_from_weights(meta: Any) -> NetSpec:
     size = spec_parameter_count(spec, meta["image_size"], len(meta["classes"]))
     if size > max_predict_params(len(meta["classes"])):
         raise ValueError(f"a net of {size:,} parameters")
-    largest = activation_bytes(PREDICT_BOUND, MAX_IMAGE_SIZE)  # fixed like the parameter bound
-    if activation_bytes(spec, meta["image_size"]) > largest:  # one picture alone would not fit in memory
+    if activation_bytes(spec, meta["image_size"]) > PREDICT_MAX_ACTIVATION:  # one picture alone would not fit
         raise ValueError(f"a net whose activations take {activation_bytes(spec, meta['image_size']):,} bytes a picture")
     return spec
 
@@ -2398,24 +2438,6 @@ def check_out_is_this_run(folder: Path, cfg: Config) -> None:
 def raise_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handled like Ctrl-C: the run stops where it is, and every file it wrote stays whole."""
     raise KeyboardInterrupt
-
-
-def exercise() -> Exercise:
-    """What the report and compare read of the exercise: the net table, the figures and their writers."""
-    return Exercise(nets=NETS, figures=FIGURES, write_run_figures=write_run_figures,
-                    write_net_figures=write_net_figures, spec_changed=spec_changed)
-
-
-def siblings():
-    """hw4_report and hw4_compare, loaded (only by the commands that need them) with the exercise handed over."""
-    try:
-        import hw4_compare
-        import hw4_report
-    except (ImportError, SyntaxError) as exc:
-        raise UserError(f"{getattr(exc, 'name', None) or exc}: hw4.py needs hw4_report.py and hw4_compare.py beside "
-                        "it, as the repository has them; copy the whole folder") from None
-    hw4_report.use(exercise())
-    return hw4_report, hw4_compare
 
 
 def report_main(argv: Sequence[str]) -> int:

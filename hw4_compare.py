@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
+import json
 import math
 import os
 import pickle
@@ -278,7 +280,8 @@ def nets_for_pickles(files: Sequence[Path], nets: Sequence[str] | None) -> list[
         return list(nets)
     named = []
     for f in files:
-        net = ORIGINAL_PICKLES.get(f.name) or next((n for n, spec in net_table().items() if spec.pickle_file(n) == f.name), None)
+        net = ORIGINAL_PICKLES.get(f.name) or next(
+            (n for n, spec in net_table().items() if spec.pickle_file(n) == f.name), None)
         if net is None:
             raise UserError(f"{path_text(f)}: which net is it? Name the pickles results1.pkl, results2.pkl, "
                             "results3.pkl as the original does, or pass --nets in the pickles' order")
@@ -399,11 +402,12 @@ class Check:
     """One number of a submission's net held against the reference band of the seeds in its regime."""
 
     net: str
-    measure: str
+    measure: str  # its words
     value: float
     band: Band
     scope: str  # which reference seeds: 'the 10 seeds', 'the 4 seeds that learned'
     difference: bool = False  # a difference of accuracies (shown in points), not an accuracy or a share
+    best_val: bool = False  # it is the best val accuracy, which gets its own finding
 
     @property
     def place(self) -> str:
@@ -488,7 +492,8 @@ def measure_checks(run: NetRun, group: Sequence[NetRun], scope: str, classes: Se
     """Best val accuracy, the final train − val gap (in eval mode where both recorded it), the cat/dog share of
     val errors and each class's val recall, against the same numbers of the reference group."""
     net = run.net
-    checks = [Check(net, "best val accuracy", run.best_val, Band(tuple(r.best_val for r in group)), scope)]
+    checks = [Check(net, "best val accuracy", run.best_val, Band(tuple(r.best_val for r in group)), scope,
+                    best_val=True)]
     clean = run.clean_train_acc is not None and all(r.clean_train_acc is not None for r in group)
     checks.append(Check(net, f"final train ({'eval mode' if clean else 'running, as the original records it'}) − val "
                         "accuracy gap", run.gap(clean), Band(tuple(r.gap(clean) for r in group)), scope, True))
@@ -528,7 +533,7 @@ def out_of_band_finding(check: Check, setup: bool = False) -> Finding | None:
     """What to look at when best val accuracy falls outside the band of its regime; with another setup than the
     reference's (setup), that setup first."""
     label, place = net_label(check.net), check.place
-    if check.measure != "best val accuracy" or place == "inside":
+    if not check.best_val or place == "inside":
         return None
     where = f"{label}'s best val accuracy {pct(check.value)} is {place} the reference's 95% prediction interval for "\
             f"one seed ({band_text(check)}, over {check.scope})"
@@ -557,7 +562,7 @@ def compare_net(run: NetRun, ref: Reference) -> NetComparison:
     findings = setup + findings
     checks = measure_checks(run, group, seeds_scope(group, ref.seeds), ref.classes) if len(group) >= 2 else []
     findings += [f for f in (out_of_band_finding(c, bool(setup)) for c in checks) if f]
-    outside = [c for c in checks if c.place != "inside" and c.measure != "best val accuracy"]
+    outside = [c for c in checks if c.place != "inside" and not c.best_val]
     if outside:
         findings.append(Finding(run.net, "outside", f"{net_label(run.net)}: outside the reference's interval: "
                                 + "; ".join(f"{c.measure} {c.shown(c.value)} ({c.place} {band_text(c)})"
@@ -688,23 +693,43 @@ def draw_compare(ref: Reference, subs: Sequence[Submission]):
 
 COMPARE_FILES = ("COMPARE.md", "compare.png", "compare.csv")  # every file compare writes into --out
 COMPARE_HEADING = "# hw4 compare\n"  # the first line of every COMPARE.md compare writes
+COMPARE_RECORD = ".hw4-compare.json"  # beside them: the digest of each file compare wrote, which makes it compare's
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of a plain file (never through a link); None for anything else."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    with contextlib.suppress(OSError):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return None
+
+
+def compare_owned(out: Path) -> set[str]:
+    """The files of --out that compare wrote and nobody changed since: their digests are the ones its record holds."""
+    record = out / COMPARE_RECORD
+    try:
+        if record.is_symlink() or record.stat().st_size > 2 ** 16:
+            return set()
+        written = json.loads(record.read_text())["files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
+    if not isinstance(written, dict):
+        return set()
+    return {name for name in COMPARE_FILES if isinstance(written.get(name), str) and
+            written[name] == file_digest(out / name)}
 
 
 def check_compare_out(out: Path, overwrite: bool) -> None:
     """compare owns only what it wrote, like training: --out's COMPARE.md, compare.png and compare.csv are written
-    over only where the folder's COMPARE.md is compare's own (or with --overwrite)."""
+    over only where they are compare's own, as its record of them says (or with --overwrite)."""
     check_folder_creatable(out, "--out")
     if overwrite or not out.is_dir():
         return
     found = [name for name in COMPARE_FILES if (out / name).exists() or (out / name).is_symlink()]
-    report = out / "COMPARE.md"
-    ours = report.is_file() and not report.is_symlink()
-    if ours:
-        with contextlib.suppress(OSError):
-            with report.open("rb") as f:
-                ours = f.read(len(COMPARE_HEADING)) == COMPARE_HEADING.encode()
-    if found and not ours:
-        raise UserError(f"--out {path_text(out)} holds {', '.join(found)} that compare did not write; pass another "
+    theirs = [name for name in found if name not in compare_owned(out)]
+    if theirs:
+        raise UserError(f"--out {path_text(out)} holds {', '.join(theirs)} that compare did not write; pass another "
                         "--out, or --overwrite to replace them")
 
 
@@ -722,6 +747,8 @@ def write_compare_outputs(out: Path, ref: Reference, results: list[tuple[Submiss
         if len(results) > 1:
             write_bytes_atomic(out / "compare.csv", compare_csv(ref, results).encode())
         savefig_atomic(draw_compare(ref, [s for s, _ in results]), out / "compare.png")
+        digests = {name: file_digest(out / name) for name in COMPARE_FILES if (out / name).is_file()}
+        write_bytes_atomic(out / COMPARE_RECORD, json.dumps({"files": digests}, indent=1).encode())
 
 
 def compare_main(argv: Sequence[str]) -> int:

@@ -27,6 +27,8 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,10 +126,6 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         if is_disk_full(exc):
             raise disk_full(path) from None
         raise
-    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its zip writer
-        if "unexpected pos" in str(exc) or "No space left" in str(exc):
-            raise disk_full(path) from None
-        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -138,8 +136,25 @@ def write_bytes_atomic(path: Path, blob: bytes) -> None:
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save into memory, then one plain write: a full disk is then an OSError with its errno, where torch's
+    own zip writer would report it as a RuntimeError known only by its text."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def quiet_torch_load(path: Path, max_bytes: int | None = None) -> Any:
+    """torch.load(weights_only=True) onto the CPU, with torch's warnings kept off the user's stderr;
+    weights and Adam's moments move to the device when they are loaded into the net. With max_bytes, a file
+    (a zip, as torch writes it) whose entries inflate beyond it is refused before anything is inflated."""
+    if max_bytes is not None and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > max_bytes:
+            raise ValueError(f"{inflated:,} bytes once inflated, more than any net of the table")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def map_leaves(obj: Any, leaf: Callable[[Any], Any]) -> Any:
@@ -541,6 +556,10 @@ def learned_in(train_acc: Sequence[float], classes: int) -> bool:
     return max((v for v in train_acc if math.isfinite(v)), default=0.0) >= CHANCE_FACTOR / classes
 
 
+HARD_IMAGE_FIELDS = {"label": str, "predicted": str, "loss": (int, float), "image_id": int, "path": str,
+                     "also_shows": list, "val_position": int}
+
+
 @dataclass
 class HardImage:
     """A val image with one of the highest losses of its class at the best epoch."""
@@ -668,28 +687,6 @@ class Results:
     def diverged_epoch(self) -> int | None:
         return diverged_epoch(self.epoch)
 
-    def to_original(self) -> dict:
-        """The original report's pickle layout ("100steps", "epoch", "confusion matrix"), plus the extras.
-
-        The transcription of the original report shows the confusion keys with spaces, but extraction lost
-        most underscores elsewhere, so its code may have used "confusion_matrix"; both spellings are
-        written, pointing at the same arrays, so a reader written either way works."""
-        confusion = {"train confusion": self.train_confusion, "val confusion": self.val_confusion}
-        confusion.update({"train_confusion": self.train_confusion, "val_confusion": self.val_confusion})
-        return {
-            "100steps": {k: list(v) for k, v in self.steps100.items()},
-            "epoch": {k: list(v) for k, v in self.epoch.items()},
-            "confusion matrix": confusion, "confusion_matrix": confusion,
-            "train_clean": {k: list(v) for k, v in self.train_clean.items()},
-            "net": self.net, "label": self.label, "best_epoch": self.best_epoch, "config": self.config,
-            "classes": list(self.classes), "grad_norms": self.grad_norms,
-            "grad_norms_100steps": self.grad_norms_steps100, "dead_units": self.dead_units,
-            "fc1_in_features": self.fc1_in_features, "params": self.params, "n_train": self.n_train,
-            "n_val": self.n_val, "hardest": [h.to_original() for h in self.hardest],
-            # only where recorded, so that a run saved before them writes the same pickles as it did
-            **({"update_sizes": self.update_sizes, "update_sizes_100steps": self.update_sizes_steps100}
-               if self.update_sizes else {}),
-        }
 
 
 def hw4_commit() -> str | None:
@@ -907,8 +904,6 @@ CONFIG_FIELDS = {"train_seed": int, "image_size": int, "batch_size": int, "epoch
                  "betas": list}
 
 
-HARD_IMAGE_FIELDS = {"label": str, "predicted": str, "loss": (int, float), "image_id": int, "path": str,
-                     "also_shows": list, "val_position": int}
 
 
 def check_fields(value: Any, field: str, types: dict[str, Any], optional: bool = False) -> None:

@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from hw4_records import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, CHANCE_FACTOR, DEAD_UNIT_IMAGES, DEFAULT_NETS,
-                         METRICS, DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS_FORMAT,
-                         MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results, SPLITS, Unit, UserError,
-                         WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder, learned_in,
-                         mean_std, new_figure, path_argument, pct, read_metrics_json, run_lock, savefig_atomic,
-                         scaled_side, seed_list_text, seeds_text, spec_conv_output_size, write_bytes_atomic,
-                         write_json_atomic)
+                         DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS,
+                         METRICS_FORMAT, MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results,
+                         SPLITS, Unit, UserError, WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer,
+                         is_seed_folder, learned_in, mean_std, new_figure, path_argument, pct, read_metrics_json,
+                         run_lock, savefig_atomic, scaled_side, seed_list_text, seeds_text, spec_conv_output_size,
+                         write_bytes_atomic, write_json_atomic)
 from hw4_records import load_finished_run as load_run
 
 # =============================================================================
@@ -370,11 +370,12 @@ class Decision:
     reasons: tuple[str, ...] = ()
     scope: str = ""
     colon: bool = False
+    on_pictures: bool = False  # it rests on one seed's pictures (a PictureTest), not on seeds
 
     @property
     def judgement(self) -> "Judgement":
         """The verdict for a table: its scope said when it is not resolved, or rests on one seed's pictures."""
-        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or "pictures" in self.scope else ""
+        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or self.on_pictures else ""
         return Judgement(self.verdict, tuple(r for r in self.reasons if r), scope, self.colon)
 
 
@@ -388,15 +389,17 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
     cmp = tested.cmp
     if cmp.seeds == 0:
         return Decision(Verdict.NOT_TESTABLE, 0, tested, (not_paired_reason(cmp),), colon=True)
-    scope = cmp.pictures.scope if cmp.pictures and cmp.seeds == 1 else f"at {seeds_text(cmp.seeds)}"
+    on_pictures = bool(cmp.pictures) and cmp.seeds == 1
+    scope = cmp.pictures.scope if on_pictures else f"at {seeds_text(cmp.seeds)}"
     if not cmp.parts:
         if cmp.two_regimes:
             return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"neither part can be tested: {cmp.both_learned.seeds} "
                                                               "seed(s) in which both learned, none in which only one "
-                                                              "did",), scope)
+                                                              "did",), scope, on_pictures=on_pictures)
         if cmp.seeds > 1:
             return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"the difference is {signed(cmp.diff, unit)} in every "
-                                                              "seed, so a test has no spread to stand on",), scope)
+                                                              "seed, so a test has no spread to stand on",), scope,
+                            on_pictures=on_pictures)
         missing = f" ({cmp.pictures.note}, so no picture-level test)" if cmp.pictures and cmp.pictures.note else ""
         return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"one seed has no interval{missing}; rerun with `--seeds 3` "
                                                           "or more",), "at one seed")
@@ -410,26 +413,28 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
         t = next((part for part in resolved if part.ci95), None)
         if t is None:
             return Decision(Verdict.REPRODUCED if claimed is None else Verdict.PARTLY, 1, tested, tuple(
-                reasons + ([f"the {claim_text} is not tested"] if claimed is not None else [])), scope)
+                reasons + ([f"the {claim_text} is not tested"] if claimed is not None else [])), scope,
+                on_pictures=on_pictures)
         barely = barely_text(t, unit)
         reasons += [barely] if barely else []
         if claimed is None or t.ci95[0] <= claimed <= t.ci95[1]:
-            return Decision(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope)
+            return Decision(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope, on_pictures=on_pictures)
         return Decision(Verdict.PARTLY, 1, tested, (*reasons, f"the direction holds, but the interval excludes the "
-                        f"{claim_text}: the effect is {'smaller' if t.ci95[1] < claimed else 'larger'}"), scope)
+                        f"{claim_text}: the effect is {'smaller' if t.ci95[1] < claimed else 'larger'}"), scope,
+                        on_pictures=on_pictures)
     if side < 0:
         resolved = [part for part, p, _ in parts if p is not None and p <= ALPHA]
         return Decision(Verdict.NOT_REPRODUCED, -1, tested, tuple(
             [part_scope(part, cmp) for part in resolved] + [barely_text(part, unit) for part in resolved[:1]]
-            + ([] if threshold else ["resolved on the side opposite to the claim"])), scope)
+            + ([] if threshold else ["resolved on the side opposite to the claim"])), scope, on_pictures=on_pictures)
     reasons = ["its parts are resolved on opposite sides"] if sides else []
     for part, p, alpha in parts:
         reasons += unresolved_reasons(part, p, alpha, tested, claimed, unit)
     whole = cmp.ci95
     if claimed is not None and whole and not whole[0] <= claimed <= whole[1] and whole[0] <= 0 <= whole[1]:
         return Decision(Verdict.NOT_REPRODUCED, 0, tested, (f"the interval excludes the {claim_text} and holds 0",),
-                        scope)
-    return Decision(Verdict.NOT_RESOLVED, 0, tested, tuple(reasons), scope)
+                        scope, on_pictures=on_pictures)
+    return Decision(Verdict.NOT_RESOLVED, 0, tested, tuple(reasons), scope, on_pictures=on_pictures)
 
 
 def part_scope(part: Part, cmp: Comparison) -> str:
@@ -700,7 +705,8 @@ def changed_fields(name: str) -> set[str]:
 def nets_arg(names: Iterable[str]) -> str:
     """`--nets ...` naming these nets (they exist: they come from the table) after their bases."""
     names = list(names)
-    return "`--nets " + " ".join(dict.fromkeys([*(net_table()[n].base for n in names if net_table()[n].base), *names])) + "`"
+    bases = [net_table()[n].base for n in names if net_table()[n].base]
+    return "`--nets " + " ".join(dict.fromkeys([*bases, *names])) + "`"
 
 
 def best_epoch_text(exp: Experiment, name: str) -> str:
@@ -713,23 +719,27 @@ def best_epoch_text(exp: Experiment, name: str) -> str:
     return text + (f" (the {seeds_text(len(learned))} that learned)" if len(learned) < exp.seeds else "")
 
 
+def eval_mode_train(exp: Experiment) -> bool:
+    """Whether the train accuracy of gaps and diagnoses was measured in eval mode after each epoch; False for a run
+    saved before hw4 measured that, whose train accuracy is the running mean recorded while training."""
+    return all(r.clean_train_recorded for runs in exp.runs.values() for r in runs)
+
+
 def train_measure(exp: Experiment) -> str:
-    """How the train accuracy of gaps and diagnoses was measured in this run: in eval mode after the
-    epoch, or (a run saved before hw4 measured that) the running mean recorded while training."""
-    return "eval mode" if all(r.clean_train_recorded for runs in exp.runs.values() for r in runs) else "running"
+    """How the train accuracy of gaps and diagnoses was measured, in words."""
+    return "eval mode" if eval_mode_train(exp) else "running"
 
 
 def report_table(exp: Experiment) -> list[str]:
     finals = [(split, m) for split in SPLITS for m in METRICS]
-    measure = train_measure(exp)
     lines = [("Train values are the original's running means over each epoch (augmentation, dropout and batch "
               "statistics active); the final train acc (eval mode) column measures the training images like val, "
-              "after the last epoch, and is the one the gaps and diagnoses use." if measure == "eval mode" else
+              "after the last epoch, and is the one the gaps and diagnoses use." if eval_mode_train(exp) else
               "Train values are the original's running means over each epoch; this run predates hw4's eval-mode "
               "measurement, so the gaps and diagnoses use them too (for the variants with augmentation, dropout or "
               "BatchNorm they understate the train accuracy)."), "",
              "| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
-             + f" | final train acc ({measure}) | params | training time | diagnosis |",
+             + f" | final train acc ({train_measure(exp)}) | params | training time | diagnosis |",
              "|---" * (7 + len(finals)) + "|"]
     if exp.seeds == 1:
         lines[:1] = [lines[0] + " With one seed, a val accuracy's bracket is its 95% Clopper–Pearson interval over the "
@@ -1932,14 +1942,14 @@ def infrastructure_text(exp: Experiment) -> str:
     runs = [(name, r) for name, rs in exp.runs.items() for r in rs]
     if all(not r.infrastructure for _, r in runs):
         return "Infrastructure: not recorded (a run saved before hw4 recorded it)."
-    machines: dict[str, dict[str, dict[int, list[str]]]] = {}  # machine -> commit -> seed -> nets
+    machines: dict[str | None, dict[str, dict[int, list[str]]]] = {}  # machine (None: unrecorded) -> commit -> seed
     for name, r in runs:
-        key = machine_text(r.infrastructure) if r.infrastructure else "not recorded"
+        key = machine_text(r.infrastructure) if r.infrastructure else None
         commit = commit_text(r.infrastructure.get("hw4_commit"))
         machines.setdefault(key, {}).setdefault(commit, {}).setdefault(r.train_seed, []).append(name)
     texts = []
     for key, commits in machines.items():
-        if key == "not recorded":
+        if key is None:
             texts.append(f"not recorded for {made_text(next(iter(commits.values())), exp)}")
             continue
         made = [f"{c} ({made_text(seeds, exp)})" if len(commits) > 1 or exp.seeds > 1 or len(machines) > 1 else c

@@ -166,6 +166,8 @@ def test_compare_out_never_writes_over_a_users_own_files(tmp_path, monkeypatch):
     assert cli(*args, "--overwrite").returncode == 0
     assert (out / "COMPARE.md").read_text().startswith("# hw4 compare\n")
     assert cli(*args).returncode == 0, "its own COMPARE.md is compare's to write again"
+    (out / "COMPARE.md").write_text("# hw4 compare\n\nmy own notes, under compare's heading")
+    assert_one_line_exit_2(cli(*args), "holds COMPARE.md that compare did not write")  # its record decides, not text
 
 
 class WritesAFile:

@@ -11,6 +11,8 @@ import itertools
 import json
 import re
 import shutil
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import torch
 
 import hw4_records
 import hw4_report
-from conftest import REFERENCE_NETS, ROOT, cli, hw4, patch_everywhere, reference_args, skip_rendering
+from conftest import REFERENCE_NETS, ROOT, TOP2, cli, hw4, patch_everywhere, reference_args, skip_rendering
 
 COMMITTED = [ROOT / "results" / "exercise", ROOT / "results" / "exercise-all"]
 TRAINED = [*COMMITTED, ROOT / "results" / "net3-rates"]  # and the short runs of the learn rates
@@ -71,15 +73,7 @@ def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monke
     assert fingerprint_of(name, entry) != entry["fingerprint"], "a field off its default changes the numbers"
 
 
-def per_sample_top2(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).double()
-
-
-TOP2 = hw4.Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", hw4_records.POINTS, percent=True)
-
-
-def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypatch):
-    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
+def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypatch, with_top2):
     skip_rendering(monkeypatch)
     out = tmp_path / "fresh"
     args = reference_args(tiny_built, out)
@@ -95,10 +89,9 @@ def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("run", COMMITTED, ids=lambda p: p.name)
-def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, monkeypatch):
+def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, monkeypatch, with_top2):
     copy = tmp_path / "run"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
-    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
     skip_rendering(monkeypatch)
     ran = cli("report", copy)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -106,9 +99,8 @@ def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, mo
     assert table.count("| not recorded |") == 2, "final train top2 and final val top2 of a run without them"
 
 
-def test_a_figure_of_a_run_without_a_metric_says_so(monkeypatch):
+def test_a_figure_of_a_run_without_a_metric_says_so(with_top2):
     _, runs_by_seed, _ = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
-    patch_everywhere(monkeypatch, "METRICS", (*hw4.METRICS, TOP2))
     runs = {name: [runs[name] for runs in runs_by_seed[:2]] for name in ("net1", "net2")}
     fig = hw4.draw_curves_epoch(runs, None)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -141,8 +133,9 @@ def nats_claim() -> hw4_report.Claim:
 def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypatch):
     _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
     exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
-    monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, nats_claim()))
-    result = hw4_report.claim_row(exp, hw4_report.CLAIMS[-1])
+    added = nats_claim()
+    monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, added))
+    result = hw4_report.claim_row(exp, added)
     assert result.measured.startswith("final train cross-entropy: Net3 − Net1 two regimes: ")
     assert " nats (95% CI [" in result.measured and "points" not in result.measured
     assert result.intervals[0].unit is hw4_records.NATS
@@ -256,17 +249,18 @@ def test_a_new_row_leaves_the_committed_runs_documented_commands_as_they_were(mo
     assert before == {run: set() for run in TRAINED}, "every committed run is complete"
     monkeypatch.setitem(hw4.NETS, "net1wide", hw4.NetSpec("Net1-wide", channels=(32, 64), base="net1"))
     assert {run: still_to_train(run, argv) for run, argv in commands.items()} == before
-    assert hw4.max_predict_params(5) == hw4.spec_parameter_count(hw4.PREDICT_BOUND, hw4.MAX_IMAGE_SIZE, 5)
+    assert hw4.max_predict_params(5) == hw4.PREDICT_MAX_PARAMS
 
 
 
 
-def test_no_row_of_the_table_is_beyond_what_predict_reads():
+def test_no_row_of_the_table_nor_a_wider_one_is_beyond_what_predict_reads():
+    """CONTRIBUTING's example row, twice Net1's channels, fits under predict's bounds as every row does."""
+    rows = [*hw4.NETS.values(), hw4.NetSpec("Net1-wide", channels=(32, 64), base="net1")]
     for classes in (2, 5, 1000):
         bound = hw4.max_predict_params(classes)
-        assert all(hw4.spec_parameter_count(s, hw4.MAX_IMAGE_SIZE, classes) <= bound for s in hw4.NETS.values())
-    largest = hw4.activation_bytes(hw4.PREDICT_BOUND, hw4.MAX_IMAGE_SIZE)
-    assert all(hw4.activation_bytes(s, hw4.MAX_IMAGE_SIZE) <= largest for s in hw4.NETS.values())
+        assert all(hw4.spec_parameter_count(s, hw4.MAX_IMAGE_SIZE, classes) <= bound for s in rows)
+    assert all(hw4.activation_bytes(s, hw4.MAX_IMAGE_SIZE) <= hw4.PREDICT_MAX_ACTIVATION for s in rows)
 
 
 def test_contributings_net_table_is_the_table():
@@ -276,3 +270,38 @@ def test_contributings_net_table_is_the_table():
     assert [name for name, _, _ in rows] == list(hw4.NETS)
     for name, label, base in rows:
         assert label.strip() == hw4.NETS[name].label and (base or None) == hw4.NETS[name].base, name
+
+
+def test_a_scratch_copy_with_a_new_row_and_a_new_metric_reports_a_committed_run(tmp_path):
+    """CONTRIBUTING's two one-edit promises made in the source itself, as a contributor makes them: a NETS row in
+    hw4.py and a Metric in hw4_records.py. The report of a committed run then reads as before, with the new
+    metric's columns not recorded, and the row is in `--nets`' choices."""
+    scratch = tmp_path / "hw4"
+    scratch.mkdir()
+    for name in ("hw4.py", "hw4_records.py", "hw4_sources.py", "hw4_report.py", "hw4_compare.py"):
+        shutil.copy(ROOT / name, scratch / name)
+    source = (scratch / "hw4.py").read_text()
+    table_end = source.index("\n}\n", source.index("\nNETS: dict[str, NetSpec] = {"))
+    (scratch / "hw4.py").write_text(source[:table_end] + '\n    "net1wide": NetSpec("Net1-wide", channels=(32, 64), '
+                                    'base="net1"),' + source[table_end:])
+    records = (scratch / "hw4_records.py").read_text()
+    assert records.count("\nMETRICS = (CROSS_ENTROPY, ACCURACY)\n") == 1
+    (scratch / "hw4_records.py").write_text(records.replace("\nMETRICS = (CROSS_ENTROPY, ACCURACY)\n", '''
+def per_sample_top2(logits, labels):
+    return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).double()
+
+
+TOP2 = Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", POINTS, percent=True)
+METRICS = (CROSS_ENTROPY, ACCURACY, TOP2)
+'''))
+    run = tmp_path / "run"
+    for seed in (5, 6):
+        (run / f"seed_{seed}").mkdir(parents=True)
+        shutil.copy(COMMITTED[0] / f"seed_{seed}" / "metrics.json", run / f"seed_{seed}" / "metrics.json")
+    hw4_script = [sys.executable, str(scratch / "hw4.py")]
+    ran = subprocess.run([*hw4_script, "report", str(run)], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and not ran.stderr, ran.stdout + ran.stderr
+    table = [line for line in (run / "REPORT.md").read_text().splitlines() if line.startswith("| Net1 |")][0]
+    assert table.count("| not recorded |") == 2, "final train top2 and final val top2 of a run without them"
+    ran = subprocess.run([*hw4_script, "--nets", "net1wide", "--help"], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and "net1wide" in ran.stdout

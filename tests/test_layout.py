@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import hw4_records
 from conftest import ROOT
 
 SIBLINGS = ("hw4_records", "hw4_sources", "hw4_report", "hw4_compare")

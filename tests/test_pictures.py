@@ -11,7 +11,7 @@ import pytest
 import hw4_records
 import hw4_report
 from test_report import confusion_with_cat_dog_errors, fake_results, report
-from conftest import ROOT, hw4
+from conftest import ROOT, claim, hw4
 
 EXERCISE_SEED = ROOT / "results" / "exercise" / "seed_5"
 
@@ -81,11 +81,11 @@ def test_a_run_saved_without_predictions_says_so(tmp_path):
     assert json.loads((EXERCISE_SEED / "metrics.json").read_text())["format"] == 2
     assert all(r.val_predictions == {} for r in runs.values())
     exp = hw4_report.Experiment({name: [r] for name, r in runs.items()}, facts)
-    q1_val = hw4_report.claim_row(exp, hw4_report.CLAIMS[1])
+    q1_val = hw4_report.claim_row(exp, claim("Padding increased val accuracy"))
     assert q1_val.judgement.verdict is hw4_report.Verdict.NOT_RESOLVED and q1_val.judgement.scope == "at one seed"
     assert "per-picture best-epoch val predictions not recorded, so no picture-level test" in q1_val.judgement.reasons[0]
     # a gap needs only counts, so it is tested over the pictures all the same
-    gap = hw4_report.claim_row(exp, hw4_report.CLAIMS[7])
+    gap = hw4_report.claim_row(exp, claim("Net1 and Net2 overfit"))
     assert gap.judgement.verdict is hw4_report.Verdict.REPRODUCED and gap.judgement.scope.startswith("over train and val")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import hw4_records
 import hw4_report
-from conftest import ROOT, hw4
+from conftest import ROOT, claim, hw4
 
 EXERCISE = ROOT / "results" / "exercise"
 
@@ -60,7 +60,7 @@ def test_one_comparison_has_one_verdict_wherever_the_report_cites_it():
     diffs = [hw4.BEST_VAL.of(b) - hw4.BEST_VAL.of(a) for a, b in exp.paired_runs(hw4_report.NET1, hw4_report.NET2)]
     two_sided = float(hw4_report.scipy_stats().ttest_1samp(diffs, 0.0).pvalue)
     assert tested.cmp.parts[0].p == pytest.approx(two_sided)
-    assert hw4_report.p_text(two_sided) in hw4_report.tests_p_text(exp, hw4_report.CLAIMS[1])
+    assert hw4_report.p_text(two_sided) in hw4_report.tests_p_text(exp, claim("Padding increased val accuracy"))
 
 
 def test_no_mean_or_interval_over_two_regimes_in_the_report(tmp_path):
@@ -70,7 +70,7 @@ def test_no_mean_or_interval_over_two_regimes_in_the_report(tmp_path):
     learned = [hw4.BEST_VAL.of(r) for r in exp.learned(hw4_report.NET3)]
     assert cell.startswith(hw4_report.pm(learned)) and "(4 learned)" in cell and "(6 at chance)" in cell
     assert hw4_report.pm(exp.values(hw4_report.NET3, hw4.BEST_VAL)) not in cell
-    randomness = hw4_report.claim_row(exp, hw4_report.CLAIMS[-1])
+    randomness = hw4_report.claim_row(exp, claim("The run-to-run randomness"))
     assert randomness.judgement.verdict is hw4_report.Verdict.PARTLY
     assert "reproduced for Net1 and Net2" in randomness.judgement.reasons[0]
     assert "over the 4 seeds that learned" in randomness.measured
