@@ -71,10 +71,10 @@ try:  # hw4's layers, beside this file: a missing or broken one is one line befo
     from hw4_records import (ACCURACY, BEST_VAL, CROSS_ENTROPY, DEFAULT_NETS, DatasetFacts, Exercise,
                              HARDEST_PER_CLASS, HardImage, MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS,
                              METRICS_FORMAT, MIN_IMAGE_SIZE, Metric, NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS,
-                             OneLineErrorParser, Results, SPLITS, SchemaError, TMP_TAG, UserError, VAL_CHUNK,
-                             WINDOW_STEPS, check_folder_creatable, check_results_entry, clean_train_keys,
-                             diverged_epoch, fingerprint, infrastructure, is_class_name, is_number, machine_of,
-                             map_leaves, mean_std, metric_keys, new_figure, path_argument, path_text, pct,
+                             OneLineErrorParser, RUN_LOCK, Results, SPLITS, SchemaError, TMP_TAG, UserError,
+                             VAL_CHUNK, WATCHED_LAYERS, WINDOW_STEPS, check_folder_creatable, check_results_entry,
+                             clean_train_keys, diverged_epoch, fingerprint, infrastructure, is_class_name, is_number,
+                             machine_of, map_leaves, mean_std, metric_keys, new_figure, path_argument, path_text, pct,
                              per_sample_cross_entropy, quiet_torch_load, read_metrics_json, recorded,
                              run_in_processes, run_lock, save_torch_atomic, savefig_atomic, scaled_side,
                              seed_list_text, seeds_text, series_key, spec_parameter_count, terminal_text,
@@ -715,7 +715,7 @@ NET_SETS: dict[str, tuple[str, ...]] = {
     "q5": ("net1", "net2", "net3", "net3bn", "net3res", "net3xavier", "net3he", "net1aug", "net2aug", "net1drop",
            "net2drop", "net1fc", "net1half", "net1xavier", "net1noise", "net2noise", "net1res50", "net1res75"),
 }
-GRAD_LAYERS = ("conv1", "last_conv", "fc1")  # where HW4Net.watched_weights looks
+GRAD_LAYERS = WATCHED_LAYERS  # where HW4Net.watched_weights looks (conv1, the last conv, fc1)
 CHAIN_BLOCKS = ("plain", "bn", "res")  # NetSpec.block
 # NetSpec.init. "xavier" is the conv-only variant (zero biases) that Net3-Xavier had before it followed the
 # original's "Xavier initialization for the weights of each layer"; it stays so that its weights files still load.
@@ -2377,10 +2377,11 @@ def check_before_work(cfg: Config, args: argparse.Namespace) -> None:
         net_outline(name, cfg.image_size, cfg.classes)
 
 
-def check_out_folder(cfg: Config) -> None:
+def check_out_folder(cfg: Config, locked: bool = False) -> None:
     """hw4 owns only what it wrote: before any work, refuse an --out that holds files hw4 would overwrite
     but did not write, a run with other settings, an unfinished run (without --resume), or a file or
-    folder where hw4 writes the other kind. --overwrite allows all but the last."""
+    folder where hw4 writes the other kind. --overwrite allows all but the last. Another command writing there is
+    said first, unless this one holds the lock already (locked)."""
     folders = [Path(cfg.out), *([Path(c.out) for c in seed_configs(cfg)] if cfg.seeds > 1 else [])]
     for folder in folders:
         if folder.exists() and not folder.is_dir():
@@ -2393,6 +2394,9 @@ def check_out_folder(cfg: Config) -> None:
             if path.exists() and path.is_dir() != is_folder:
                 raise UserError(f"{path} is a {'file' if is_folder else 'folder'} where hw4 writes a "
                                 f"{'folder' if is_folder else 'file'}; move it away or pass another --out")
+        if not locked and (folder / RUN_LOCK).exists():  # another command writing here is said first: its files
+            with run_lock(folder):                          # are not a stranger's (no lock file: nobody holds it)
+                pass
         if cfg.overwrite:
             continue
         check_out_is_this_run(folder, cfg)
@@ -2406,11 +2410,15 @@ def check_out_folder(cfg: Config) -> None:
                                     "to continue it, or --overwrite to start it over")
 
 
+def net_file_names(net: str) -> list[str]:
+    """The files one finished net writes into its folder: its pickle, weights and per-net figures."""
+    return [pickle_name(net), f"{net}.pt", *(p.file.format(net=net) for p in FIGURES if p.per_net)]
+
+
 def run_file_names(nets: Sequence[str]) -> list[str]:
     """Every file a run writes into its folder (or a seed's): hw4 owns these names only where it wrote them."""
     return ["REPORT.md", "metrics.json", "claims.png", *(p.file for p in FIGURES if not p.per_net),
-            *(name for n in nets for name in (pickle_name(n), f"{n}.pt", *(p.file.format(net=n) for p in FIGURES
-                                                                             if p.per_net)))]
+            *(name for n in nets for name in net_file_names(n))]
 
 
 def check_out_is_this_run(folder: Path, cfg: Config) -> None:
@@ -2423,7 +2431,11 @@ def check_out_is_this_run(folder: Path, cfg: Config) -> None:
     ours = isinstance(blob, dict) and isinstance(blob.get("config"), dict)
     if metrics.exists() and not ours:
         raise UserError(f"{metrics} is not an hw4 run's metrics.json; pass another --out, or --overwrite to replace it")
-    theirs = [] if ours else [name for name in run_file_names(cfg.nets) if (folder / name).exists()]
+    # a net killed between its files and metrics.json: its checkpoint says that hw4 wrote them
+    checkpointed = {f for n in cfg.nets if (folder / "checkpoints" / f"{n}_last.pt").is_file()
+                    for f in net_file_names(n)}
+    theirs = [] if ours else [name for name in run_file_names(cfg.nets)
+                              if (folder / name).exists() and name not in checkpointed]
     if theirs:
         raise UserError(f"{folder / theirs[0]} is not an hw4 run's (no hw4 metrics.json beside it), and hw4 would "
                         "write over it; pass another --out, or --overwrite to replace it")
@@ -2476,7 +2488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as held:
             if not args.build_only:  # from here on no other run can write into --out
                 held.enter_context(run_lock(Path(cfg.out)))
-                check_out_folder(cfg)  # again, now under the lock
+                check_out_folder(cfg, locked=True)  # again, now under the lock
             coco = None
             if cfg.download and reusable_manifest(cfg) is None:
                 stage = "downloading the images"

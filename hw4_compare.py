@@ -8,6 +8,7 @@ the net table reaches it through hw4_report's handed-over Exercise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -23,9 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hw4_records import (ACCURACY, MAX_PER_CLASS, OneLineErrorParser, Results, UserError, check_folder_creatable,
-                         learned_in, markdown_text, new_figure, path_argument, path_text, pct, run_lock, savefig_atomic,
-                         seeds_text, series_key, terminal_text, write_bytes_atomic)
+from hw4_records import (ACCURACY, EXIT_USAGE, MAX_PER_CLASS, OneLineErrorParser, Results, UserError,
+                         check_folder_creatable, learned_in, markdown_text, nesting_depth, new_figure, path_argument,
+                         path_text, pct, run_lock, savefig_atomic, seeds_text, series_key, terminal_text,
+                         write_bytes_atomic)
 from hw4_report import (NET1, NET2, NET3, clopper_pearson, load_finished_run, net_label, net_table, pair_share,
                         recalls, t_quantile_975)
 
@@ -39,8 +41,32 @@ DEFAULT_REFERENCE = "results/exercise"
 ORIGINAL_PICKLES = {"results1.pkl": NET1, "results2.pkl": NET2, "results3.pkl": NET3}  # the original's file names
 SUBMISSION_MAX_BYTES = 64 * 2 ** 20  # a results pickle of 15 epochs is a few kB; hw4's own are under 1 MB
 SUBMISSION_MAX_DEPTH = 32  # the original's layout is 3 deep
+SUBMISSION_MAX_ELEMENTS = 10 ** 6  # of any array a pickle builds: a 1,000-class confusion matrix; bounded before it is
+SERIES_MAX = 10 ** 6  # values in a series: far above any run's epochs or 100-iteration windows
 CONFUSION_TOLERANCE = 0.002  # trace/sum against the recorded accuracy: a mean of per-batch accuracies differs a little
 CURVE_OUTSIDE_SHARE = 1 / 3  # a curve outside the per-epoch band in over a third of its epochs is a finding
+
+
+class Refused(pickle.UnpicklingError):
+    """An allowlisted global called with what no results pickle holds: its words say what it asked for."""
+
+
+def bounded_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's array rebuild, for at most SUBMISSION_MAX_ELEMENTS elements: a pickle of a few bytes may not ask for
+    gigabytes (the array's own data, which must be in the file, comes after)."""
+    from numpy._core import multiarray
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape) \
+            or math.prod(shape) > SUBMISSION_MAX_ELEMENTS:
+        raise Refused(f"an array of shape {str(shape)[:40]}")
+    return multiarray._reconstruct(subtype, shape, dtype)
+
+
+def real_dtype(*args: Any) -> np.dtype:
+    """np.dtype for plain numbers only: no objects, structures or complex numbers (a complex count is no count)."""
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biuf":
+        raise Refused(f"an array of {dtype}")
+    return dtype
 
 
 def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -62,9 +88,9 @@ def allowed_pickle_globals() -> dict[tuple[str, str], Any]:
                                            for n in ("dict", "list", "tuple", "set", "frozenset")}
     allowed |= {("collections", "OrderedDict"): collections.OrderedDict,
                 ("collections", "defaultdict"): collections.defaultdict, ("_codecs", "encode"): latin1_bytes,
-                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): real_dtype}
     for package in ("numpy.core", "numpy._core"):
-        allowed |= {(f"{package}.multiarray", "_reconstruct"): multiarray._reconstruct,
+        allowed |= {(f"{package}.multiarray", "_reconstruct"): bounded_reconstruct,
                     (f"{package}.multiarray", "scalar"): multiarray.scalar,
                     (f"{package}.numeric", "_frombuffer"): numeric._frombuffer}
     return allowed
@@ -90,19 +116,6 @@ class SubmissionUnpickler(pickle.Unpickler):
         raise UserError(f"{path_text(self.path)}: refused: it refers to objects outside the file (persistent ids)")
 
 
-def nesting_depth(obj: Any, limit: int) -> int:
-    """How deep containers nest (iteratively, shared and cyclic parts counted once), stopping past limit."""
-    deepest, seen, stack = 0, set(), [(obj, 1)]
-    while stack and deepest <= limit:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list, tuple, set, frozenset)) and id(item) not in seen:
-            seen.add(id(item))
-            deepest = max(deepest, depth)
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def read_submission_pickle(path: Path) -> Any:
     """A submission's pickle through SubmissionUnpickler, bounded in size and depth; one line on any fault."""
     try:
@@ -119,6 +132,9 @@ def read_submission_pickle(path: Path) -> Any:
         obj = SubmissionUnpickler(io.BytesIO(blob), path).load()
     except UserError:
         raise
+    except Refused as exc:
+        raise UserError(f"{path_text(path)}: refused: it builds {exc}, which no results pickle holds (numbers, at most "
+                        f"{SUBMISSION_MAX_ELEMENTS:,} to an array); pass the pickles the training wrote") from None
     except Exception as exc:  # noqa: BLE001 (a malformed pickle raises anything; none of it may escape as a traceback)
         raise UserError(f"{path_text(path)} is not a readable pickle ({type(exc).__name__}); pass the results "
                         "pickles the training wrote") from None
@@ -186,10 +202,12 @@ def plain_dict(obj: Any) -> dict[str, Any] | None:
 
 
 def number_series(value: Any, where: str) -> tuple[float, ...]:
-    """A per-epoch list of numbers (NaN and infinities kept)."""
+    """A per-epoch list of numbers (NaN and infinities kept), of at most SERIES_MAX, counted before any is read."""
     if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.size > SERIES_MAX or value.dtype.kind not in "biuf":
+            raise UserError(f"{where} is not a list of numbers per epoch")
         value = value.tolist()
-    if not isinstance(value, (list, tuple)) or not value:
+    if not isinstance(value, (list, tuple)) or not value or len(value) > SERIES_MAX:
         raise UserError(f"{where} is not a list of numbers per epoch")
     try:
         return tuple(float(v) for v in value)
@@ -220,6 +238,12 @@ def confusion_of(value: Any, where: str, classes: int, pictures: int | None) -> 
     many it evaluated), or None when the pickle has none."""
     if value is None:
         return None
+    square = (value.shape == (classes, classes) and value.dtype.kind in "biuf" if isinstance(value, np.ndarray) else
+              isinstance(value, (list, tuple)) and len(value) == classes
+              and all(isinstance(row, (list, tuple, np.ndarray)) and len(row) == classes for row in value))
+    if not square:  # its shape, before numpy turns a list of shared rows into gigabytes
+        raise UserError(f"{where} is not a {classes}x{classes} matrix of whole, non-negative picture counts; pass the "
+                        "matrix the training counted")
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -251,6 +275,10 @@ def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun
     val = accuracy_series(epoch["val_class_acc"], f"{where}: epoch/val class acc")
     if len(train) != len(val):
         raise UserError(f"{where}: epoch/train class acc has {len(train)} epochs and val class acc {len(val)}")
+    steps = plain_dict(top.get("100steps")) or {}
+    for key in ("train_class_acc", "val_class_acc"):  # not compared, but no run writes an accuracy outside 0..1
+        if key in steps:
+            accuracy_series(steps[key], f"{where}: 100steps/{key.replace('_', ' ')}")
     clean = (plain_dict(top.get("train_clean")) or {}).get(series_key("train", ACCURACY, clean=True))
     clean = accuracy_series(clean, f"{where}: train_clean", unmeasured=True) if clean is not None else None
     losses = [number_series(epoch[key], f"{where}: epoch/{key.replace('_', ' ')}")
@@ -264,10 +292,12 @@ def net_run_from_pickle(blob: Any, path: Path, net: str, classes: int) -> NetRun
 
 @dataclass(frozen=True)
 class Submission:
-    """One submission: a name (its folder or file) and its nets."""
+    """One submission: a name (its folder or file) and its nets; refused: why a submission of a TA's folder could not
+    be read (its row says so, and the others are graded)."""
 
     name: str
     runs: dict[str, NetRun]
+    refused: str = ""
 
 
 def nets_for_pickles(files: Sequence[Path], nets: Sequence[str] | None) -> list[str]:
@@ -326,8 +356,16 @@ def load_submissions(paths: Sequence[Path], nets: Sequence[str] | None, classes:
             if not inner:
                 raise UserError(f"{path_text(folder)} holds no results pickles, no metrics.json and no submission "
                                 "folders; pass a submission's folder or its pickles")
-            subs += load_submissions(inner, nets, classes)
+            subs += [sub for p in inner for sub in submissions_or_refusal(p, nets, classes)]
     return subs
+
+
+def submissions_or_refusal(folder: Path, nets: Sequence[str] | None, classes: int) -> list[Submission]:
+    """One folder of a TA's folder of submissions, or its refusal: one bad submission never stops the others."""
+    try:
+        return load_submissions([folder], nets, classes)
+    except UserError as exc:
+        return [Submission(path_text(folder), {}, refused=str(exc))]
 
 
 @dataclass(frozen=True)
@@ -579,6 +617,18 @@ def compare_submission(sub: Submission, ref: Reference) -> list[NetComparison]:
     return [compare_net(sub.runs[n], ref) for n in ref.runs if n in sub.runs]
 
 
+def graded(sub: Submission, ref: Reference, alone: bool) -> tuple[Submission, list[NetComparison]]:
+    """A submission and its comparisons; one of several that cannot be compared is refused in its own row."""
+    if sub.refused:
+        return sub, []
+    try:
+        return sub, compare_submission(sub, ref)
+    except UserError as exc:
+        if alone:
+            raise
+        return dataclasses.replace(sub, refused=str(exc)), []
+
+
 def net_summary(c: NetComparison, sub: Submission) -> str:
     """'Net1 61.2% inside' or 'Net3 at chance'."""
     best = c.checks[0] if c.checks else None
@@ -596,6 +646,9 @@ def compare_lines(ref: Reference, results: Sequence[tuple[Submission, list[NetCo
              f"{ref.epochs} epochs; {ref.n_val:,} val pictures). Inside: within the 95% prediction interval of one "
              "new seed, over the reference seeds of the same regime."]
     for sub, comparisons in results:
+        if sub.refused:
+            lines.append(f"{terminal_text(sub.name)}: refused: {terminal_text(sub.refused)}")
+            continue
         findings = [f for c in comparisons for f in c.findings]
         lines.append(f"{terminal_text(sub.name)}: " + " | ".join(net_summary(c, sub) for c in comparisons)
                      + (f" | {len(findings)} finding{'s' * (len(findings) != 1)}" if len(results) > 1 else ""))
@@ -615,6 +668,9 @@ def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[Ne
              "What this cannot tell: it does not detect copying; a different dataset, image size or settings moves "
              "every number, so a finding is a question to look into, not a verdict on the code."]
     for sub, comparisons in results:
+        if sub.refused:
+            lines += ["", f"## {markdown_text(sub.name)}", "", f"Refused: {markdown_text(sub.refused)}"]
+            continue
         lines += ["", f"## {markdown_text(sub.name)}", "", "| net | measure | submission | reference interval (seeds' "
                   "range) | over | place |", "|---|---|---|---|---|---|"]
         for c in comparisons:
@@ -653,8 +709,9 @@ def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComp
             cells += (["", "", ""] if c is None else
                       [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
         findings = [f for c in comparisons for f in c.findings]
-        writer.writerow([inert_cell(terminal_text(sub.name)), *cells, len(findings),
-                         " ".join(f"{f.net}:{f.kind}" for f in findings)])
+        kinds = (f"refused: {terminal_text(sub.refused)}" if sub.refused else
+                 " ".join(f"{f.net}:{f.kind}" for f in findings))
+        writer.writerow([inert_cell(terminal_text(sub.name)), *cells, len(findings), inert_cell(kinds)])
     return buf.getvalue()
 
 
@@ -776,11 +833,18 @@ def compare_main(argv: Sequence[str]) -> int:
             raise UserError(f"{path_text(p)} not found; pass results pickles or the folders that hold them")
     ref = load_reference(args.reference)
     subs = load_submissions([Path(p) for p in args.paths], args.nets, len(ref.classes))
-    results = [(sub, compare_submission(sub, ref)) for sub in subs]
+    results = [graded(sub, ref, alone=len(subs) == 1) for sub in subs]
+    refused = [sub for sub, _ in results if sub.refused]
+    if len(refused) == len(subs):  # nothing to grade: the first reason is the one line
+        raise UserError(refused[0].refused)
     print("\n".join(compare_lines(ref, results)))
     if args.out:
         write_compare_outputs(Path(args.out), ref, results, args.overwrite)
         print(f"wrote {path_text(Path(args.out) / 'COMPARE.md')}")
+    if refused:
+        print(f"hw4: error: {len(refused)} of {len(subs)} submissions were refused ({terminal_text(refused[0].name)} "
+              "first); their rows say why, and the others are graded", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -216,6 +216,14 @@ def is_class_name(name: Any) -> bool:
             and not set(name) & NOT_IN_CLASS_NAMES)
 
 
+MARKUP = set("<>|[]`*#\\")  # Markdown and HTML that REPORT.md would act on
+
+
+def is_plain_text(text: Any, longest: int = 200) -> bool:
+    """A short string that is inert in Markdown and on a terminal: printable, no markup characters."""
+    return isinstance(text, str) and len(text) <= longest and text.isprintable() and not set(text) & MARKUP
+
+
 def path_text(path: Path | str) -> str:
     """A path as a message may show it: control characters and undecodable bytes escaped."""
     return terminal_text(os.fsdecode(path))
@@ -791,6 +799,22 @@ MAX_EPOCHS = 10_000  # far above any run hw4 is meant for; bounds what report dr
 METRICS_MAX_BYTES = 64 * 2 ** 20  # a seed of all 18 nets at 15 epochs, predictions included, is about 1 MB
 
 
+def nesting_depth(obj: Any, limit: int) -> int:
+    """How deep containers nest (iteratively, shared and cyclic parts counted once), stopping past limit."""
+    deepest, seen, stack = 0, set(), [(obj, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple, set, frozenset)) and id(item) not in seen:
+            seen.add(id(item))
+            deepest = max(deepest, depth)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+JSON_MAX_DEPTH = 32  # hw4's metrics.json nests 5 deep; every reader below walks it recursively
+
+
 def read_metrics_json(path: Path) -> dict:
     """The one reader of a metrics.json that hw4 wrote (or that came with a cloned run): bounded in size, parsed,
     and upgraded to METRICS_FORMAT by migrate_metrics. Any fault is one line that names the file."""
@@ -807,6 +831,9 @@ def read_metrics_json(path: Path) -> dict:
     except (OSError, ValueError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise UserError(f"{path} is not readable JSON ({why}); pass the --out folder of a finished hw4 run") from None
+    if nesting_depth(blob, JSON_MAX_DEPTH) > JSON_MAX_DEPTH:
+        raise UserError(f"{path} nests deeper than {JSON_MAX_DEPTH} levels, and hw4 writes 5; pass the --out folder of "
+                        "a finished hw4 run")
     if not isinstance(blob, dict) or not isinstance(blob.get("nets"), dict) or not blob["nets"]:
         raise UserError(f"{path} is not the metrics.json of a finished hw4 run (no nets); pass another folder")
     return migrate_metrics(blob, path)
@@ -885,6 +912,16 @@ def check_series_dict(value: Any, field: str, length: int | None, required: Sequ
         check_series(series, f"{field}.{str(key)[:40]}", length, valid.get(key) if isinstance(valid, dict) else valid)
 
 
+WATCHED_LAYERS = ("conv1", "last_conv", "fc1")  # the layers whose gradients and updates a run records (GRAD_LAYERS)
+
+
+def check_same_lengths(series: dict, keys: Sequence[str], field: str) -> None:
+    """The series of these keys that are present hold one value each at the same points: equally long."""
+    lengths = {k: len(series[k]) for k in keys if k in series}
+    schema(len(set(lengths.values())) <= 1, field, "has series of different lengths ("
+           + ", ".join(f"{k} {n}" for k, n in lengths.items()) + ") where they share their points")
+
+
 def check_confusion(value: Any, field: str, classes: int) -> None:
     schema(isinstance(value, list) and len(value) == classes and all(
         isinstance(row, list) and len(row) == classes and all(is_int(v) and 0 <= v <= COUNT_MAX for v in row)
@@ -940,14 +977,19 @@ def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> No
     check_series_dict(entry["epoch"], f"{field}.epoch", epochs, ("train_class_acc", "train_cross_entropy",
                                                                  "val_cross_entropy"), ranges)
     check_series_dict(entry.get("steps100"), f"{field}.steps100", None, (), ranges)
+    for split in SPLITS:  # one split's series are measured at the same iterations
+        check_same_lengths(entry["steps100"], [series_key(split, m) for m in METRICS], f"{field}.steps100")
     if entry.get("train_clean"):
         check_series_dict(entry["train_clean"], f"{field}.train_clean", epochs, (), ranges)
-    check_series_dict(entry.get("grad_norms"), f"{field}.grad_norms", epochs, ("conv1", "fc1"), NON_NEGATIVE)
+    check_series_dict(entry.get("grad_norms"), f"{field}.grad_norms", epochs, WATCHED_LAYERS, NON_NEGATIVE)
     check_series_dict(entry.get("grad_norms_steps100"), f"{field}.grad_norms_steps100", None, (), NON_NEGATIVE)
-    check_series_dict(entry.get("dead_units"), f"{field}.dead_units", epochs, (), FRACTION)
+    check_same_lengths(entry["grad_norms_steps100"], list(entry["grad_norms_steps100"]), f"{field}.grad_norms_steps100")
+    check_series_dict(entry.get("dead_units"), f"{field}.dead_units", epochs, ("conv1",), FRACTION)
     if entry.get("update_sizes"):
-        check_series_dict(entry["update_sizes"], f"{field}.update_sizes", epochs, ("conv1", "fc1"), NON_NEGATIVE)
+        check_series_dict(entry["update_sizes"], f"{field}.update_sizes", epochs, WATCHED_LAYERS, NON_NEGATIVE)
     check_series_dict(entry.get("update_sizes_steps100", {}), f"{field}.update_sizes_steps100", None, (), NON_NEGATIVE)
+    check_same_lengths(entry.get("update_sizes_steps100", {}), list(entry.get("update_sizes_steps100", {})),
+                       f"{field}.update_sizes_steps100")
     for split in SPLITS:
         check_confusion(entry.get(f"{split}_confusion"), f"{field}.{split}_confusion", len(classes))
     schema(is_int(entry.get("best_epoch")) and 1 <= entry["best_epoch"] <= epochs, f"{field}.best_epoch",
@@ -976,6 +1018,10 @@ def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> No
     if entry.get("infrastructure"):
         check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
         check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_OPTIONAL, optional=True)
+        for key, value in entry["infrastructure"].items():  # shown in REPORT.md as they are
+            schema(not isinstance(value, str) or is_plain_text(value), f"{field}.infrastructure.{str(key)[:40]}",
+                   "is not plain text (printable, no Markdown or HTML)")
+    schema(is_plain_text(entry.get("label")), f"{field}.label", "is not plain text (printable, no Markdown or HTML)")
     schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
     check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))
     check_predictions_agree(entry, f"{field}.val_predictions")
@@ -1077,6 +1123,15 @@ def check_pooled_settings(seed_outs: Sequence[Path], runs_by_seed: Sequence[dict
                 raise UserError(f"{out / 'metrics.json'}: {name} was trained with other settings than "
                                 f"{first[0]} ({', '.join(map(str, keys[:4]))}); a run pools only seeds of one setting, "
                                 "so move that folder out")
+    shapes: dict[str, tuple[Path, dict]] = {}  # per net: where its 100-iteration series were first seen, their lengths
+    for out, runs in zip(seed_outs, runs_by_seed):
+        for name, r in runs.items():
+            lengths = {k: len(v) for k, v in (*r.steps100.items(), *r.grad_norms_steps100.items())}
+            seen = shapes.setdefault(name, (out, lengths))
+            if lengths != seen[1]:
+                raise UserError(f"{out / 'metrics.json'}: {name}'s 100-iteration series are not as long as in "
+                                f"{seen[0]}, though both trained with one setting; it is not what hw4 writes (rerun "
+                                "the training command with --resume to rewrite it)")
 
 
 def finished_seed_folders(out: Path) -> list[Path]:

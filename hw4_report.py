@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -2578,7 +2579,9 @@ def report_main(argv: Sequence[str]) -> int:
         check_folder_creatable(folder, "report: the run folder")
     with contextlib.ExitStack() as held:
         # the lock a training run holds on its --out (for a seed folder, on the run around it too)
-        for folder in [*([out.parent] if is_seed_folder(out) else []), out]:
+        # (a read-only parent holds no lock to take: no training can write into that run either)
+        around = [out.parent] if is_seed_folder(out) and os.access(out.parent, os.W_OK) else []
+        for folder in [*around, out]:
             held.enter_context(run_lock(folder, "report:"))
         seed_outs, runs_by_seed, facts = load_finished_run(out)  # again, now that no run writes them
         write_run_reports(out, seed_outs, runs_by_seed, facts, None, args.linked)

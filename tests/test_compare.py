@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -295,3 +297,45 @@ def test_a_seed_listed_twice_is_never_pooled_twice(tmp_path):
     assert_one_line_exit_2(cli("compare", EXERCISE / "seed_5" / "results1.pkl", "--reference", ref),
                            "--reference", "distinct training seeds")
     assert_one_line_exit_2(cli("report", ref), "distinct training seeds")
+
+
+class HugeArray:
+    """Pickles as numpy's array rebuild asked for 20 million elements: a few hundred bytes on disk."""
+
+    def __reduce__(self):
+        from numpy._core import multiarray
+        return (multiarray._reconstruct, (np.ndarray, (20_000_000,), b"b"))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda b: b["epoch"].update(train_class_acc=HugeArray()), "refused: it builds an array of shape (20000000,)"),
+    (lambda b: set_val_confusion(b, [[0] * 20_000] * 20_000), "is not a 5x5 matrix"),
+    (lambda b: set_val_confusion(b, b["confusion matrix"]["val confusion"] * (1 + 0j)), "refused: it builds an array of complex"),
+    (lambda b: b["100steps"].update(train_class_acc=[math.inf] * len(b["100steps"]["train_class_acc"])),
+     "100steps/train class acc holds values outside 0..1"),
+])
+def test_a_small_pickle_never_takes_much_memory_nor_passes_a_value_no_run_writes(tmp_path, change, words):
+    """A crafted array, a matrix of one shared row, a complex matrix, an infinite 100-step accuracy: each one line,
+    before numpy allocates what the file does not hold, and no warning on stderr."""
+    path = doctored_pickle(tmp_path, change)
+    assert path.stat().st_size < 2 ** 20
+    ran = cli("compare", path, "--reference", EXERCISE)
+    assert_one_line_exit_2(ran, words)
+    assert "Warning" not in ran.stderr
+
+
+def test_one_refused_submission_in_a_tas_folder_gets_its_row_and_the_others_are_graded(tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    root = tmp_path / "submissions"
+    for name in ("alice", "bob"):
+        (root / name).mkdir(parents=True)
+        shutil.copy(EXERCISE / "seed_5" / "results1.pkl", root / name / "results1.pkl")
+    bad = doctored_pickle(tmp_path, lambda b: set_val_confusion(b, b["confusion matrix"]["val confusion"] * 4 // 5))
+    shutil.copy(bad, root / "bob" / "results1.pkl")
+    ran = cli("compare", root, "--reference", EXERCISE, "--out", tmp_path / "out")
+    assert_one_line_exit_2(ran, "1 of 2 submissions were refused", "the others are graded")
+    assert "alice: Net1" in ran.stdout and re.search(r"bob: refused: .*val confusion counts 1,99\d pictures", ran.stdout)
+    table = list(csv.reader(io.StringIO((tmp_path / "out" / "compare.csv").read_text())))
+    assert [row[0].rsplit("/", 1)[-1] for row in table[1:]] == ["alice", "bob"]
+    assert table[2][-1].startswith("refused: ") and table[1][1]
+    assert "Refused: " in (tmp_path / "out" / "COMPARE.md").read_text()

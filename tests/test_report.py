@@ -696,6 +696,13 @@ SCHEMA_FAULTS = {  # field to change -> (its new value, the words the one line m
     "a negative learning rate": (("config", "lr"), -1.0, "nets.net1.config has a learning rate or Adam betas"),
     "no betas": (("config", "betas"), [], "nets.net1.config has a learning rate or Adam betas"),
     "seed 2**100": (("config", "train_seed"), 2 ** 100, "nets.net1.config.train_seed is not a training seed"),
+    "no last_conv gradient": (("grad_norms", "last_conv"), None, "nets.net1.grad_norms.last_conv is missing"),
+    "no dead units": (("dead_units",), {}, "nets.net1.dead_units.conv1 is missing"),
+    "markup in the cpu": (("infrastructure", "cpu"), "\x1b[31mEVIL\x1b[0m\n\n# injected <script>x</script>",
+                          "nets.net1.infrastructure.cpu is not plain text"),
+    "html in the label": (("label",), "<img src=x onerror=alert(1)>", "nets.net1.label is not plain text"),
+    "train 100-step series cut": (("steps100", "train_class_acc"), [0.5] * 7,
+                                  "nets.net1.steps100 has series of different lengths"),
     "best epoch 0": (("best_epoch",), 0, "nets.net1.best_epoch is not an epoch from 1 to 15"),
     "params of another net": (("params",), 13_669, "nets.net1.params is not Net1's parameter count at 64x64"),
     "hardest without a path": (("hardest", 0, "path"), None, "nets.net1.hardest[0].path is missing"),
@@ -732,8 +739,10 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-@pytest.mark.parametrize("text, words", [(nested(100_000), "nested too deeply"), ('{"format": 99, "nets": {"a": 1}}',
-                                                                                  "format 99 is not one this hw4 reads")])
+@pytest.mark.parametrize("text, words", [
+    (nested(100_000), "nested too deeply"), ('{"format": 99, "nets": {"a": 1}}', "format 99 is not one this hw4 reads"),
+    ('{"nets": {"net1": {"config": {"betas": ' + nested(700) + '}}}}', "nests deeper than 32 levels"),
+])
 def test_unreadable_nesting_and_formats_are_one_line(text, words, tmp_path, monkeypatch):
     skip_rendering(monkeypatch)
     run = run_copy(tmp_path, seeds=(5, 6))
@@ -772,3 +781,29 @@ def test_an_interrupted_report_says_what_it_was_doing(tmp_path, monkeypatch):
     ran = cli("report", run)
     assert ran.returncode == 130 and "interrupted while rewriting the reports; every file is whole" in ran.stderr
     assert "nothing was trained" not in ran.stderr and "checking the arguments" not in ran.stderr
+
+
+def test_seeds_whose_100_iteration_series_differ_in_length_are_not_pooled(tmp_path, monkeypatch):
+    """Each seed's file is valid on its own, but a mean over seeds needs series of one length."""
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    steps = blob["nets"]["net1"]["steps100"]
+    for key in ("train_cross_entropy", "train_class_acc"):
+        steps[key] = steps[key][:7]
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    before = files_under(run)
+    assert_one_line_exit_2(cli("report", run), "seed_6/metrics.json: net1's 100-iteration series are not as long")
+    assert files_under(run) == before
+
+
+def test_report_of_one_seed_needs_no_lock_in_a_read_only_run_around_it(tmp_path, monkeypatch):
+    """`report OUT/seed_<s>` locks OUT too, against a training that writes the whole run; an OUT it cannot write to
+    has no such training, so a writable seed folder is reported all the same."""
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != run and real_access(path, mode))
+    ran = cli("report", run / "seed_5")
+    assert ran.returncode == 0, ran.stderr
+    assert not (run / hw4_records.RUN_LOCK).exists() and (run / "seed_5" / "REPORT.md").exists()

@@ -154,3 +154,18 @@ def test_resume_retrains_a_net_whose_entry_fails_the_checks(tiny_built, referenc
     retrained = json.loads((out / "metrics.json").read_text())["nets"]["net1"]
     assert retrained["epoch"] == json.loads((reference / "metrics.json").read_text())["nets"]["net1"]["epoch"]
     assert (out / "results1.pkl").read_bytes() == (reference / "results1.pkl").read_bytes()
+
+
+def test_a_kill_between_a_nets_files_and_metrics_json_resumes_with_plain_resume(tiny_built, reference, tmp_path):
+    """The first net's pickle, weights and figures are written before the run's metrics.json: a kill there leaves
+    them with their checkpoint, which says hw4 wrote them, so a plain --resume finishes the run exactly."""
+    out = tmp_path / "killed"
+    first = REFERENCE_NETS[0]
+    kept = {hw4.pickle_name(first), f"{first}.pt", *(p.file.format(net=first) for p in hw4.FIGURES if p.per_net)}
+    shutil.copytree(reference, out, ignore=lambda folder, names: [
+        n for n in names if Path(folder) == reference and n not in kept and n != "checkpoints"
+        or Path(folder).name == "checkpoints" and not n.startswith(f"{first}_")])
+    assert not (out / "metrics.json").exists() and (out / hw4.pickle_name(first)).exists()
+    ran = cli(*reference_args(tiny_built, out), "--resume")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert_same_outputs(out, reference)
