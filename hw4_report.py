@@ -258,7 +258,8 @@ class Comparison:
 
     @property
     def degenerate(self) -> bool:
-        return self.seeds > 1 and self.sd == 0
+        """Every seed gives the same difference (a shifted one's stored spread may keep a rounding crumb)."""
+        return self.seeds > 1 and (self.sd == 0 or len(set(self.diffs)) == 1)
 
     @functools.cached_property
     def parts(self) -> tuple[Part, ...]:

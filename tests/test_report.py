@@ -807,3 +807,12 @@ def test_report_of_one_seed_needs_no_lock_in_a_read_only_run_around_it(tmp_path,
     ran = cli("report", run / "seed_5")
     assert ran.returncode == 0, ran.stderr
     assert not (run / hw4_records.RUN_LOCK).exists() and (run / "seed_5" / "REPORT.md").exists()
+
+
+def test_identical_seeds_shifted_back_to_a_gap_get_no_t_test():
+    """Three seeds with one gap: the difference against the threshold keeps a rounding crumb of spread, the gap
+    shifted back has none, and neither is given an interval that claims certainty (nor divides by zero)."""
+    cmp = hw4_report.paired_difference([0.1] * 3, [0.7837985890347726] * 3)
+    assert cmp.sd != 0, "the crumb this test is about"
+    gap = hw4_report.shifted(cmp, 0.1)
+    assert gap.degenerate and gap.parts == () and gap.ci95 is None
