@@ -1677,7 +1677,7 @@ def draw_grad_norms(runs: dict[str, list[Results]], data: SubsetTensors):
     A log axis cannot show 0, and a dead net's gradient is exactly 0 (its ReLUs pass nothing back), so zeros are
     drawn as x markers on the axis floor, not dropped.
     """
-    rows = 2 + any(all(r.update_sizes for r in seeds) for seeds in runs.values())
+    rows = 2 + 2 * any(r.update_sizes for seeds in runs.values() for r in seeds)  # grad_norm_rows' rows
     return draw_by_family(runs, grad_norm_rows, (13 + 1.5, 2.7 * rows), "gradient norms and update sizes", "mean")
 
 
@@ -1688,18 +1688,24 @@ def first_epoch_windows(r: Results, series: dict[str, list[float]], layer: str) 
 
 
 def grad_norm_rows(fig, runs: dict[str, list[Results]]) -> None:
-    """Rows: gradient per 100 iterations of epoch 1, gradient per epoch, and (where every net of the row
-    recorded it) the relative update per epoch; one column per GRAD_LAYERS layer."""
-    updates = all(r.update_sizes for seeds in runs.values() for r in seeds)
+    """Rows: the gradient per 100 iterations of epoch 1 and per epoch, and Adam's relative update the same two ways
+    (over the seeds that recorded it); one column per GRAD_LAYERS layer, each regime of a net apart."""
+    # the updates of the nets whose every seed recorded them (a run saved before hw4 measured them has none): a net
+    # drawn over some of its seeds would repeat its colour under another count in the legend
+    whole = {name for name, seeds in runs.items() if all(r.update_sizes for r in seeds)}
+    partly = [name for name, seeds in runs.items() if name not in whole and any(r.update_sizes for r in seeds)]
     panels = [("gradient norm, per 100 iterations of epoch 1", "iteration",
-               lambda r, layer: first_epoch_windows(r, r.grad_norms_steps100, layer), WINDOW_STEPS),
-              ("gradient norm, per epoch", "epoch", lambda r, layer: r.grad_norms[layer], 1)]
-    if updates:
-        panels.append(("Adam's update ||dw|| / ||w||, per epoch", "epoch", lambda r, layer: r.update_sizes[layer], 1))
+               lambda r, layer: first_epoch_windows(r, r.grad_norms_steps100, layer), WINDOW_STEPS, None),
+              ("gradient norm, per epoch", "epoch", lambda r, layer: r.grad_norms[layer], 1, None)]
+    if whole or partly:
+        panels += [("Adam's update ||dw|| / ||w||, per 100 iterations of epoch 1", "iteration",
+                    lambda r, layer: first_epoch_windows(r, r.update_sizes_steps100, layer), WINDOW_STEPS, whole),
+                   ("Adam's update ||dw|| / ||w||, per epoch", "epoch", lambda r, layer: r.update_sizes[layer], 1,
+                    whole)]
     axes = fig.subplots(len(panels), len(GRAD_LAYERS), squeeze=False)
-    for row, (what, xlabel, values_of, step) in zip(axes, panels):
+    for row, (what, xlabel, values_of, step, kept) in zip(axes, panels):
         groups = [(k, label, {layer: mean_std([values_of(r, layer) for r in seeds])[0] for layer in GRAD_LAYERS}, look)
-                  for k, (name, all_seeds) in enumerate(runs.items())
+                  for k, (name, all_seeds) in enumerate(runs.items()) if kept is None or name in kept
                   for label, seeds, look in regime_groups(name, all_seeds)]
         positive = [v for _, _, layers, _ in groups for arr in layers.values() for v in np.ravel(arr) if v > 0]
         floor = min(positive) / 10 if positive else 1e-12
@@ -1715,7 +1721,9 @@ def grad_norm_rows(fig, runs: dict[str, list[Results]]) -> None:
                             label="exactly 0 (drawn at the floor)")
         for ax, layer in zip(row, GRAD_LAYERS):
             plain_log_axis(ax)
-            ax.set_title(f"{layer.replace('_', ' ')}: {what}", fontsize=8)
+            ax.set_title(f"{layer.replace('_', ' ')}: {what}" + (
+                f"\n(not drawn, as not every seed recorded it: {', '.join(map(net_label, partly))})"
+                if kept is not None and partly and ax is row[1] else ""), fontsize=8)
         finish_axes(row, xlabel, integer_x=True)
         if step > 1:  # iterations: five ticks, not one a window
             from matplotlib.ticker import MaxNLocator

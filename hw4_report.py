@@ -1015,6 +1015,61 @@ def answer_vanishing(exp: Experiment) -> list[str]:
     return lines
 
 
+UPDATE_FLOOR = 1e-12  # a conv1 update size at or below it is 0: Adam moved no weight that epoch
+
+
+def zero_update_from(r: Results) -> int | None:
+    """The first epoch from which conv1's update size stays at 0 (UPDATE_FLOOR) to the end; None if it never does or
+    the run did not record it."""
+    sizes = r.update_sizes.get("conv1") if r.update_sizes else None
+    return first_epoch_from([v <= UPDATE_FLOOR for v in sizes]) if sizes else None
+
+
+@dataclass(frozen=True)
+class ZeroUpdates:
+    """Over one net's seeds that recorded update sizes: how many reach a conv1 update of 0 from some epoch on,
+    among the seeds at chance and among those that learned, and Fisher's exact test (two-sided) of the 2x2 table."""
+
+    net: str
+    zero_at_chance: int
+    at_chance: int
+    zero_learned: int
+    learned: int
+
+    @property
+    def seeds(self) -> int:
+        return self.at_chance + self.learned
+
+    @property
+    def p_value(self) -> float:
+        table = [[self.zero_at_chance, self.at_chance - self.zero_at_chance],
+                 [self.zero_learned, self.learned - self.zero_learned]]
+        return float(scipy_stats().fisher_exact(table).pvalue)
+
+
+def zero_updates(runs: Sequence[Results], net: str) -> ZeroUpdates | None:
+    """The table of ZeroUpdates for one net's seeds; None when no seed recorded update sizes."""
+    recorded = [r for r in runs if r.update_sizes.get("conv1")]
+    if not recorded:
+        return None
+    stuck = [r for r in recorded if r.at_chance]
+    learned = [r for r in recorded if not r.at_chance]
+    zero = lambda rs: sum(zero_update_from(r) is not None for r in rs)  # noqa: E731
+    return ZeroUpdates(net, zero(stuck), len(stuck), zero(learned), len(learned))
+
+
+def zero_updates_text(z: ZeroUpdates) -> str:
+    """'Net3: 0 from some epoch on in 2 of 2 seeds at chance and 0 of 1 that learned (Fisher's exact p = 0.33)',
+    or, with one regime only, 'Net3-BN: never 0 in its 3 seeds, all of which learned'."""
+    if not (z.at_chance and z.learned):
+        zero = z.zero_at_chance + z.zero_learned
+        regime = "stayed at chance" if z.at_chance else "learned"
+        return (f"{net_label(z.net)}: {'never 0 in' if not zero else f'0 from some epoch on in {zero} of'} its "
+                f"{seeds_text(z.seeds)}, all of which {regime} (no test)")
+    return (f"{net_label(z.net)}: 0 from some epoch on in {z.zero_at_chance} of {z.at_chance} seeds at chance and "
+            f"{z.zero_learned} of {z.learned} that learned (Fisher's exact test, two-sided: p = {p_text(z.p_value)})")
+
+
 def q2_answers(exp: Experiment) -> list[str]:
     """Q2's four questions, each answered from a measurement: the decisions of the claims table's Q2 parts."""
     if NET1 not in exp.runs or NET3 not in exp.runs:
@@ -1032,6 +1087,8 @@ def q2_answers(exp: Experiment) -> list[str]:
     collapsed = [(r, first_dead(r)) for r in exp.runs[NET3] if ends_dead(r)]
     firsts = "; ".join(f"seed {r.train_seed}: {', '.join(f[1])} (epoch {f[0]})" if f else
                        f"seed {r.train_seed}: none on the probe" for r, f in collapsed)
+    deep = [n for n in exp.nets if net_table()[n].extra_convs]
+    zeros = [zero_updates_text(z) for z in (zero_updates(exp.runs[n], n) for n in deep) if z]
     updates = ("" if ("Q2", "late update") in exp.tested else
                " Update sizes are not recorded in seeds trained before hw4 measured them.")
     return [f"Q2's questions, each against {net_label(NET1)} of the same seed (log10 of {net_label(NET1)}'s value over "
@@ -1040,9 +1097,13 @@ def q2_answers(exp: Experiment) -> list[str]:
             f"- Does the loss then fall slowly (drop per epoch from epoch 2, where {net_label(NET3)} learns)? "
             f"{answer('loss slope')}.",
             f"- Is the gradient small late in training (last epoch)? {answer('late gradient')}.",
-            f"- Do the updates approach 0 (conv1's update size, last epoch)? {answer('late update')}.{updates} Adam "
-            "divides each weight's step by its gradient's running RMS, so a small gradient need not make a small "
-            "update.",
+            f"- Are {net_label(NET3)}'s updates small early, while its gradient vanishes (conv1's update size, first "
+            f"{WINDOW_STEPS} iterations)? {answer('early update')}. Adam divides each weight's step by its gradient's "
+            "running RMS, so a small gradient need not make a small update.",
+            f"- Do the updates approach 0 (conv1's update size, last epoch)? {answer('late update')}.{updates}",
+            *(["- Do the updates reach 0 where a net dies (hw4's test, each net's alone and outside the claims "
+               "table's family, over the seeds that recorded update sizes; conv1's update at most 1e-12 from some "
+               "epoch to the end)? " + "; ".join(zeros) + "."] if zeros else []),
             f"- Which layer dies first in a collapsed seed? {firsts or 'no seed collapsed'}."]
 
 
@@ -1512,7 +1573,7 @@ class VanishingCheck:
     approach 0 (the last epoch's ratio and conv1's update size, over the same seeds). Each part is a paired
     t-test on log10 values or slopes, decided in the claims table's family."""
 
-    KEYS = ("early gradient", "loss slope", "late gradient", "late update")  # the parts decided
+    KEYS = ("early gradient", "loss slope", "late gradient", "early update", "late update")  # the parts decided
 
     def values(self, exp: Experiment) -> dict[str, tuple[list[float], list[float]]]:
         """Per part, (Net3's values, Net1's values) over the paired seeds the part reads, Net1's side the one the
@@ -1572,6 +1633,8 @@ def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories:
                             "the train loss does not fall more slowly than Net1's"),
              "late gradient": ("its gradient is small late in training",
                                "but its gradient is not small late in training: it is larger than Net1's"),
+             "early update": ("its updates are smaller than Net1's early",
+                              "but its early updates are larger than Net1's"),
              "late update": ("its updates approach 0",
                              "but its updates do not approach 0: they are larger than Net1's")}
     held = [k for k, x in d.items() if x.side > 0]

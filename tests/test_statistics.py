@@ -3,6 +3,7 @@ over a mixture but its two parts, Holm over a family in which a shared test coun
 comparison."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -86,3 +87,23 @@ def test_the_seed_estimate_is_for_the_claimed_effect_at_holms_alpha():
                            f"{hw4_report.seeds_for_power(0.004, high, 0.025)} over the spread's 95% interval)")
     assert "at the α of 0.025" in text and needed > hw4_report.seeds_for_power(0.004, part.sd, 0.05)
     assert needed != hw4_report.seeds_for_power(part.diff, part.sd, 0.025) and not math.isnan(needed)
+
+
+def test_zero_updates_count_the_seeds_whose_conv1_update_ends_at_0_by_regime():
+    """Q2's association of a conv1 update of 0 with staying at chance, recounted from the raw metrics.json files
+    of exercise-all, and Fisher's exact test of its table."""
+    run = ROOT / "results" / "exercise-all"
+    _, runs_by_seed, _ = hw4_records.load_finished_run(run, hw4.NETS)
+    for net in ("net3", "net3xavier", "net3bn"):
+        raw = [json.loads((run / f"seed_{r.train_seed}" / "metrics.json").read_text())["nets"][net]
+               for r in (seed[net] for seed in runs_by_seed)]
+        raw = [e for e in raw if e.get("update_sizes")]
+        stuck = [max(e["epoch"]["train_class_acc"]) <= 1.5 / 5 for e in raw]
+        ends_zero = [e["update_sizes"]["conv1"][-1] <= 1e-12 for e in raw]  # a run that stays 0 to the end
+        z = hw4_report.zero_updates([seed[net] for seed in runs_by_seed], net)
+        assert (z.at_chance, z.learned) == (sum(stuck), len(raw) - sum(stuck))
+        assert (z.zero_at_chance, z.zero_learned) == (sum(a and b for a, b in zip(stuck, ends_zero)),
+                                                      sum(b and not a for a, b in zip(stuck, ends_zero)))
+        if z.at_chance and z.learned:
+            table = [[z.zero_at_chance, z.at_chance - z.zero_at_chance], [z.zero_learned, z.learned - z.zero_learned]]
+            assert z.p_value == pytest.approx(hw4_report.scipy_stats().fisher_exact(table).pvalue)
