@@ -1404,6 +1404,97 @@ def diagnosis(exp: Experiment, name: str) -> str:
                     f"{pct(UNDERFIT_ACC)} and its final train loss at {typical(exp, name, FINAL_TRAIN_LOSS):.2f} nats")
 
 
+PERMUTATIONS = 10_000  # shuffles of the co-death test; its seed is fixed, so a report is the same on every rewrite
+
+
+@dataclass(frozen=True)
+class CoDeaths:
+    """Deaths (a seed at chance) of Net3 and its remedies over the seeds they share, and whether the remedies'
+    deaths fall together more than independent deaths would: a permutation test that shuffles each net's deaths
+    over the seeds apart (keeping how often each dies). `together` counts the pairs of remedies that die in one seed;
+    `with_base`, the remedies' deaths that fall in a seed where the base dies too."""
+
+    base: str
+    remedies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    dead: dict[str, tuple[bool, ...]]  # net -> per seed of `seeds`, whether it stayed at chance
+
+    def statistics(self, dead: dict[str, np.ndarray]) -> tuple[int, int]:
+        remedies = np.array([dead[n] for n in self.remedies], dtype=int)
+        per_seed = remedies.sum(0)
+        return int((per_seed * (per_seed - 1) // 2).sum()), int((remedies * dead[self.base]).sum())
+
+    @functools.cached_property
+    def observed(self) -> tuple[int, int]:
+        return self.statistics({n: np.array(v) for n, v in self.dead.items()})
+
+    @functools.cached_property
+    def p_values(self) -> tuple[float, float]:
+        """One-sided: the share of shuffles at least as clustered as the seeds are, (1 + k) / (1 + PERMUTATIONS)."""
+        rng, hits = np.random.default_rng(0), np.zeros(2)
+        vectors = {n: np.array(v) for n, v in self.dead.items()}
+        for _ in range(PERMUTATIONS):
+            hits += np.array(self.statistics({n: rng.permutation(v) for n, v in vectors.items()})) >= self.observed
+        return tuple(float((1 + h) / (1 + PERMUTATIONS)) for h in hits)
+
+    @property
+    def shared_deaths(self) -> list[tuple[int, list[str]]]:
+        """The seeds in which two or more remedies die, with the nets that die there (the base too, if it does)."""
+        out = []
+        for k, seed in enumerate(self.seeds):
+            dying = [n for n in self.remedies if self.dead[n][k]]
+            if len(dying) > 1:
+                out.append((seed, dying + ([self.base] if self.dead[self.base][k] else [])))
+        return out
+
+
+def co_deaths(regimes: dict[str, dict[int, bool]], base: str) -> CoDeaths | None:
+    """CoDeaths from learned-or-not per net and seed, over the seeds every net has; None without two remedies that
+    die, or fewer than three shared seeds."""
+    remedies = tuple(n for n in regimes if n != base and net_table()[n].extra_convs)
+    if base not in regimes or not remedies:
+        return None
+    seeds = tuple(sorted(set.intersection(*(set(regimes[n]) for n in (base, *remedies)))))
+    dead = {n: tuple(not regimes[n][s] for s in seeds) for n in (base, *remedies)}
+    if len(seeds) < 3 or sum(any(dead[n]) for n in remedies) < 2:
+        return None
+    return CoDeaths(base, remedies, seeds, dead)
+
+
+def co_deaths_text(c: CoDeaths) -> str:
+    """The seeds in which remedies die together, and the two permutation tests, in one paragraph."""
+    shared = "; ".join(f"seed {s}: {', '.join(map(net_label, nets))}" for s, nets in c.shared_deaths)
+    together, with_base = c.observed
+    p_together, p_base = c.p_values
+    deaths = sum(sum(c.dead[n]) for n in c.remedies)
+    return (f"**Deaths that co-occur** (hw4's test): over the {seeds_text(len(c.seeds))} that "
+            f"{net_label(c.base)} and its remedies share, two or more remedies stay at chance in the same seed in "
+            + (f"{seeds_text(len(c.shared_deaths))} ({shared})" if shared else "no seed")
+            + f": {together} pair{'s' * (together != 1)} of remedies die together, where independent deaths (each "
+            f"net's seeds shuffled apart, {PERMUTATIONS:,} times, each net dying as often as it does) give as many or "
+            f"more with p = {p_text(p_together)}; and {with_base} of the remedies' {deaths} deaths fall in a seed in "
+            f"which {net_label(c.base)} dies too (p = {p_text(p_base)}, the same shuffles; one-sided, each test "
+            "alone).")
+
+
+def deaths_without_vanishing(exp: Experiment, c: CoDeaths) -> str:
+    """Of the remedies that die together, those whose gradient did not vanish first (their early conv1/fc1 ratio
+    within VANISH_FACTOR of Net1's in the same seed): a death of another kind than the one the original names."""
+    found = []
+    for seed, nets in c.shared_deaths:
+        base = next((r for r in exp.runs.get(NET1, []) if r.train_seed == seed), None)
+        for n in nets:
+            r = next(r for r in exp.runs[n] if r.train_seed == seed)
+            if base is not None and r.machine == base.machine and not gradient_story(r, base).vanishing:
+                found.append(f"{net_label(n)} in seed {seed} (ratio {gradient_ratio(r):.2g}, {net_label(NET1)}'s "
+                             f"{gradient_ratio(base):.2g})")
+    if not found:
+        return ""
+    return (f" Of those deaths, these came without a vanishing gradient (conv1/fc1 ratio over the first {WINDOW_STEPS} "
+            f"iterations within {VANISH_FACTOR}× of {net_label(NET1)}'s in the same seed), a failure of another kind "
+            "than the one the original names: " + "; ".join(found) + ".")
+
+
 def answer_improvement(exp: Experiment) -> list[str]:
     lines = ["The results table's last column diagnoses each net's fit."]
     for base, name in exp.base_pairs():
@@ -1421,8 +1512,10 @@ def answer_improvement(exp: Experiment) -> list[str]:
                      f"earlier version, not the remedy {'its' if one else 'their'} first cell names; `--resume` with "
                      f"the run's command retrains {'it' if one else 'them'}.")
     paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
+    together = co_deaths({n: {r.train_seed: not r.at_chance for r in exp.runs[n]} for n in exp.nets}, NET3)
     return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
-                    f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp)]
+                    f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp),
+                    *(["", co_deaths_text(together) + deaths_without_vanishing(exp, together)] if together else [])]
 
 
 @dataclass(frozen=True)
@@ -2435,11 +2528,13 @@ def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
              "## The early call, checked", "", *check_lines(study), ""]
     if study.valid:
         family = next(iter(study.tested.values()), None)
+        together = co_deaths(study.regimes, study.base)
         lines += ["## Learn rates", "", *rates_table(study), "",
                   f"Each remedy against {net_label(study.base)} by McNemar's exact test on the regimes of the same "
                   "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
                   f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
-                  rates_meaning(study), "", "![learn rates](rates.png)", ""]
+                  rates_meaning(study), "", *([co_deaths_text(together), ""] if together else []),
+                  "![learn rates](rates.png)", ""]
         savefig_atomic(draw_rates(study), out / "rates.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 

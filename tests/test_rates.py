@@ -145,3 +145,23 @@ def test_a_crafted_with_in_metrics_json_is_one_line_or_left_out(beside, monkeypa
         assert ran.returncode == 0 and "no longer beside it" in ran.stdout
     else:
         assert_one_line_exit_2(ran, "metrics.json", "is not a list of run names")
+
+
+def test_deaths_that_fall_in_one_seed_are_found_and_tested_against_independent_deaths():
+    """Four remedies dying in one seed of ten is rare if each dies independently; each dying in its own seed is
+    not. The base's deaths are tested apart: remedies dying only where Net3 dies."""
+    seeds = range(5, 15)
+    remedies = ("net3bn", "net3res", "net3he", "net3xavier")
+    together = {"net3": {s: s not in (7, 8) for s in seeds}, **{n: {s: s != 6 for s in seeds} for n in remedies}}
+    c = hw4_report.co_deaths(together, "net3")
+    assert c.shared_deaths == [(6, list(remedies))] and c.observed == (6, 0)
+    assert c.p_values[0] < 0.01 and c.p_values[1] == 1.0
+    apart = {"net3": {s: s not in (7, 8) for s in seeds},
+             **{n: {s: s != 9 + k for s in seeds} for k, n in enumerate(remedies)}}
+    c = hw4_report.co_deaths(apart, "net3")
+    assert c.shared_deaths == [] and c.observed == (0, 0) and c.p_values[0] == 1.0
+    where_net3_dies = {"net3": {s: s not in (7, 8) for s in seeds},
+                       **{n: {s: s not in (7, 8) for s in seeds} for n in remedies[:2]}}
+    c = hw4_report.co_deaths(where_net3_dies, "net3")
+    assert c.observed == (2, 4) and c.p_values[1] < 0.05
+    assert hw4_report.co_deaths({"net3": {5: True}, "net3bn": {5: True}}, "net3") is None, "nothing to test"
