@@ -1072,8 +1072,10 @@ def check_dataset_facts(value: Any, classes: list[str]) -> None:
     check_fields(value, "dataset", {"source": str, "classes": list, "counts": dict, "exclusive": bool,
                                     "val_also_shows": dict})
     schema(value["classes"] == classes, "dataset.classes", "are not the nets' classes")
-    schema(all(isinstance(value["counts"].get(s), dict) and all(is_int(n) for n in value["counts"][s].values())
-               for s in SPLITS), "dataset.counts", "is not a count per split and class")
+    schema(all(isinstance(value["counts"].get(s), dict)
+               and all(is_int(n) and 0 <= n <= COUNT_MAX for n in value["counts"][s].values()) for s in SPLITS),
+           "dataset.counts", "is not a count per split and class")
+    schema(is_plain_text(value["source"]), "dataset.source", "is not plain text (printable, no Markdown or HTML)")
     schema(value.get("shared") is None or isinstance(value["shared"], dict), "dataset.shared", "is not an object")
 
 

@@ -816,3 +816,16 @@ def test_identical_seeds_shifted_back_to_a_gap_get_no_t_test():
     assert cmp.sd != 0, "the crumb this test is about"
     gap = hw4_report.shifted(cmp, 0.1)
     assert gap.degenerate and gap.parts == () and gap.ci95 is None
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["counts"]["train"].update({next(iter(d["counts"]["train"])): -10 ** 30}), "dataset.counts is not a count"),
+    (lambda d: d.update(source="<script>x</script>"), "dataset.source is not plain text"),
+])
+def test_dataset_facts_out_of_range_or_with_markup_are_one_line(change, words, tmp_path, monkeypatch):
+    skip_rendering(monkeypatch)
+    run = run_copy(tmp_path, seeds=(5, 6))
+    blob = json.loads((run / "seed_6" / "metrics.json").read_text())
+    change(blob["dataset"])
+    (run / "seed_6" / "metrics.json").write_text(json.dumps(blob))
+    assert_one_line_exit_2(cli("report", run), words)
