@@ -22,8 +22,10 @@ folders, or nothing (--demo).
     python hw4.py report results/exercise                 # rewrite a finished run's reports
     python hw4.py predict --weights results/exercise/seed_5/net2.pt tests/fixtures/photos/chelsea.png
 
-A net is one NetSpec in NETS, a metric one Metric in METRICS, a figure one Plot in FIGURES, a report
-answer one Question in hw4_report.QUESTIONS; everything else reads those tables. The exercise's own code:
+A net is one NetSpec in NETS, a metric one Metric in hw4_records.METRICS, a figure one Plot in FIGURES, a report
+answer one Question in hw4_report.QUESTIONS; everything else reads those tables. Beside this file, never importing
+it: hw4_records.py (a run's records, locks, limits) and hw4_sources.py (class folders, download, demo data), which
+it imports; hw4_report.py and hw4_compare.py, which only their commands load. The exercise's own code:
 select_subset (the subset), NETS and HW4Net (the nets), train_epoch and train (the loop), original_pickle
 (the pickles).
 """
@@ -244,7 +246,7 @@ class Config:
 
 # =============================================================================
 # COCO subset: choose the images. Reads the annotation file (checked as untrusted input) and hands
-# a Selection (picked ids per class, and where replacements come from) to the writer.
+# a Selection (picked ids per class, and where replacements come from) to the build (below).
 # =============================================================================
 
 COCO_LISTS = {"categories": ("id", "name"), "images": ("id", "file_name"), "annotations": ("image_id", "category_id")}
@@ -398,151 +400,6 @@ def select_subset(coco, cfg: Config) -> Selection:
                                 "use fewer classes")
             picks.append(img_id)
     return selection
-
-
-# =============================================================================
-# COCO subset: write the thumbnails and the manifest. Hands manifest.json (config, fingerprint,
-# counts, replacements, one entry per image) to loading.
-# =============================================================================
-
-
-def write_subset(selection: Selection, coco, cfg: Config, root: Path) -> tuple[list[dict], list[dict]]:
-    """Write every picked image (the first N of a class to train, the next M to val); replace failures
-    by Selection.replacement."""
-    taken: dict[str, set[str]] = {"train": set(), "val": set()}
-    pending: list[WriteJob] = []
-    for label, (name, ids) in enumerate(selection.picks.items()):
-        for k, img_id in enumerate(ids):
-            split = "train" if k < cfg.train_per_class else "val"
-            pending.append(make_job(split, name, label, img_id, coco, taken, len(pending)))
-    entries: dict[int, dict] = {}
-    replacements: list[dict] = []
-    first_round = True
-    while pending:
-        failures = run_write_jobs(pending, cfg.image_dir, cfg, root,
-                                  "writing images" if first_round else "replacements")
-        if first_round and all(why is not None for why in failures):
-            raise UserError(f"none of the {len(pending)} chosen images could be read (first: "
-                            f"{source_path(cfg.image_dir, pending[0].file_name)}: {failures[0]}); the image dir "
-                            f"{cfg.image_dir} is probably wrong: pass --image-dir or fix --data_dir")
-        retry = []
-        for job, why in zip(pending, failures):
-            if why is None:
-                entries[job.slot] = job.entry()
-                continue
-            new_id = selection.replacement(job.class_name)
-            if new_id is None:
-                raise UserError(f"class {job.class_name!r} ran out of readable images while replacing "
-                                f"{job.file_name} ({why}); check --image-dir {cfg.image_dir}")
-            taken[job.split].discard(job.out_name)
-            retry.append(make_job(job.split, job.class_name, job.label, new_id, coco, taken, job.slot))
-            replacements.append({"class": job.class_name, "split": job.split, "image_id": job.image_id,
-                                 "file_name": job.file_name, "reason": why, "replacement_image_id": new_id})
-            print(f"replaced {job.file_name} ({why}) with image {new_id} for class {job.class_name!r}")
-        pending, first_round = retry, False
-    return [entries[k] for k in sorted(entries)], replacements
-
-
-def note_other_classes(entries: list[dict], coco, cat_ids: dict[str, int]) -> None:
-    """Record in each entry the other requested classes its image shows (label noise, for Q4)."""
-    name_of = {cid: name for name, cid in cat_ids.items()}
-    for e in entries:
-        anns = coco.imgToAnns.get(e["image_id"], [])
-        shown = {name_of[a["category_id"]] for a in anns if a["category_id"] in name_of}
-        e["also_shows"] = sorted(shown - {e["class"]})
-
-
-def write_build(cfg: Config, target: Path, coco=None) -> dict:
-    """The dataset written beside the target folder and swapped in when whole; its manifest. The caller holds the
-    build lock."""
-    check_dataset_dir_is_ours(target)
-    if cfg.image_folders is None:
-        coco = coco or load_coco(cfg.ann_file)
-        selection = select_subset(coco, cfg)
-    else:  # everything about the folders is checked before anything is written
-        pictures = scan_class_folders(Path(cfg.image_folders), cfg.classes)
-        chosen = choose_folder_pictures(pictures, cfg)
-    for other in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds: none runs now
-        shutil.rmtree(other, ignore_errors=True)
-    tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
-    for split in SPLITS:
-        (tmp / f"{split}_data").mkdir(parents=True)
-    try:
-        if cfg.image_folders is None:
-            entries, replacements = write_subset(selection, coco, cfg, tmp)
-            note_other_classes(entries, coco, resolve_category_ids(coco, cfg.classes))
-            source: dict[str, Any] = {"source": "coco"}
-        else:
-            entries, replacements = write_folder_subset(chosen, pictures, cfg, tmp), []
-            source = {"source": "image_folders", "shared_pictures": shared_pictures_summary(chosen, cfg)}
-        counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
-                  for split in SPLITS}
-        manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
-                    "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(),
-                    "classes": list(cfg.classes), "counts": counts, **source, "replacements": replacements,
-                    "entries": entries}
-        write_json_atomic(tmp / "manifest.json", manifest)
-        swap_into_place(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
-
-
-def build_subset(cfg: Config, coco=None) -> dict:
-    """Build (or reuse) the dataset, atomically: written beside the target, swapped in when whole."""
-    manifest = reusable_manifest(cfg)
-    if manifest is not None:
-        print(f"reusing the dataset in {cfg.dataset_dir} (fingerprint {manifest['fingerprint']})")
-        return manifest
-    target = Path(cfg.dataset_dir)
-    if target.is_symlink():  # build beside the folder it points to, so the link stays a link
-        target = target.resolve()
-    with build_lock(target, cfg.dataset_dir):  # from here on no other build writes into --dataset-dir
-        manifest = write_build(cfg, target, coco)
-    width = max(map(len, cfg.classes))
-    print(f"{'class':<{width}}  train    val")
-    for name in cfg.classes:
-        print(f"{name:<{width}}  {manifest['counts']['train'][name]:5d}  {manifest['counts']['val'][name]:5d}")
-    if manifest["replacements"]:
-        print(f"{len(manifest['replacements'])} missing or unreadable images were replaced (listed in manifest.json)")
-    if "shared_pictures" in manifest:
-        shared = manifest["shared_pictures"]
-        print(f"{shared['in_two_classes']} pictures sit in two class folders and {shared['in_both_splits']} in both "
-              f"splits ({'kept, as the folders give them' if shared['kept'] else 'dropped: --exclusive'}; listed in "
-              "manifest.json)")
-    return manifest
-
-
-def download_subset_images(cfg: Config):
-    """--download: the annotations if missing, then exactly the chosen images, and for each that fails
-    for good the replacement the build will pick (Selection.replacement)."""
-    DOWNLOAD_STOP.clear()  # an earlier download in this process may have been stopped
-    if cfg.coco_url_base:
-        try:
-            checked_url(cfg.coco_url_base)
-        except PermanentError as exc:
-            raise UserError(f"--coco-url-base: {exc}") from None
-    if not Path(cfg.ann_file).is_file():
-        fetch_annotations(cfg)
-    coco = load_coco(cfg.ann_file)
-    selection = select_subset(coco, cfg)
-    pending = [(name, img_id) for name, ids in selection.picks.items() for img_id in ids]
-    outcome: dict[int, tuple[str, int, str]] = {}
-    while pending:
-        results = fetch_images([img_id for _, img_id in pending], coco, cfg)
-        outcome.update(results)
-        failed = [name for name, img_id in pending if results[img_id][0] == "failed"]
-        pending = [(name, new_id) for name in failed if (new_id := selection.replacement(name)) is not None]
-    counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
-    print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
-          f"{sum(o[1] for o in outcome.values())} retries, {counts['failed']} failed for good")
-    failures = [(coco.imgs[i]["file_name"], o[2]) for i, o in outcome.items() if o[0] == "failed"]
-    for file_name, reason in failures[:5]:
-        print(f"  failed: {file_name}: {reason}")
-    if failures and len(failures) == len(outcome):
-        raise UserError(f"no image could be downloaded (first: {failures[0][1]}); check the network or pass "
-                        "--coco-url-base")
-    return coco
 
 
 # =============================================================================
@@ -866,7 +723,7 @@ def print_net_table(nets: Sequence[str], image_size: int, classes: Sequence[str]
 
 
 # =============================================================================
-# Training: metrics, the typed training state, the hot loop, checkpoints at epoch ends.
+# Training: the typed training state, the hot loop, checkpoints at epoch ends (metrics: hw4_records.METRICS).
 # Hands a finished TrainState (histories, best epoch, its weights and val logits) to Results.
 # =============================================================================
 
@@ -1929,6 +1786,151 @@ def write_run_figures(out: Path, runs: dict[str, list[Results]], data: SubsetTen
     for plot in FIGURES:
         if not plot.per_net and (data is not None or not plot.needs_pictures):
             savefig_atomic(plot.draw(runs, data), out / plot.file)
+
+
+# =============================================================================
+# Building the dataset: the chosen COCO subset (or the class folders) written once, with its manifest;
+# --download first. main calls it before training; loading, above, reads what it writes.
+# =============================================================================
+
+
+def write_subset(selection: Selection, coco, cfg: Config, root: Path) -> tuple[list[dict], list[dict]]:
+    """Write every picked image (the first N of a class to train, the next M to val); replace failures
+    by Selection.replacement."""
+    taken: dict[str, set[str]] = {"train": set(), "val": set()}
+    pending: list[WriteJob] = []
+    for label, (name, ids) in enumerate(selection.picks.items()):
+        for k, img_id in enumerate(ids):
+            split = "train" if k < cfg.train_per_class else "val"
+            pending.append(make_job(split, name, label, img_id, coco, taken, len(pending)))
+    entries: dict[int, dict] = {}
+    replacements: list[dict] = []
+    first_round = True
+    while pending:
+        failures = run_write_jobs(pending, cfg.image_dir, cfg, root,
+                                  "writing images" if first_round else "replacements")
+        if first_round and all(why is not None for why in failures):
+            raise UserError(f"none of the {len(pending)} chosen images could be read (first: "
+                            f"{source_path(cfg.image_dir, pending[0].file_name)}: {failures[0]}); the image dir "
+                            f"{cfg.image_dir} is probably wrong: pass --image-dir or fix --data_dir")
+        retry = []
+        for job, why in zip(pending, failures):
+            if why is None:
+                entries[job.slot] = job.entry()
+                continue
+            new_id = selection.replacement(job.class_name)
+            if new_id is None:
+                raise UserError(f"class {job.class_name!r} ran out of readable images while replacing "
+                                f"{job.file_name} ({why}); check --image-dir {cfg.image_dir}")
+            taken[job.split].discard(job.out_name)
+            retry.append(make_job(job.split, job.class_name, job.label, new_id, coco, taken, job.slot))
+            replacements.append({"class": job.class_name, "split": job.split, "image_id": job.image_id,
+                                 "file_name": job.file_name, "reason": why, "replacement_image_id": new_id})
+            print(f"replaced {job.file_name} ({why}) with image {new_id} for class {job.class_name!r}")
+        pending, first_round = retry, False
+    return [entries[k] for k in sorted(entries)], replacements
+
+
+def note_other_classes(entries: list[dict], coco, cat_ids: dict[str, int]) -> None:
+    """Record in each entry the other requested classes its image shows (label noise, for Q4)."""
+    name_of = {cid: name for name, cid in cat_ids.items()}
+    for e in entries:
+        anns = coco.imgToAnns.get(e["image_id"], [])
+        shown = {name_of[a["category_id"]] for a in anns if a["category_id"] in name_of}
+        e["also_shows"] = sorted(shown - {e["class"]})
+
+
+def write_build(cfg: Config, target: Path, coco=None) -> dict:
+    """The dataset written beside the target folder and swapped in when whole; its manifest. The caller holds the
+    build lock."""
+    check_dataset_dir_is_ours(target)
+    if cfg.image_folders is None:
+        coco = coco or load_coco(cfg.ann_file)
+        selection = select_subset(coco, cfg)
+    else:  # everything about the folders is checked before anything is written
+        pictures = scan_class_folders(Path(cfg.image_folders), cfg.classes)
+        chosen = choose_folder_pictures(pictures, cfg)
+    for other in target.parent.glob(f".{target.name}.building-*"):  # left by interrupted builds: none runs now
+        shutil.rmtree(other, ignore_errors=True)
+    tmp = target.with_name(f".{target.name}.building-{os.getpid()}")
+    for split in SPLITS:
+        (tmp / f"{split}_data").mkdir(parents=True)
+    try:
+        if cfg.image_folders is None:
+            entries, replacements = write_subset(selection, coco, cfg, tmp)
+            note_other_classes(entries, coco, resolve_category_ids(coco, cfg.classes))
+            source: dict[str, Any] = {"source": "coco"}
+        else:
+            entries, replacements = write_folder_subset(chosen, pictures, cfg, tmp), []
+            source = {"source": "image_folders", "shared_pictures": shared_pictures_summary(chosen, cfg)}
+        counts = {split: {c: sum(e["split"] == split and e["class"] == c for e in entries) for c in cfg.classes}
+                  for split in SPLITS}
+        manifest = {"version": MANIFEST_VERSION, "fingerprint": cfg.build_fingerprint(),
+                    "content": content_digest(tmp, cfg.classes, entries), "config": cfg.build_settings(),
+                    "classes": list(cfg.classes), "counts": counts, **source, "replacements": replacements,
+                    "entries": entries}
+        write_json_atomic(tmp / "manifest.json", manifest)
+        swap_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def build_subset(cfg: Config, coco=None) -> dict:
+    """Build (or reuse) the dataset, atomically: written beside the target, swapped in when whole."""
+    manifest = reusable_manifest(cfg)
+    if manifest is not None:
+        print(f"reusing the dataset in {cfg.dataset_dir} (fingerprint {manifest['fingerprint']})")
+        return manifest
+    target = Path(cfg.dataset_dir)
+    if target.is_symlink():  # build beside the folder it points to, so the link stays a link
+        target = target.resolve()
+    with build_lock(target, cfg.dataset_dir):  # from here on no other build writes into --dataset-dir
+        manifest = write_build(cfg, target, coco)
+    width = max(map(len, cfg.classes))
+    print(f"{'class':<{width}}  train    val")
+    for name in cfg.classes:
+        print(f"{name:<{width}}  {manifest['counts']['train'][name]:5d}  {manifest['counts']['val'][name]:5d}")
+    if manifest["replacements"]:
+        print(f"{len(manifest['replacements'])} missing or unreadable images were replaced (listed in manifest.json)")
+    if "shared_pictures" in manifest:
+        shared = manifest["shared_pictures"]
+        print(f"{shared['in_two_classes']} pictures sit in two class folders and {shared['in_both_splits']} in both "
+              f"splits ({'kept, as the folders give them' if shared['kept'] else 'dropped: --exclusive'}; listed in "
+              "manifest.json)")
+    return manifest
+
+
+def download_subset_images(cfg: Config):
+    """--download: the annotations if missing, then exactly the chosen images, and for each that fails
+    for good the replacement the build will pick (Selection.replacement)."""
+    DOWNLOAD_STOP.clear()  # an earlier download in this process may have been stopped
+    if cfg.coco_url_base:
+        try:
+            checked_url(cfg.coco_url_base)
+        except PermanentError as exc:
+            raise UserError(f"--coco-url-base: {exc}") from None
+    if not Path(cfg.ann_file).is_file():
+        fetch_annotations(cfg)
+    coco = load_coco(cfg.ann_file)
+    selection = select_subset(coco, cfg)
+    pending = [(name, img_id) for name, ids in selection.picks.items() for img_id in ids]
+    outcome: dict[int, tuple[str, int, str]] = {}
+    while pending:
+        results = fetch_images([img_id for _, img_id in pending], coco, cfg)
+        outcome.update(results)
+        failed = [name for name, img_id in pending if results[img_id][0] == "failed"]
+        pending = [(name, new_id) for name in failed if (new_id := selection.replacement(name)) is not None]
+    counts = {s: sum(o[0] == s for o in outcome.values()) for s in ("downloaded", "present", "failed")}
+    print(f"download: {counts['downloaded']} downloaded, {counts['present']} already present, "
+          f"{sum(o[1] for o in outcome.values())} retries, {counts['failed']} failed for good")
+    failures = [(coco.imgs[i]["file_name"], o[2]) for i, o in outcome.items() if o[0] == "failed"]
+    for file_name, reason in failures[:5]:
+        print(f"  failed: {file_name}: {reason}")
+    if failures and len(failures) == len(outcome):
+        raise UserError(f"no image could be downloaded (first: {failures[0][1]}); check the network or pass "
+                        "--coco-url-base")
+    return coco
 
 
 # =============================================================================
