@@ -207,16 +207,14 @@ def check_folder_creatable(path: str | Path, flag: str) -> None:
                         f"({exc.strerror or exc}); pass a folder you can write to") from None
 
 
-NOT_IN_CLASS_NAMES = set("/\\<>|[]`*#")  # a path separator, or Markdown and HTML that REPORT.md would act on
+MARKUP = set("<>|[]`*#\\")  # Markdown and HTML that REPORT.md would act on
+NOT_IN_CLASS_NAMES = MARKUP | {"/"}  # and a path separator: a class name is a folder name too
 
 
 def is_class_name(name: Any) -> bool:
     """A class name hw4 accepts (from --classes or a metrics.json): a folder name that is plain text in Markdown."""
     return (isinstance(name, str) and name not in ("", ".", "..") and name.isprintable()
             and not set(name) & NOT_IN_CLASS_NAMES)
-
-
-MARKUP = set("<>|[]`*#\\")  # Markdown and HTML that REPORT.md would act on
 
 
 def is_plain_text(text: Any, longest: int = 200) -> bool:
@@ -415,7 +413,7 @@ def is_chain_layer(layer: str) -> bool:
     return layer.startswith("chain")
 
 
-def spec_conv_sides(spec: NetSpec, image_size: int) -> int:
+def spec_conv_side(spec: NetSpec, image_size: int) -> int:
     """The side of the feature map that fc1 flattens: conv 3x3 with the spec's padding, then pool 2, twice."""
     side = scaled_side(image_size, spec.input_scale) or image_size
     for _ in range(2):
@@ -427,7 +425,7 @@ def spec_conv_sides(spec: NetSpec, image_size: int) -> int:
 
 def spec_conv_output_size(spec: NetSpec, image_size: int) -> int:
     """fc1's input size (HW4Net.conv_output_size) from the spec alone; a test holds the two equal."""
-    return spec.channels[1] * spec_conv_sides(spec, image_size) ** 2
+    return spec.channels[1] * spec_conv_side(spec, image_size) ** 2
 
 
 def spec_parameter_count(spec: NetSpec, image_size: int, classes: int) -> int:
