@@ -70,17 +70,16 @@ import torch.nn.functional as F
 from torch import nn
 
 try:  # hw4's layers, beside this file: a missing or broken one is one line before any work
-    from hw4_records import (ACCURACY, BEST_VAL, CROSS_ENTROPY, DEFAULT_NETS, DatasetFacts, Exercise,
-                             HARDEST_PER_CLASS, HardImage, MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS,
-                             METRICS_FORMAT, MIN_IMAGE_SIZE, Metric, NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS,
-                             OneLineErrorParser, RUN_LOCK, Results, SPLITS, SchemaError, TMP_TAG, UserError,
-                             VAL_CHUNK, WATCHED_LAYERS, WINDOW_STEPS, check_folder_creatable, check_results_entry,
+    from hw4_records import (ACCURACY, BEST_VAL, CROSS_ENTROPY, DEFAULT_NETS, DatasetFacts, Exercise, HARDEST_PER_CLASS,
+                             HardImage, MAX_IMAGE_SIZE, MAX_PER_CLASS, MAX_SEED, METRICS, METRICS_FORMAT,
+                             MIN_IMAGE_SIZE, Metric, NOT_IN_CLASS_NAMES, NetSpec, OWN_SETTINGS, OneLineErrorParser,
+                             RUN_LOCK, Results, SPLITS, SchemaError, TMP_TAG, UserError, VAL_CHUNK, WATCHED_LAYERS,
+                             WINDOW_STEPS, check_folder_creatable, check_infrastructure, check_results_entry,
                              clean_train_keys, diverged_epoch, fingerprint, infrastructure, is_class_name, is_number,
                              machine_of, map_leaves, mean_std, metric_keys, new_figure, path_argument, path_text, pct,
-                             per_sample_cross_entropy, quiet_torch_load, read_metrics_json, recorded,
-                             run_in_processes, run_lock, save_torch_atomic, savefig_atomic, scaled_side,
-                             seed_list_text, seeds_text, series_key, spec_parameter_count, terminal_text,
-                             write_bytes_atomic, write_json_atomic)
+                             per_sample_cross_entropy, quiet_torch_load, read_metrics_json, recorded, run_in_processes,
+                             run_lock, save_torch_atomic, savefig_atomic, scaled_side, seed_list_text, seeds_text,
+                             series_key, spec_parameter_count, terminal_text, write_bytes_atomic, write_json_atomic)
     from hw4_sources import (DOWNLOAD_STOP, IMAGE_ERRORS, IMAGE_EXTENSIONS, MANIFEST_VERSION, PermanentError,
                              WriteJob, build_lock, check_dataset_dir_is_ours, checked_url, choose_folder_pictures,
                              content_digest, decode_rgb_thumbnail, ensure_demo_data, fetch_annotations, fetch_images,
@@ -900,6 +899,7 @@ class TrainState:
     train_time_s: float = 0.0
     steps_time_s: float = 0.0
     last_val_predictions: torch.Tensor | None = None  # the last finished epoch's class per val image
+    infrastructure: dict | None = None  # where its first epoch trained (infrastructure()): a resume keeps it
 
     def to_checkpoint(self) -> dict:
         """Plain dicts, lists and tensors: what torch.load(weights_only=True) accepts."""
@@ -911,9 +911,11 @@ class TrainState:
     @classmethod
     def from_checkpoint(cls, blob: dict) -> "TrainState":
         """A checkpoint written before last_val_predictions existed lacks it: the next epoch records it (a
-        net already finished then has no final-epoch predictions, which the report says)."""
-        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name != "last_val_predictions"}
-        fields["last_val_predictions"] = blob.get("last_val_predictions")
+        net already finished then has no final-epoch predictions, which the report says). One written before
+        infrastructure was kept lacks that: the process that resumes it records its own."""
+        late = ("last_val_predictions", "infrastructure")  # recorded since a later format; None when absent
+        fields = {f.name: blob[f.name] for f in dataclasses.fields(cls) if f.name not in late}
+        fields.update({name: blob.get(name) for name in late})
         history = {**blob["history"]}  # TypeError, as before, for a tampered non-mapping
         for key in ("update_sizes", "update_sizes_steps100"):  # a checkpoint from before they were recorded
             history.setdefault(key, {})
@@ -1150,6 +1152,11 @@ def restore_checkpoint(path: Path, fp: str, epochs: int, net: nn.Module, opt: to
         raise bad(f"its histories do not hold {epoch} epochs")
     if (state.best is None) != (epoch == 0) or (state.best is not None and not 1 <= state.best.epoch <= epoch):
         raise bad("its best epoch does not fit its epoch count")
+    if state.infrastructure is not None:
+        try:
+            check_infrastructure(state.infrastructure, "infrastructure")
+        except SchemaError as exc:
+            raise bad(str(exc)) from None
     try:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -1172,11 +1179,16 @@ def train(name: str, data: SubsetTensors, manifest: dict, cfg: Config, device: t
     seed_everything(cfg.training_seed, device)
     net = build_net(name, cfg.image_size, classes).to(device, memory_format=memory_format(device))
     opt = make_optimizer(net, cfg, device)
-    state = TrainState(name, fp)
+    here = infrastructure(device, cfg.threads)
+    state = TrainState(name, fp, infrastructure=here)
     if cfg.resume and ckpt_file.exists():
         state = restore_checkpoint(ckpt_file, fp, cfg.epochs, net, opt)
+        state.infrastructure = state.infrastructure or here
         if state.epoch < cfg.epochs:
             print(f"{name}: resuming from {ckpt_file} after epoch {state.epoch}")
+            if machine_of(state.infrastructure) != machine_of(here):
+                print(f"note: {name}'s first epochs trained on {machine_of(state.infrastructure)}, and this machine "
+                      f"is {machine_of(here)}: its numbers match neither type's (delete {ckpt_file} to start over)")
     shown = training_indices(data.train_y, spec.train_fraction, manifest["config"]["seed"]).to(device)
     clean_train = (data.train_x, data.train_y) if len(shown) == len(data.train_y) else \
         (data.train_x[shown], data.train_y[shown])  # the images this net trains on
@@ -1266,7 +1278,7 @@ def results_from_state(state: TrainState, cfg: Config, manifest: dict, data: Sub
         fc1_in_features=outline.fc1.in_features, params=count_parameters(outline),
         n_train=min(shown, steps_per_epoch(shown, cfg) * cfg.batch_size), n_val=len(best.val_logits),
         hardest=hardest_images(best, data, manifest), train_time_s=state.train_time_s,
-        infrastructure=infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
+        infrastructure=state.infrastructure or infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
         val_predictions=val_predictions(state, data),
         update_sizes={k: list(v) for k, v in hist.update_sizes.items()},
         update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()})

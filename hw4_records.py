@@ -736,7 +736,7 @@ def infrastructure(device: torch.device, threads: int) -> dict[str, Any]:
     gpu = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()} if device.type == "cuda" else {}
     return {"device": device.type, **cpu_identity(), "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
+            "torch": str(torch.__version__), "python": platform.python_version(), "os": platform.system(),
             "threads": threads, "hw4_commit": hw4_commit(), **gpu}
 
 
@@ -952,6 +952,16 @@ def check_fields(value: Any, field: str, types: dict[str, Any], optional: bool =
                f"{field}.{key}", "has the wrong type")
 
 
+def check_infrastructure(value: Any, field: str) -> None:
+    """An infrastructure() record, as metrics.json and a checkpoint hold it: its fields and types, and plain text
+    only (REPORT.md shows it as it is)."""
+    check_fields(value, field, INFRASTRUCTURE_FIELDS)
+    check_fields(value, field, INFRASTRUCTURE_OPTIONAL, optional=True)
+    for key, v in value.items():
+        schema(not isinstance(v, str) or is_plain_text(v), f"{field}.{str(key)[:40]}",
+               "is not plain text (printable, no Markdown or HTML)")
+
+
 def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> None:
     """One net's entry as Results writes it: types, shapes, lengths and their consistency (the classes against
     the confusion matrices, the epochs across every per-epoch series, the parameter count against the spec)."""
@@ -1014,11 +1024,7 @@ def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> No
            "has a learning rate or Adam betas no run trains with")
     schema(0 <= config["train_seed"] <= MAX_SEED, f"{field}.config.train_seed", "is not a training seed")
     if entry.get("infrastructure"):
-        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_FIELDS)
-        check_fields(entry["infrastructure"], f"{field}.infrastructure", INFRASTRUCTURE_OPTIONAL, optional=True)
-        for key, value in entry["infrastructure"].items():  # shown in REPORT.md as they are
-            schema(not isinstance(value, str) or is_plain_text(value), f"{field}.infrastructure.{str(key)[:40]}",
-                   "is not plain text (printable, no Markdown or HTML)")
+        check_infrastructure(entry["infrastructure"], f"{field}.infrastructure")
     schema(is_plain_text(entry.get("label")), f"{field}.label", "is not plain text (printable, no Markdown or HTML)")
     schema(isinstance(entry.get("fingerprint", ""), str), f"{field}.fingerprint", "is not a string")
     check_val_predictions(entry.get("val_predictions", {}), f"{field}.val_predictions", entry["n_val"], len(classes))

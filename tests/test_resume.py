@@ -78,10 +78,16 @@ def test_resume_of_a_finished_run_trains_nothing_and_rewrites_the_same_outputs(t
     skip_rendering(monkeypatch)  # pickles and weights are the point here
     for name in REFERENCE_NETS:
         (finished_copy / hw4.pickle_name(name)).unlink()
+    trained_by = json.loads((reference / "metrics.json").read_text())["nets"][REFERENCE_NETS[0]]["infrastructure"]
+    later = {**trained_by, "hw4_commit": "f" * 40}  # the resume runs from a later commit than trained the nets
+    monkeypatch.setattr(hw4, "infrastructure", lambda device, threads: later)
     again = cli(*reference_args(tiny_built, finished_copy), "--resume")
     assert again.returncode == 0, again.stderr
     assert " epoch " not in again.stdout and "resuming" not in again.stdout
     assert_same_outputs(reference, finished_copy)
+    recorded = json.loads((finished_copy / "metrics.json").read_text())["nets"]
+    assert [recorded[n]["infrastructure"] for n in REFERENCE_NETS] == [trained_by] * len(REFERENCE_NETS), \
+        "a finished net keeps the record of where and by which commit it trained"
 
 
 def test_changed_truncated_and_foreign_checkpoints_are_refused(tiny_built, finished_copy):
@@ -110,6 +116,8 @@ def test_changed_truncated_and_foreign_checkpoints_are_refused(tiny_built, finis
     (lambda c: c.update(optimizer={"state": 5}), "its weights or optimizer state do not fit"),
     (lambda c: c.update(history={}), "its histories do not hold 2 epochs"),
     (lambda c: c.update(history="garbage"), "in its training state"),
+    (lambda c: c.update(infrastructure={"cpu": "AMD"}), "infrastructure.device is missing"),
+    (lambda c: c["infrastructure"].update(cpu="<img src=x>"), "infrastructure.cpu is not plain text"),
 ])
 def test_a_tampered_checkpoint_with_a_valid_fingerprint_gets_one_line(reference, tmp_path, tamper, message):
     ckpt = torch.load(reference / "checkpoints" / "net1_last.pt", weights_only=True)
