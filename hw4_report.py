@@ -19,7 +19,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -1047,15 +1047,24 @@ class ZeroUpdates:
         return float(scipy_stats().fisher_exact(table).pvalue)
 
 
+def update_outcome(r: Results) -> tuple[bool, bool] | None:
+    """(ended at chance, conv1's update at 0 from some epoch on) of a seed that recorded update sizes, else None."""
+    return (r.at_chance, zero_update_from(r) is not None) if r.update_sizes.get("conv1") else None
+
+
+def zero_table(net: str, outcomes: Iterable[tuple[bool, bool]]) -> ZeroUpdates | None:
+    """ZeroUpdates over (at chance, zero) outcomes, one per seed; None without any."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        return None
+    stuck = [zero for at_chance, zero in outcomes if at_chance]
+    learned = [zero for at_chance, zero in outcomes if not at_chance]
+    return ZeroUpdates(net, sum(stuck), len(stuck), sum(learned), len(learned))
+
+
 def zero_updates(runs: Sequence[Results], net: str) -> ZeroUpdates | None:
     """The table of ZeroUpdates for one net's seeds; None when no seed recorded update sizes."""
-    recorded = [r for r in runs if r.update_sizes.get("conv1")]
-    if not recorded:
-        return None
-    stuck = [r for r in recorded if r.at_chance]
-    learned = [r for r in recorded if not r.at_chance]
-    zero = lambda rs: sum(zero_update_from(r) is not None for r in rs)  # noqa: E731
-    return ZeroUpdates(net, zero(stuck), len(stuck), zero(learned), len(learned))
+    return zero_table(net, (o for o in map(update_outcome, runs) if o is not None))
 
 
 def zero_updates_text(z: ZeroUpdates) -> str:
@@ -1089,6 +1098,7 @@ def q2_answers(exp: Experiment) -> list[str]:
                        f"seed {r.train_seed}: none on the probe" for r, f in collapsed)
     deep = [n for n in exp.nets if net_table()[n].extra_convs]
     zeros = [zero_updates_text(z) for z in (zero_updates(exp.runs[n], n) for n in deep) if z]
+    adam = adam_keeps_updates(exp)
     updates = ("" if ("Q2", "late update") in exp.tested else
                " Update sizes are not recorded in seeds trained before hw4 measured them.")
     return [f"Q2's questions, each against {net_label(NET1)} of the same seed (log10 of {net_label(NET1)}'s value over "
@@ -1098,12 +1108,16 @@ def q2_answers(exp: Experiment) -> list[str]:
             f"{answer('loss slope')}.",
             f"- Is the gradient small late in training (last epoch)? {answer('late gradient')}.",
             f"- Are {net_label(NET3)}'s updates small early, while its gradient vanishes (conv1's update size, first "
-            f"{WINDOW_STEPS} iterations)? {answer('early update')}. Adam divides each weight's step by its gradient's "
-            "running RMS, so a small gradient need not make a small update.",
+            f"{WINDOW_STEPS} iterations)? {answer('early update')}. "
+            + (f"{adam_text(adam)}: Adam divides each weight's step by its gradient's running RMS." if adam else
+               "Adam divides each weight's step by its gradient's running RMS, so a small gradient need not make a "
+               "small update."),
             f"- Do the updates approach 0 (conv1's update size, last epoch)? {answer('late update')}.{updates}",
             *(["- Do the updates reach 0 where a net dies (hw4's test, each net's alone and outside the claims "
                "table's family, over the seeds that recorded update sizes; conv1's update at most 1e-12 from some "
-               "epoch to the end)? " + "; ".join(zeros) + "."] if zeros else []),
+               "epoch to the end)? " + "; ".join(zeros) + "."
+               + (f" {pooled_zero_text(exp.rates)}" if exp.rates and pooled_zero_text(exp.rates) else "")]
+              if zeros else []),
             f"- Which layer dies first in a collapsed seed? {firsts or 'no seed collapsed'}."]
 
 
@@ -1715,10 +1729,59 @@ class VanishingCheck:
                        "Update sizes: not recorded (the seeds trained before hw4 measured them). ")
                     + f"Dead at the end (conv1's gradient exactly 0, or fc1 dead with the loss flat): {dead} of "
                     f"{seeds_text(n)}.")
-        return ClaimResult(measured, vanishing_judgement(d, dead, pairs, stories))
+        return ClaimResult(measured, vanishing_judgement(d, dead, pairs, stories, adam_keeps_updates(exp)))
 
 
-def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories: list) -> Judgement:
+@dataclass(frozen=True)
+class AdamKeepsUpdates:
+    """hw4's test of why a vanishing gradient need not slow the weights: over the first iterations, by how many
+    decades Net3's conv1 update (against Net1's, same seed) falls less than its gradient ratio does. Above 0:
+    Adam, which divides each step by the gradient's running RMS, keeps the update nearer Net1's than the
+    gradient is. One paired t-test on log10 values, a family of its own (outside the claims table's)."""
+
+    update: tuple[float, ...]  # log10 of Net3's early update over Net1's, per paired seed
+    gradient: tuple[float, ...]  # log10 of Net3's early gradient ratio over Net1's, the same seeds
+
+    @functools.cached_property
+    def decision(self) -> Decision:
+        cmp = paired_difference(self.gradient, self.update)
+        return decide(test_family({"adam": cmp}, "hw4's update test")["adam"], unit=DECADES)
+
+    @property
+    def median_update(self) -> float:
+        return 10 ** float(np.median(self.update))
+
+    @property
+    def median_gradient(self) -> float:
+        return 10 ** float(np.median(self.gradient))
+
+
+def adam_keeps_updates(exp: Experiment) -> AdamKeepsUpdates | None:
+    """The early update and gradient ratios of Net3 over Net1, over the paired seeds that recorded both; None
+    below two such seeds."""
+    pairs = [(log10_or_nan(early_update(d)) - log10_or_nan(early_update(b)),
+              log10_or_nan(gradient_ratio(d)) - log10_or_nan(gradient_ratio(b))) for d, b in exp.paired_runs(NET3, NET1)]
+    pairs = [(u, g) for u, g in pairs if math.isfinite(u + g)]
+    return AdamKeepsUpdates(*map(tuple, zip(*pairs))) if len(pairs) >= 2 else None
+
+
+def adam_text(a: AdamKeepsUpdates) -> str:
+    """'Adam keeps its early updates near Net1's: 0.56× Net1's (median) while its gradient ratio is 0.00013×;
+    the update falls 3.6 decades less than the gradient (hw4's paired t-test, 9 seeds: p = 1e-06)'."""
+    d = a.decision
+    cmp = d.tested.cmp
+    test = f"hw4's paired t-test over {seeds_text(cmp.seeds)}: p = {p_text(cmp.parts[0].p)}" if cmp.parts else \
+        f"no test: {seeds_text(cmp.seeds)}"
+    sizes = (f"its conv1 update is {a.median_update:.2g}× Net1's (median) while its gradient ratio is "
+             f"{a.median_gradient:.2g}× Net1's")
+    if d.side > 0:
+        return (f"Adam keeps its early updates near Net1's: {sizes}; the update falls {cmp.diff:.1f} decades less "
+                f"than the gradient ({test})")
+    return f"{sizes}; the update does not resolve as falling less than the gradient ({test})"
+
+
+def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories: list,
+                        adam: AdamKeepsUpdates | None = None) -> Judgement:
     """Reproduced when every part resolves on the claimed side; partly when the symptom (an early vanishing
     gradient, a slow fall) holds but the claimed cause is resolved the other way; else the parts' lowest verdict."""
     words = {"early gradient": ("the gradient reaching conv1 vanishes early", "does not vanish early"),
@@ -1734,6 +1797,8 @@ def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories:
     against = [k for k, x in d.items() if x.side < 0]
     reasons = [f"{words[k][0]}: {short_decided(d[k], k)}" for k in held]
     reasons += [f"{words[k][1]} ({short_decided(d[k], k)})" for k in against]
+    if adam is not None and "early gradient" in held and adam.decision.side > 0:
+        reasons.append(adam_text(adam))
     if dead:
         dying = [(first_dead(x) or (0, []))[1] for (x, _), s in zip(pairs, stories) if s.dead]
         kinds = [", ".join(f) + " first" if 0 < len(f) <= 2 else f"{len(f)} layers at once" if f else "none first"
@@ -2355,6 +2420,24 @@ class RateStudy:
     regimes: dict[str, dict[int, bool]]  # net -> training seed -> learned, over the pooled seeds
     pooled: tuple[str, ...]  # the full-length runs whose seeds count
     full_epochs: int
+    # net -> training seed -> (ended at chance, conv1's update 0 from some epoch on), over every seed of the study's
+    # runs that recorded update sizes, each seed once (a full-length run's outcome before the short run's)
+    updates: dict[str, dict[int, tuple[bool, bool]]] = field(default_factory=dict)
+    update_runs: tuple[str, ...] = ()  # the runs those seeds come from
+    early: dict[str, dict[int, float]] = field(default_factory=dict)  # net -> seed -> log10 early gradient ratio
+
+    def early_comparison(self, net: str) -> Comparison:
+        """net - the base on log10 of the conv1/fc1 gradient ratio over the first iterations, paired by seed."""
+        seeds = sorted(set(self.early.get(net, {})) & set(self.early.get(self.base, {})))
+        return paired_difference([self.early[self.base][s] for s in seeds], [self.early[net][s] for s in seeds])
+
+    @functools.cached_property
+    def early_tested(self) -> dict[str, Tested]:
+        return test_family({n: self.early_comparison(n) for n in self.remedies}, "the early gradients' family")
+
+    def zero_updates(self) -> list[ZeroUpdates]:
+        """Per net of the study, the pooled table of zero updates against ending at chance."""
+        return [z for z in (zero_table(n, self.updates[n].values()) for n in self.regimes if n in self.updates) if z]
 
     @property
     def misses(self) -> list[CallCheck]:
@@ -2398,11 +2481,12 @@ def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> Rat
     the short run's first machine type, so that the seeds pair (a net resumed on another is left out)."""
     epochs = short.first.config["epochs"]
     machine = short.first.machine
-    checks, regimes, pooled = [], {n: {} for n in short.nets}, []
+    checks, regimes, pooled, early = [], {n: {} for n in short.nets}, [], {n: {} for n in short.nets}
     for net in short.nets:
         for r in short.runs[net]:
             if r.machine == machine:
                 regimes[net][r.train_seed] = learned_within(r, epochs)
+                early[net][r.train_seed] = log10_or_nan(gradient_ratio(r))
     for run, exp in full.items():
         for net in (n for n in short.nets if n in exp.runs):
             checks += [CallCheck(run, net, r.train_seed, learned_within(r, epochs), not r.at_chance)
@@ -2410,9 +2494,30 @@ def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> Rat
             for r in exp.runs[net]:
                 if r.machine == machine and r.train_seed not in regimes[net]:
                     regimes[net][r.train_seed] = not r.at_chance
+                    early[net][r.train_seed] = log10_or_nan(gradient_ratio(r))
                     pooled.append(run)
+    updates, update_runs = {n: {} for n in short.nets}, []
+    for run, exp in [*full.items(), (name, short)]:
+        for net in (n for n in short.nets if n in exp.runs):
+            for r in exp.runs[net]:
+                outcome = update_outcome(r)
+                if outcome is not None and r.train_seed not in updates[net]:
+                    updates[net][r.train_seed] = outcome
+                    update_runs.append(run)
     return RateStudy(name, epochs, machine, tuple(checks), regimes, tuple(dict.fromkeys(pooled)),
-                     max(e.first.config["epochs"] for e in full.values()))
+                     max(e.first.config["epochs"] for e in full.values()), updates, tuple(dict.fromkeys(update_runs)),
+                     {n: {s: v for s, v in by_seed.items() if math.isfinite(v)} for n, by_seed in early.items()})
+
+
+def pooled_zero_text(study: RateStudy) -> str:
+    """The zero-update tables pooled over the study's runs, one clause per net."""
+    tables = study.zero_updates()
+    if not tables:
+        return ""
+    runs = ", ".join(f"`{r}`" for r in study.update_runs)
+    return (f"Pooled over every seed of {runs} that recorded update sizes (each training seed once, a full-length "
+            f"run's outcome first; a {study.epochs}-epoch seed's outcome is its state after epoch {study.epochs}): "
+            + "; ".join(map(zero_updates_text, tables)) + ".")
 
 
 def rate_text(study: RateStudy, net: str) -> str:
@@ -2469,11 +2574,10 @@ def rates_meaning(study: RateStudy, lead: bool = True) -> str:
             "collapse is a matter of the seed, not of every run. ") if lead else ""
     if up:
         stuck = ", ".join(f"{net_label(n)} in {pct(1 - study.rate(n)[0] / study.rate(n)[1])}" for n in up)
-        rarer = (f"{'this remedy makes' if len(up) == 1 else 'each of these remedies makes'} the collapse that the "
-                 "original puts down to vanishing gradients rarer")
-        text += (f"{names_text(up)} learn{'s' * (len(up) == 1)} in more seeds than {base} (resolved after Holm): "
-                 f"for Q2 and Q5, {rarer} ({base} stays at chance in {pct(1 - study.rate(study.base)[0] / seeds)} of "
-                 f"the seeds, {stuck}). " if lead else f"For Q2 and Q5, {names_text(up)}: {rarer}. ")
+        text += (f"{names_text(up)} learn{'s' * (len(up) == 1)} in more seeds than {base} (resolved after Holm; "
+                 f"{base} stays at chance in {pct(1 - study.rate(study.base)[0] / seeds)} of the seeds, {stuck}). "
+                 if lead else "")
+        text += f"For Q2 and Q5: {failures_text(study, up)}. "
     if down:
         text += f"{names_text(down)} learn{'s' * (len(down) == 1)} in fewer seeds than {base}. "
     rest = [n for n in study.remedies if n not in up + down]
@@ -2481,6 +2585,33 @@ def rates_meaning(study: RateStudy, lead: bool = True) -> str:
         text += (f"{names_text(rest)}: no difference in the learn rate is resolved at these seeds, so this run "
                  f"cannot say whether {'it changes' if len(rest) == 1 else 'they change'} how often the net collapses.")
     return text.strip()
+
+
+def failures_text(study: RateStudy, nets: Sequence[str]) -> str:
+    """Which of the two failures each remedy that learns more often makes rarer: the collapse (ending at chance),
+    always, and the early vanishing gradient where its ratio over the first iterations is resolved above the
+    base's, paired by seed and Holm-corrected in a family of its own."""
+    def early(net: str) -> str:
+        tested = study.early_tested[net]
+        adjusted = next((p for p in tested.adjusted if p is not None), None)
+        return (f"{net_label(net)} {10 ** float(np.median(tested.cmp.diffs)):.2g}× "
+                + (f"(Holm p = {p_text(adjusted)})" if adjusted is not None else "(cannot reach Holm's threshold)"))
+
+    recorded = [n for n in nets if n in study.early_tested and study.early_tested[n].cmp.seeds]
+    both = [n for n in recorded if decide(study.early_tested[n], unit=DECADES).side > 0]
+    seeds = sorted({study.early_tested[n].cmp.seeds for n in recorded})
+    text = f"{names_text(nets)} make{'s' * (len(nets) == 1)} the collapse (ending at chance) rarer"
+    if both:
+        who = "each" if both == list(nets) else names_text(both)
+        text += (f", and {who} also lessens the early vanishing gradient (conv1/fc1 ratio over the first "
+                 f"{WINDOW_STEPS} iterations against {net_label(study.base)}'s, median over "
+                 f"{seeds_text(seeds[-1]) if len(seeds) == 1 else 'the paired seeds'}: "
+                 + ", ".join(map(early, both)) + ")")
+    rest = [n for n in recorded if n not in both]
+    if rest:
+        text += (f"; {names_text(rest)} not resolved as lessening the early vanishing gradient ("
+                 + ", ".join(map(early, rest)) + ")")
+    return text
 
 
 def names_text(nets: Sequence[str]) -> str:
@@ -2534,6 +2665,8 @@ def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
                   "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
                   f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
                   rates_meaning(study), "", *([co_deaths_text(together), ""] if together else []),
+                  *([f"Do conv1's updates reach 0 where a net dies (hw4's test: Fisher's exact, each net's alone)? "
+                     f"{pooled_zero_text(study)}", ""] if pooled_zero_text(study) else []),
                   "![learn rates](rates.png)", ""]
         savefig_atomic(draw_rates(study), out / "rates.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())

@@ -165,3 +165,38 @@ def test_deaths_that_fall_in_one_seed_are_found_and_tested_against_independent_d
     c = hw4_report.co_deaths(where_net3_dies, "net3")
     assert c.observed == (2, 4) and c.p_values[1] < 0.05
     assert hw4_report.co_deaths({"net3": {5: True}, "net3bn": {5: True}}, "net3") is None, "nothing to test"
+
+
+def test_zero_updates_pool_each_seed_once_over_every_run_that_recorded_them(short, full):
+    """The pooled table of Q2's zero updates, recounted from the raw metrics.json files: a full-length run's
+    seed before the short run's of the same seed, a seed in no two rows."""
+    study = hw4_report.rate_study("net3-rates", short, full)
+    for z in study.zero_updates():
+        seen = {}
+        for run in (*FULL, "net3-rates"):
+            for path in sorted((RUNS / run).glob("seed_*/metrics.json")):
+                entry = json.loads(path.read_text())["nets"].get(z.net)
+                if entry and entry.get("update_sizes", {}).get("conv1"):
+                    seen.setdefault(entry["config"]["train_seed"], (max(entry["epoch"]["train_class_acc"]) < 0.3,
+                                                                   entry["update_sizes"]["conv1"][-1] <= 1e-12))
+        stuck = [zero for at_chance, zero in seen.values() if at_chance]
+        learned = [zero for at_chance, zero in seen.values() if not at_chance]
+        assert (z.at_chance, z.zero_at_chance, z.learned, z.zero_learned) == (len(stuck), sum(stuck), len(learned),
+                                                                              sum(learned)), z.net
+    assert {z.net for z in study.zero_updates()} == set(short.nets) and study.update_runs[-1] == "net3-rates"
+
+
+def test_each_remedy_names_the_failure_it_makes_rarer():
+    """A remedy that learns more often makes the collapse rarer; it lessens the early vanishing gradient only
+    where its early gradient ratio resolves above the base's, paired by seed after Holm."""
+    base = [k < 10 for k in range(40)]
+    study = dataclasses.replace(synthetic(base, net3bn=[True] * 40, net3xavier=[True] * 40), early={
+        "net3": {k: -4.0 + 0.1 * (k % 3) for k in range(40)}, "net3bn": {k: -0.5 + 0.1 * (k % 5) for k in range(40)},
+        "net3xavier": {k: -4.0 + 0.1 * (k % 3) + (0.1 if k % 2 else -0.1) for k in range(40)}})  # the same, mean
+    assert hw4_report.decide(study.early_tested["net3bn"], unit=hw4_report.DECADES).side == 1
+    assert study.early_tested["net3bn"].family == 2
+    text = hw4_report.failures_text(study, ["net3bn", "net3xavier"])
+    assert text.startswith("Net3-BN and Net3-Xavier make the collapse (ending at chance) rarer, and Net3-BN also "
+                           "lessens the early vanishing gradient")
+    assert text.endswith("; Net3-Xavier not resolved as lessening the early vanishing gradient (Net3-Xavier 1× "
+                         "(Holm p = 1))")

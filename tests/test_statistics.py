@@ -107,3 +107,18 @@ def test_zero_updates_count_the_seeds_whose_conv1_update_ends_at_0_by_regime():
         if z.at_chance and z.learned:
             table = [[z.zero_at_chance, z.at_chance - z.zero_at_chance], [z.zero_learned, z.learned - z.zero_learned]]
             assert z.p_value == pytest.approx(hw4_report.scipy_stats().fisher_exact(table).pvalue)
+
+
+def test_adam_keeps_updates_near_net1s_only_when_the_update_falls_resolvably_less_than_the_gradient():
+    """Q2's Adam test: paired over seeds, log10 of Net3's early update over Net1's against its gradient ratio's."""
+    gradient = (-4.1, -3.6, -3.9, -4.4, -3.3)
+    update = (-0.2, -0.3, -0.25, -0.1, -0.4)
+    kept = hw4_report.AdamKeepsUpdates(update=update, gradient=gradient)
+    assert kept.decision.side == 1 and kept.decision.tested.cmp.diff == pytest.approx((sum(update) - sum(gradient)) / 5)
+    assert kept.median_update == pytest.approx(10 ** -0.25) and kept.median_gradient == pytest.approx(10 ** -3.9)
+    assert hw4_report.adam_text(kept).startswith("Adam keeps its early updates near Net1's: its conv1 update is "
+                                                 "0.56× Net1's (median) while its gradient ratio is 0.00013× Net1's")
+    followed = hw4_report.AdamKeepsUpdates(update=tuple(g + d for g, d in zip(gradient, (0.1, -0.1, 0.2, -0.2, 0))),
+                                           gradient=gradient)  # the update falls as far as the gradient
+    assert followed.decision.side == 0
+    assert "does not resolve as falling less than the gradient" in hw4_report.adam_text(followed)
