@@ -79,7 +79,8 @@ try:  # hw4's layers, beside this file: a missing or broken one is one line befo
                              machine_of, map_leaves, mean_std, metric_keys, new_figure, path_argument, path_text, pct,
                              per_sample_cross_entropy, quiet_torch_load, read_metrics_json, recorded, run_in_processes,
                              run_lock, save_torch_atomic, savefig_atomic, scaled_side, seed_list_text, seeds_text,
-                             series_key, spec_parameter_count, terminal_text, write_bytes_atomic, write_json_atomic)
+                             series_key, shown_metrics, spec_parameter_count, terminal_text, write_bytes_atomic,
+                             write_json_atomic)
     from hw4_sources import (DOWNLOAD_STOP, IMAGE_ERRORS, IMAGE_EXTENSIONS, MANIFEST_VERSION, PermanentError,
                              WriteJob, build_lock, check_dataset_dir_is_ours, checked_url, choose_folder_pictures,
                              content_digest, decode_rgb_thumbnail, ensure_demo_data, fetch_annotations, fetch_images,
@@ -1458,20 +1459,21 @@ def draw_by_family(runs: dict[str, list[Results]], draw_row: Callable, size: tup
 
 def draw_curves_epoch(runs: dict[str, list[Results]], data: SubsetTensors):
     """Every metric per epoch, train solid and val dashed, one row per family of nets."""
-    return draw_by_family(runs, curves_epoch_row, (5.5 * len(METRICS) + 1.5, 4.2),
+    metrics = shown_metrics(runs)
+    return draw_by_family(runs, functools.partial(curves_epoch_row, metrics=metrics), (5.5 * len(metrics) + 1.5, 4.2),
                           "learning curves per epoch: train solid, val dashed")
 
 
-def curves_epoch_row(fig, runs: dict[str, list[Results]]) -> None:
-    axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
+def curves_epoch_row(fig, runs: dict[str, list[Results]], metrics: Sequence[Metric]) -> None:
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for k, (name, all_seeds) in enumerate(runs.items()):
         for label, seeds, look in regime_groups(name, all_seeds):
-            for ax, m in zip(axes, METRICS):
+            for ax, m in zip(axes, metrics):
                 for split, style in (("train", "-"), ("val", "--")):
                     if (series := recorded(seeds, split, m)) is not None:
                         plot_line(ax, np.arange(1, seeds[0].epochs + 1), series, linestyle=style,
                                   color=colour(k, len(runs)), label=label if split == "train" else None, **look)
-    for ax, m in zip(axes, METRICS):
+    for ax, m in zip(axes, metrics):
         mark_not_recorded(ax, m, runs)
         ax.set_ylabel(m.axis)
         ax.set_title(m.axis, fontsize=9)
@@ -1487,17 +1489,19 @@ def draw_curves_100steps(runs: dict[str, list[Results]], data: SubsetTensors):
     line through them is the epoch's val value. One pair of rows per family of nets.
     """
     window_images = WINDOW_STEPS * next(iter(runs.values()))[0].config["batch_size"]
-    return draw_by_family(runs, curves_100steps_rows, (5.5 * len(METRICS) + 1.5, 8.5),
+    metrics = shown_metrics(runs)
+    return draw_by_family(runs, functools.partial(curves_100steps_rows, metrics=metrics),
+                          (5.5 * len(metrics) + 1.5, 8.5),
                           f"learning curves per 100 iterations ({window_images} images)")
 
 
-def curves_100steps_rows(fig, runs: dict[str, list[Results]]) -> None:
-    axes = fig.subplots(2, len(METRICS), squeeze=False)
+def curves_100steps_rows(fig, runs: dict[str, list[Results]], metrics: Sequence[Metric]) -> None:
+    axes = fig.subplots(2, len(metrics), squeeze=False)
     window_images = WINDOW_STEPS * next(iter(runs.values()))[0].config["batch_size"]
     for k, (name, all_seeds) in enumerate(runs.items()):
         for label, seeds, look in regime_groups(name, all_seeds):
             r0, tint, epochs = seeds[0], colour(k, len(runs)), seeds[0].epochs
-            for col, m in enumerate(METRICS):
+            for col, m in enumerate(metrics):
                 if recorded(seeds, "val", m) is None:
                     continue
                 train = recorded(seeds, "train", m, steps100=True) or [[]]
@@ -1512,7 +1516,7 @@ def curves_100steps_rows(fig, runs: dict[str, list[Results]]) -> None:
                                       color=tint, alpha=look.get("alpha", 1.0))
                 plot_line(axes[1][col], np.arange(1, epochs + 1), recorded(seeds, "val", m),
                           color=tint, linestyle="--", label=label, **{"linewidth": 1, **look})
-    for col, m in enumerate(METRICS):
+    for col, m in enumerate(metrics):
         mark_not_recorded(axes[1][col], m, runs)
         axes[0][col].set_title(f"train {m.axis} per 100 iterations", fontsize=9)
         axes[1][col].set_title(f"val {m.axis}: windows (dots), epoch value (dashed)", fontsize=9)

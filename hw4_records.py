@@ -1200,6 +1200,13 @@ def recorded(seeds: list[Results], split: str, metric: Metric, steps100: bool = 
     return found if all(f is not None for f in found) else None
 
 
+def shown_metrics(runs: Mapping[str, Sequence["Results"]]) -> tuple[Metric, ...]:
+    """The METRICS that some net of the run recorded: a metric added after a run trained gets no column or panel in
+    that run's report and figures, which stay as they were; one that some nets recorded is shown, and said to be
+    not recorded for the others."""
+    return tuple(m for m in METRICS if any(r.series("val", m) is not None for seeds in runs.values() for r in seeds))
+
+
 METRICS_FORMAT = 4  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
 
 

@@ -26,11 +26,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from hw4_records import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, CHANCE_FACTOR, DEAD_UNIT_IMAGES, DEFAULT_NETS,
-                         DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS,
-                         METRICS_FORMAT, MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results,
-                         SPLITS, Unit, UserError, WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer,
-                         is_seed_folder, learned_in, mean_std, new_figure, path_argument, pct, read_metrics_json,
-                         run_lock, savefig_atomic, scaled_side, seed_list_text, seeds_text, spec_conv_output_size,
+                         DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS, METRICS_FORMAT,
+                         MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results, SPLITS, Unit, UserError,
+                         WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder,
+                         learned_in, mean_std, new_figure, path_argument, pct, read_metrics_json, run_lock,
+                         savefig_atomic, scaled_side, seed_list_text, seeds_text, shown_metrics, spec_conv_output_size,
                          write_bytes_atomic, write_json_atomic)
 from hw4_records import load_finished_run as load_run
 
@@ -351,7 +351,10 @@ def test_family(comparisons: dict[Any, Comparison], name: str) -> dict[Any, Test
     kept, threshold = attainable([part.min_p for _, part in flat])
     adjusted = dict(zip(kept, holm_adjusted([flat[i][1].p for i in kept])))
     order = sorted(kept, key=lambda i: flat[i][1].p)
-    alphas = {i: ALPHA / (len(kept) - rank) for rank, i in enumerate(order)}
+    # Holm's step-down: rank r (from 0) is set against ALPHA / (K - r) until the first p above its threshold; every
+    # test from there on stays unrejected, at the threshold where the step-down stopped (what power needs to beat)
+    stop = next((rank for rank, i in enumerate(order) if flat[i][1].p > ALPHA / (len(kept) - rank)), len(kept))
+    alphas = {i: ALPHA / (len(kept) - min(rank, stop)) for rank, i in enumerate(order)}
     out, i = {}, 0
     for key, cmp in comparisons.items():
         span = range(i, i + len(cmp.parts))
@@ -467,15 +470,16 @@ def unresolved_reasons(part: Part, p: float | None, alpha: float | None, tested:
 
 
 def power_text(claimed: float, part: Part, alpha: float, unit: Unit) -> str:
-    """About how many seeds the claimed size needs at the alpha Holm gives this test, with the range that the
-    spread's own 95% interval allows."""
+    """About how many seeds the claimed size needs at the alpha where Holm's step-down stopped (what an unrejected
+    test must beat), with the range that the spread's own 95% interval allows."""
     low, high = std_interval(part.sd, part.n)
     counts = [seeds_for_power(claimed, sd, alpha) for sd in (part.sd, low, high)]
     if counts[0] is None:
         return f"over 1000 seeds would be needed to detect the claimed {signed(claimed, unit)}"
     span = f" (from {counts[1]} to {counts[2] or 'over 1000'} over the spread's 95% interval)"
     return (f"about {counts[0]} seeds{span} would detect the claimed {signed(claimed, unit)} with "
-            f"{100 * POWER:.0f}% power at the α of {alpha:.2g} that Holm's correction gives this test and the "
+            f"{100 * POWER:.0f}% power at the α of {alpha:.3g} that Holm's step-down leaves to the tests it did not "
+            "reject, and the "
             f"measured seed-to-seed spread ({signed(part.sd, unit).lstrip('+')})")
 
 
@@ -733,7 +737,7 @@ def train_measure(exp: Experiment) -> str:
 
 
 def report_table(exp: Experiment) -> list[str]:
-    finals = [(split, m) for split in SPLITS for m in METRICS]
+    finals = [(split, m) for split in SPLITS for m in shown_metrics(exp.runs)]
     lines = [("Train values are the original's running means over each epoch (augmentation, dropout and batch "
               "statistics active); the final train acc (eval mode) column measures the training images like val, "
               "after the last epoch, and is the one the gaps and diagnoses use." if eval_mode_train(exp) else
@@ -1122,13 +1126,16 @@ def q2_answers(exp: Experiment) -> list[str]:
 
 
 def ranking_order(exp: Experiment) -> list[str]:
-    """The nets by mean best val accuracy over the seeds in which each learned: the value the ranking prints."""
-    return sorted(exp.nets, key=lambda n: -typical(exp, n, BEST_VAL))
+    """The nets by how often they learned first, then by mean best val accuracy over the seeds in which each
+    learned: a net that collapses in more seeds ranks below one that collapses in fewer, whatever its learned mean."""
+    return sorted(exp.nets, key=lambda n: (-len(exp.learned(n)) / len(exp.runs[n]), -typical(exp, n, BEST_VAL)))
 
 
 def answer_ranking(exp: Experiment) -> list[str]:
     order = ranking_order(exp)
-    lines = ["By mean best val accuracy over the seeds in which each net learned: "
+    mixed = any(len(exp.learned(n)) < len(exp.runs[n]) for n in order)
+    lines = [("By the share of seeds in which each net learned, then " if mixed else "By ")
+             + "mean best val accuracy over the seeds in which each net learned: "
              + " > ".join(f"{net_label(n)} ({regime_pm(exp, n, BEST_VAL)})" for n in order) + "."]
     if len(order) > 1:
         lines += [f"- {net_label(b)} − {net_label(a)}: in Q1." if changed_fields(b) == {"padding"} else
@@ -1243,6 +1250,7 @@ class Remedy:
     treats: str     # "overfitting", "depth" (Net3's failure) or "underfitting": the advice that names it
     caveat: str = ""  # what the table's nets cannot measure of it, said with its rows
     ours: bool = False
+    testable: bool = True  # False: this dataset cannot measure it at all, and the caveat says why
 
 
 OURS = " (hw4's addition)"  # how the report marks a remedy the original does not propose
@@ -1251,10 +1259,11 @@ REMEDIES = (
     Remedy("batchnorm", "batch normalisation for Net3", "depth"),
     Remedy("xavier", "Xavier initialisation for the weights of each layer", "depth"),
     Remedy("he", f"He's initialisation of the convs, the one for ReLU{OURS}", "depth", ours=True),
-    Remedy("resolution", "a higher resolution than 64×64", "underfitting",
-           "its nets measure lower resolutions only, from the same pictures, and with them a smaller fc1: no picture "
-           "of this dataset is larger than 64×64, so a higher one needs a dataset built at another `--image-size` "
-           "from full-size COCO pictures"),
+    Remedy("higher resolution", "a higher resolution than 64×64", "underfitting",
+           "no picture of this dataset is larger than 64×64, so a higher resolution needs a dataset built at another "
+           "`--image-size` from full-size COCO pictures", testable=False),
+    Remedy("resolution", "lower resolutions, 32 and 48 px of the same pictures (hw4's measurement)", "underfitting",
+           "with a lower resolution comes a smaller fc1", ours=True),
     Remedy("data", "more training images per class", "overfitting"),
     Remedy("noise", "noise on the samples", "overfitting"),
     Remedy("augment", f"random flips and crops{OURS}", "overfitting", ours=True),
@@ -1316,7 +1325,9 @@ def remedy_table(exp: Experiment) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for remedy in REMEDIES:
         nets = [n for n, s in net_table().items() if s.remedy == remedy.key]
-        if not any(r is remedy for r, _ in rows):
+        if not remedy.testable:
+            lines.append(f"| {remedy.words} | — | | | | | | not testable here: {remedy.caveat} |")
+        elif not any(r is remedy for r, _ in rows):
             lines.append(f"| {remedy.words} | {', '.join(nets) or '—'} | | | | | | not measured in this run; "
                          + (f"{nets_arg(nets)} measures it" if nets else "no net of the table measures it")
                          + (f" ({remedy.caveat})" if remedy.caveat else "") + " |")
@@ -1760,7 +1771,8 @@ def adam_keeps_updates(exp: Experiment) -> AdamKeepsUpdates | None:
     """The early update and gradient ratios of Net3 over Net1, over the paired seeds that recorded both; None
     below two such seeds."""
     pairs = [(log10_or_nan(early_update(d)) - log10_or_nan(early_update(b)),
-              log10_or_nan(gradient_ratio(d)) - log10_or_nan(gradient_ratio(b))) for d, b in exp.paired_runs(NET3, NET1)]
+              log10_or_nan(gradient_ratio(d)) - log10_or_nan(gradient_ratio(b)))
+             for d, b in exp.paired_runs(NET3, NET1)]
     pairs = [(u, g) for u, g in pairs if math.isfinite(u + g)]
     return AdamKeepsUpdates(*map(tuple, zip(*pairs))) if len(pairs) >= 2 else None
 
@@ -1990,6 +2002,12 @@ def seed_effect_on_padding(exp: Experiment) -> tuple[str, bool] | None:
     return "std of one seed's Net2 − Net1: " + "; ".join(texts), larger
 
 
+def ranked_text(values: dict[str, float]) -> str:
+    """'Net2 > Net1 > Net3', highest first, with '=' between equal values (a tie is shown as a tie)."""
+    ranked = sorted(values, key=lambda n: -values[n])
+    return ranked[0] + "".join(f" {'=' if values[b] == values[a] else '>'} {b}" for a, b in zip(ranked, ranked[1:]))
+
+
 def check_randomness(exp: Experiment) -> ClaimResult:
     """The original allows the order of the nets to vary with the seed and claims only that performance
     will not change significantly (taken as a seed-to-seed std of best val accuracy under SEED_SPREAD).
@@ -2002,8 +2020,8 @@ def check_randomness(exp: Experiment) -> ClaimResult:
                                                                         "more",), "at one seed"))
     orders: dict[str, list[int]] = {}
     for k in range(exp.seeds):
-        ranked = sorted(nets, key=lambda n: -BEST_VAL.of(exp.runs[n][k]))
-        orders.setdefault(" > ".join(map(net_label, ranked)), []).append(exp.runs[NET1][k].train_seed)
+        orders.setdefault(ranked_text({net_label(n): BEST_VAL.of(exp.runs[n][k]) for n in nets}),
+                          []).append(exp.runs[NET1][k].train_seed)
     values = {n: exp.by_regime(n, BEST_VAL)[0] if exp.two_regimes(n) else exp.values(n, BEST_VAL) for n in nets}
     spread = {n: (float(mean_std(v)[1]), *std_bounds(v)) if len(v) > 1 else None for n, v in values.items()}
 
@@ -2124,12 +2142,22 @@ def per_class_text(counts: dict[str, int]) -> str:
     return str(values.pop()) if len(values) == 1 else "/".join(map(str, counts.values()))
 
 
+def shown_folder(path: str) -> str:
+    """A folder as the report names it: as given when it lies below the folder hw4 ran in; else its last two
+    parts after '…/', so that a committed report names no folder of the machine that trained it."""
+    parts = Path(path).parts
+    if Path(path).is_absolute() or ".." in parts:
+        return "…/" + "/".join(p for p in parts[-2:] if p not in ("..", "/"))
+    return path
+
+
 def data_text(facts: DatasetFacts | None, conf: dict) -> str:
     """Where the pictures came from and how many per class and split."""
     if facts is None:  # a run saved before the dataset facts were
         return (f"{conf['train_per_class']} train and {conf['val_per_class']} val images per class at "
                 f"{conf['image_size']}×{conf['image_size']} (subset seed {conf['subset_seed']})")
-    source = (f"the class folders of `{conf['image_folders']}`, taken as given" if facts.source == "image_folders"
+    source = (f"the class folders of `{shown_folder(conf['image_folders'])}`, taken as given"
+              if facts.source == "image_folders"
               else f"a subset of COCO drawn with subset seed {conf['subset_seed']}")
     return (f"{per_class_text(facts.counts['train'])} train and {per_class_text(facts.counts['val'])} val images per "
             f"class at {conf['image_size']}×{conf['image_size']} from {source}")

@@ -53,8 +53,9 @@ def original_style_pickle(epochs: int, per_class: int, val_acc: float, rng: np.r
 
 def test_every_committed_seed_left_out_fits_the_other_nine(committed):
     """Leave-one-out on the committed files: Net1 and Net2 of a seed lie inside the prediction interval of the
-    other 9 seeds in at least 9 of 10; every Net3 seed gets the finding of its own regime."""
+    other seeds in all but one of 10 (all but two of 20); every Net3 seed gets the finding of its own regime."""
     inside = {"net1": 0, "net2": 0}
+    learned = sum(not runs["net3"].at_chance for runs in committed)
     for k, runs in enumerate(committed):
         ref = hw4_compare.Reference.from_results("loo", committed[:k] + committed[k + 1:])
         sub = hw4_compare.Submission(f"seed {k}", {n: hw4_compare.NetRun.from_results(r, "x") for n, r in runs.items()})
@@ -67,11 +68,12 @@ def test_every_committed_seed_left_out_fits_the_other_nine(committed):
             assert "collapsed" in kinds and not by_net["net3"].checks and not by_net["net3"].learned
         else:
             assert "collapsed" not in kinds and by_net["net3"].learned
-            assert "the 3 seeds that learned" in by_net["net3"].checks[0].scope  # 4 learned seeds, 1 of them left out
-    assert inside["net1"] >= 9 and inside["net2"] >= 9, inside
+            assert f"the {learned - 1} seeds that learned" in by_net["net3"].checks[0].scope  # this one left out
+    allowed = len(committed) // 10  # a 95% prediction interval misses about 1 seed in 20
+    assert min(inside.values()) >= len(committed) - allowed, inside
 
 
-def test_pickles_from_the_originals_code_path_are_read_and_their_differences_named(tmp_path, monkeypatch):
+def test_pickles_from_the_originals_code_path_are_read_and_their_differences_named(tmp_path, monkeypatch, committed):
     skip_rendering(monkeypatch)
     rng = np.random.default_rng(0)
     sub = tmp_path / "student"
@@ -91,7 +93,8 @@ def test_pickles_from_the_originals_code_path_are_read_and_their_differences_nam
     assert "3,000 train pictures in its confusion matrix against the reference's 7,500" in text
     assert "1,000 val pictures in its confusion matrix against the reference's 2,500" in text
     assert "check the learning rate" not in text, "no guessed cause while the setup explains the gap"
-    assert "Net3 stayed at chance, as 6 of the 10 reference seeds did" in text and "not rare" in text
+    stuck = sum(seed["net3"].at_chance for seed in committed)
+    assert f"Net3 stayed at chance, as {stuck} of the" in text and "not rare" in text
     assert (tmp_path / "out" / "COMPARE.md").is_file() and not (tmp_path / "out" / "compare.csv").exists()
 
 
@@ -123,7 +126,7 @@ def set_val_confusion(blob: dict, matrix) -> None:
 @pytest.mark.parametrize("matrix, why", [
     (lambda m: np.full(m.shape, 1e300), "whole, non-negative picture counts"),
     (lambda m: m * 0.8, "whole, non-negative picture counts"),
-    (lambda m: m * 4 // 5, "counts 1,99"),
+    (lambda m: np.eye(len(m), dtype=m.dtype), "counts 5 pictures, not the 2,500"),
 ])
 def test_a_confusion_matrix_that_holds_no_counts_is_refused(tmp_path, matrix, why):
     """Counts are whole, not negative, and add up to the pictures the run says it evaluated (n_val)."""
@@ -217,7 +220,10 @@ def test_bad_submissions_get_one_line(tmp_path):
 def test_a_folder_of_three_submissions_gives_three_rows_and_a_csv(tmp_path, monkeypatch, committed):
     saved = skip_rendering(monkeypatch)
     root = tmp_path / "submissions"
-    for k, seed in enumerate(("seed_5", "seed_6", "seed_7")):
+    stuck = next(k for k, seed in enumerate(committed) if seed["net3"].at_chance)  # a seed at chance goes second
+    learned = [k for k, seed in enumerate(committed) if not seed["net3"].at_chance][:2]
+    chosen = [committed[k] for k in (learned[0], stuck, learned[1])]
+    for k, seed in enumerate(f"seed_{runs['net1'].train_seed}" for runs in chosen):
         folder = root / f"student{k}\x1b[2J"  # a name with an ANSI escape: shown escaped, never raw
         folder.mkdir(parents=True)
         for name in ("results1.pkl", "results2.pkl", "results3.pkl"):
@@ -226,7 +232,7 @@ def test_a_folder_of_three_submissions_gives_three_rows_and_a_csv(tmp_path, monk
     assert ran.returncode == 0, ran.stderr
     rows = [line for line in ran.stdout.splitlines() if "student" in line]
     assert len(rows) == 3 and "\x1b" not in ran.stdout and "student0\\x1b[2J" in rows[0], ran.stdout
-    assert "Net3 20.0% (at chance)" in rows[1] and "Net1 61.2% inside" in rows[1]
+    assert "Net3 20.0% (at chance)" in rows[1] and f"Net1 {100 * hw4.BEST_VAL.of(chosen[1]['net1']):.1f}% " in rows[1]
     table = list(csv.reader(io.StringIO((tmp_path / "out" / "compare.csv").read_text())))
     assert len(table) == 4 and table[0][:2] == ["submission", "net1_best_val"]
     assert table[2][table[0].index("net3_learned")] == "false" and "net3:collapsed" in table[2][-1]
@@ -247,7 +253,9 @@ def test_compare_figure_draws_each_regime(reference):
     sub = hw4_compare.Submission("s", {n: runs[0] for n, runs in reference.runs.items()})
     fig = hw4_compare.draw_compare(reference, [sub])
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
-    assert "reference, learned (4 of 10)" in labels and "reference, at chance (6 of 10)" in labels
+    stuck, seeds = sum(not r.learned(5) for r in reference.runs["net3"]), len(reference.runs["net3"])
+    assert f"reference, learned ({seeds - stuck} of {seeds})" in labels
+    assert f"reference, at chance ({stuck} of {seeds})" in labels
     for ax in fig.axes:
         assert ax.get_ylim()[0] >= -5 and ax.get_ylim()[1] <= 105
 
@@ -330,11 +338,11 @@ def test_one_refused_submission_in_a_tas_folder_gets_its_row_and_the_others_are_
     for name in ("alice", "bob"):
         (root / name).mkdir(parents=True)
         shutil.copy(EXERCISE / "seed_5" / "results1.pkl", root / name / "results1.pkl")
-    bad = doctored_pickle(tmp_path, lambda b: set_val_confusion(b, b["confusion matrix"]["val confusion"] * 4 // 5))
+    bad = doctored_pickle(tmp_path, lambda b: set_val_confusion(b, np.eye(5, dtype=np.int64)))
     shutil.copy(bad, root / "bob" / "results1.pkl")
     ran = cli("compare", root, "--reference", EXERCISE, "--out", tmp_path / "out")
     assert_one_line_exit_2(ran, "1 of 2 submissions were refused", "the others are graded")
-    assert "alice: Net1" in ran.stdout and re.search(r"bob: refused: .*val confusion counts 1,99\d pictures", ran.stdout)
+    assert "alice: Net1" in ran.stdout and re.search(r"bob: refused: .*val confusion counts 5 pictures", ran.stdout)
     table = list(csv.reader(io.StringIO((tmp_path / "out" / "compare.csv").read_text())))
     assert [row[0].rsplit("/", 1)[-1] for row in table[1:]] == ["alice", "bob"]
     assert table[2][-1].startswith("refused: ") and table[1][1]

@@ -89,23 +89,38 @@ def test_a_new_metric_is_recorded_by_a_fresh_run(tiny_built, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("run", COMMITTED, ids=lambda p: p.name)
-def test_report_reads_a_committed_run_made_before_a_new_metric(run, tmp_path, monkeypatch, with_top2):
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
+def test_a_committed_run_made_before_a_new_metric_reports_as_it_did(run, tmp_path, monkeypatch, with_top2):
+    """A metric no net of the run recorded gets no column: the committed report is rewritten byte for byte."""
+    for name in ("exercise", "exercise-all", "net3-rates"):  # the runs it links sit beside it, as in results/
+        shutil.copytree(run.parent / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
     skip_rendering(monkeypatch)
-    ran = cli("report", copy)
+    ran = cli("report", tmp_path / run.name)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    table = [line for line in (copy / "REPORT.md").read_text().splitlines() if line.startswith("| Net1 |")][0]
-    assert table.count("| not recorded |") == 2, "final train top2 and final val top2 of a run without them"
+    assert (tmp_path / run.name / "REPORT.md").read_text() == (run / "REPORT.md").read_text()
 
 
-def test_a_figure_of_a_run_without_a_metric_says_so(with_top2):
+def with_top2_series(r: hw4.Results) -> hw4.Results:
+    """r as if it had recorded TOP2: its accuracy series under TOP2's keys."""
+    epoch = {**r.epoch, **{k.replace("class_acc", "top2_acc"): v for k, v in r.epoch.items() if "class_acc" in k}}
+    return dataclasses.replace(r, epoch=epoch)
+
+
+def test_a_metric_some_nets_recorded_is_shown_not_recorded_for_the_others(with_top2):
     _, runs_by_seed, _ = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
-    runs = {name: [runs[name] for runs in runs_by_seed[:2]] for name in ("net1", "net2")}
+    runs = {"net1": [with_top2_series(s["net1"]) for s in runs_by_seed[:2]],
+            "net2": [s["net2"] for s in runs_by_seed[:2]]}
+    assert hw4_records.shown_metrics(runs)[-1] is TOP2
+    table = hw4_report.report_table(hw4_report.Experiment(runs, None))
+    header = next(line for line in table if line.startswith("| net |"))
+    rows = {line.split(" | ")[0]: line for line in table if line.startswith("| Net")}
+    assert "final val top2" in header and "| not recorded |" not in rows["| Net1"]
+    assert rows["| Net2"].count("| not recorded |") == 2, "final train top2 and final val top2 of Net2"
     fig = hw4.draw_curves_epoch(runs, None)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert texts.count("not recorded for some nets") == 1
-    assert len(fig.axes[0].lines) == 4 and not fig.axes[2].lines, "the recorded metrics are drawn, the new one not"
+    assert texts.count("not recorded for some nets") == 1 and len(fig.axes[2].lines) == 2, "Net1's top-2 drawn"
+    alone = hw4.draw_curves_epoch({"net2": runs["net2"]}, None)
+    assert len(alone.axes) == 2, "a metric no net recorded gets no panel"
 
 
 def test_resume_over_a_finished_run_trains_nothing_after_a_field_or_a_metric_is_added(tiny_built, reference,
@@ -274,8 +289,8 @@ def test_contributings_net_table_is_the_table():
 
 def test_a_scratch_copy_with_a_new_row_and_a_new_metric_reports_a_committed_run(tmp_path):
     """CONTRIBUTING's two one-edit promises made in the source itself, as a contributor makes them: a NETS row in
-    hw4.py and a Metric in hw4_records.py. The report of a committed run then reads as before, with the new
-    metric's columns not recorded, and the row is in `--nets`' choices."""
+    hw4.py and a Metric in hw4_records.py. The report of a committed run then reads as before, without the new
+    metric, and the row is in `--nets`' choices."""
     scratch = tmp_path / "hw4"
     scratch.mkdir()
     for name in ("hw4.py", "hw4_records.py", "hw4_sources.py", "hw4_report.py", "hw4_compare.py"):
@@ -285,15 +300,15 @@ def test_a_scratch_copy_with_a_new_row_and_a_new_metric_reports_a_committed_run(
     (scratch / "hw4.py").write_text(source[:table_end] + '\n    "net1wide": NetSpec("Net1-wide", channels=(32, 64), '
                                     'base="net1"),' + source[table_end:])
     records = (scratch / "hw4_records.py").read_text()
-    assert records.count("\nMETRICS = (CROSS_ENTROPY, ACCURACY)\n") == 1
-    (scratch / "hw4_records.py").write_text(records.replace("\nMETRICS = (CROSS_ENTROPY, ACCURACY)\n", '''
+    table = re.search(r"^METRICS = \((.*)\)$", records, re.M)  # the table as it stands, whatever it holds
+    assert table and records.count("\nMETRICS = (") == 1
+    (scratch / "hw4_records.py").write_text(records[:table.start()] + f'''
 def per_sample_top2(logits, labels):
     return (logits.topk(2, dim=1).indices == labels[:, None]).any(1).double()
 
 
 TOP2 = Metric("top2_acc", "top2", "top-2 accuracy", per_sample_top2, "top-2 accuracy", POINTS, percent=True)
-METRICS = (CROSS_ENTROPY, ACCURACY, TOP2)
-'''))
+METRICS = ({table.group(1)}, TOP2)''' + records[table.end():])
     run = tmp_path / "run"
     for seed in (5, 6):
         (run / f"seed_{seed}").mkdir(parents=True)
@@ -301,7 +316,7 @@ METRICS = (CROSS_ENTROPY, ACCURACY, TOP2)
     hw4_script = [sys.executable, str(scratch / "hw4.py")]
     ran = subprocess.run([*hw4_script, "report", str(run)], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and not ran.stderr, ran.stdout + ran.stderr
-    table = [line for line in (run / "REPORT.md").read_text().splitlines() if line.startswith("| Net1 |")][0]
-    assert table.count("| not recorded |") == 2, "final train top2 and final val top2 of a run without them"
+    report = (run / "REPORT.md").read_text()
+    assert "top2" not in report and "| final val acc |" in report, "a metric no net recorded gets no column"
     ran = subprocess.run([*hw4_script, "--nets", "net1wide", "--help"], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and "net1wide" in ran.stdout
