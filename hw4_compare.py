@@ -460,6 +460,7 @@ class Finding:
     net: str
     kind: str  # above, below, chance, collapsed, learned, confusion, setup, curve
     text: str
+    setup: tuple = ()  # a setup finding's differences as values: the nets of a submission that share them, merge
 
 
 @dataclass(frozen=True)
@@ -500,20 +501,39 @@ def regime_findings(run: NetRun, ref: Reference) -> tuple[list[NetRun], list[Fin
 def setup_findings(run: NetRun, ref: Reference) -> list[Finding]:
     """How the run's setup differs from the reference's (epochs, train and val pictures): said first, since it
     explains what follows before any guess at a bug does."""
-    differs, label = [], net_label(run.net)
+    differs, values = [], []
     if run.epochs != ref.epochs:
+        values.append(("epochs", run.epochs))
         differs.append(f"{run.epochs} of the reference's {ref.epochs} epochs (curves compared over the first "
                        f"{min(run.epochs, ref.epochs)})")
     for split, m, size in (("train", run.train_confusion, ref.n_train), ("val", run.val_confusion, ref.n_val)):
         if m is not None and int(m.sum()) != size:
+            values.append((split, int(m.sum())))
             differs.append(f"{int(m.sum()):,} {split} pictures in its confusion matrix against the reference's "
                            f"{size:,} "
                            f"(another dataset size, or a matrix not taken on the whole {split} set in one epoch)")
     if not differs:
         return []
-    return [Finding(run.net, "setup", f"{label} ran another setup than the reference: " + "; ".join(differs)
-                    + ". Differences from the reference below may come from the setup alone; rerun with the "
-                    "reference's before reading them as a bug")]
+    return [Finding(run.net, "setup", "; ".join(differs), tuple(values))]
+
+
+def submission_findings(comparisons: Sequence[NetComparison]) -> list[Finding]:
+    """A submission's findings, its setup first and said once: the nets that ran the same other setup share one
+    finding (a 3-epoch submission is one setup difference, not three)."""
+    setups: dict[tuple, list[Finding]] = {}
+    for f in (f for c in comparisons for f in c.findings if f.kind == "setup"):
+        setups.setdefault(f.setup, []).append(f)
+    merged = [Finding("+".join(f.net for f in same), "setup",
+                      f"{names_text([f.net for f in same])} ran another setup than the reference: {same[0].text}. "
+                      "Differences from the reference below may come from the setup alone; rerun with the "
+                      "reference's before reading them as a bug", key) for key, same in setups.items()]
+    return merged + [f for c in comparisons for f in c.findings if f.kind != "setup"]
+
+
+def names_text(nets: Sequence[str]) -> str:
+    """'Net1', 'Net1 and Net2', 'Net1, Net2 and Net3'."""
+    labels = [net_label(n) for n in nets]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
@@ -649,7 +669,7 @@ def compare_lines(ref: Reference, results: Sequence[tuple[Submission, list[NetCo
         if sub.refused:
             lines.append(f"{terminal_text(sub.name)}: refused: {terminal_text(sub.refused)}")
             continue
-        findings = [f for c in comparisons for f in c.findings]
+        findings = submission_findings(comparisons)
         lines.append(f"{terminal_text(sub.name)}: " + " | ".join(net_summary(c, sub) for c in comparisons)
                      + (f" | {len(findings)} finding{'s' * (len(findings) != 1)}" if len(results) > 1 else ""))
         if len(results) == 1:
@@ -680,7 +700,7 @@ def compare_markdown(ref: Reference, results: Sequence[tuple[Submission, list[Ne
                              f"{'' if c.learned else ' (at chance)'} | — | — | see the findings |")
             lines += [f"| {net_label(k.net)} | {k.measure} | {k.shown(k.value)} | {band_text(k)} | {k.scope} | "
                       f"{k.place} |" for k in c.checks]
-        findings = [f for c in comparisons for f in c.findings]
+        findings = submission_findings(comparisons)
         lines += ["", *(f"- {markdown_text(f.text)}" for f in findings)] if findings else\
             ["", "Nothing outside the reference."]
     lines += ["", "![the submissions' val accuracy per epoch over the reference's band](compare.png)"]
@@ -708,7 +728,7 @@ def compare_csv(ref: Reference, results: Sequence[tuple[Submission, list[NetComp
             c = by_net.get(n)
             cells += (["", "", ""] if c is None else
                       [f"{sub.runs[n].best_val:.4f}", str(c.learned).lower(), c.checks[0].place if c.checks else ""])
-        findings = [f for c in comparisons for f in c.findings]
+        findings = submission_findings(comparisons)
         kinds = (f"refused: {terminal_text(sub.refused)}" if sub.refused else
                  " ".join(f"{f.net}:{f.kind}" for f in findings))
         writer.writerow([inert_cell(terminal_text(sub.name)), *cells, len(findings), inert_cell(kinds)])

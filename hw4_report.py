@@ -27,8 +27,8 @@ import numpy as np
 
 from hw4_records import (ACCURACY, BEST_EPOCH, BEST_TRAIN, BEST_VAL, CHANCE_FACTOR, DEAD_UNIT_IMAGES, DEFAULT_NETS,
                          DatasetFacts, Exercise, FINAL_TRAIN_CLEAN_ACC, FINAL_TRAIN_LOSS, GAP, METRICS, METRICS_FORMAT,
-                         MIN_IMAGE_SIZE, Measure, NetSpec, OneLineErrorParser, POINTS, Results, SPLITS, Unit, UserError,
-                         WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder,
+                         MIN_IMAGE_SIZE, Measure, NATS, NetSpec, OneLineErrorParser, POINTS, Results, SPLITS, Unit,
+                         UserError, WINDOW_STEPS, check_folder_creatable, cpu_type_text, is_chain_layer, is_seed_folder,
                          learned_in, mean_std, new_figure, path_argument, pct, read_metrics_json, run_lock,
                          savefig_atomic, scaled_side, seed_list_text, seeds_text, shown_metrics, spec_conv_output_size,
                          write_bytes_atomic, write_json_atomic)
@@ -376,12 +376,16 @@ class Decision:
     scope: str = ""
     colon: bool = False
     on_pictures: bool = False  # it rests on one seed's pictures (a PictureTest), not on seeds
+    opposite: bool = False  # resolved on the side opposite to a claim's (a threshold or a remedy has no side)
+    conditional: bool = False  # resolved over the seeds in which both nets learned only (its scope says how many)
 
     @property
     def judgement(self) -> "Judgement":
         """The verdict for a table: its scope said when it is not resolved, or rests on one seed's pictures."""
-        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or self.on_pictures else ""
-        return Judgement(self.verdict, tuple(r for r in self.reasons if r), scope, self.colon)
+        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or self.on_pictures or self.conditional else ""
+        reasons = tuple(r for r in self.reasons if r) + (("resolved on the side opposite to the claim",)
+                                                         if self.opposite else ())
+        return Judgement(self.verdict, reasons, scope, self.colon)
 
 
 def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, threshold: bool = False) -> Decision:
@@ -412,26 +416,30 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
     sides = {part.sign for part, p, _ in parts if p is not None and p <= ALPHA}
     side = sides.pop() if len(sides) == 1 else 0
     claim_text = f"claimed {signed(claimed, unit)}" if claimed is not None else "claimed direction"
+    resolved = [part for part, p, _ in parts if p is not None and p <= ALPHA]
+    conditional = bool(side and resolved and all(part.conditional for part in resolved))
+    if conditional:  # the seeds it rests on, not the run's
+        scope = f"over the {seeds_text(resolved[0].n)} in which both learned"
     if side > 0:
-        resolved = [part for part, p, _ in parts if p is not None and p <= ALPHA]
-        reasons = [text for text in (part_scope(part, cmp) for part in resolved) if text]
+        reasons = [text for text in (part_scope(part, cmp) for part in resolved if not part.conditional) if text]
         t = next((part for part in resolved if part.ci95), None)
         if t is None:
             return Decision(Verdict.REPRODUCED if claimed is None else Verdict.PARTLY, 1, tested, tuple(
                 reasons + ([f"the {claim_text} is not tested"] if claimed is not None else [])), scope,
-                on_pictures=on_pictures)
+                on_pictures=on_pictures, conditional=conditional)
         barely = barely_text(t, unit)
         reasons += [barely] if barely else []
         if claimed is None or t.ci95[0] <= claimed <= t.ci95[1]:
-            return Decision(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope, on_pictures=on_pictures)
+            return Decision(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope, on_pictures=on_pictures,
+                            conditional=conditional)
         return Decision(Verdict.PARTLY, 1, tested, (*reasons, f"the direction holds, but the interval excludes the "
                         f"{claim_text}: the effect is {'smaller' if t.ci95[1] < claimed else 'larger'}"), scope,
-                        on_pictures=on_pictures)
+                        on_pictures=on_pictures, conditional=conditional)
     if side < 0:
-        resolved = [part for part, p, _ in parts if p is not None and p <= ALPHA]
         return Decision(Verdict.NOT_REPRODUCED, -1, tested, tuple(
-            [part_scope(part, cmp) for part in resolved] + [barely_text(part, unit) for part in resolved[:1]]
-            + ([] if threshold else ["resolved on the side opposite to the claim"])), scope, on_pictures=on_pictures)
+            [part_scope(part, cmp) for part in resolved if not part.conditional]
+            + [barely_text(part, unit) for part in resolved[:1]]), scope, on_pictures=on_pictures,
+            opposite=not threshold, conditional=conditional)
     reasons = ["its parts are resolved on opposite sides"] if sides else []
     for part, p, alpha in parts:
         reasons += unresolved_reasons(part, p, alpha, tested, claimed, unit)
@@ -821,7 +829,7 @@ def resolution_text(d: Decision) -> str:
     if not d.side:
         return verdict_text(d.judgement)
     adjusted = min(p for p in d.tested.adjusted if p is not None and p <= ALPHA)
-    where = "".join(f"; {r}" for r in d.reasons if r and r != "resolved on the side opposite to the claim")
+    where = "".join(f"; {r}" for r in d.reasons if r)
     return (f"resolved {'above' if d.side > 0 else 'below'} 0 {d.scope} (Holm-adjusted p = {p_text(adjusted)} over "
             f"the {d.tested.family} tests of {d.tested.family_name}{where})")
 
@@ -1105,8 +1113,10 @@ def q2_answers(exp: Experiment) -> list[str]:
     adam = adam_keeps_updates(exp)
     updates = ("" if ("Q2", "late update") in exp.tested else
                " Update sizes are not recorded in seeds trained before hw4 measured them.")
+    row = next(k for k, c in enumerate(CLAIMS, 1) if isinstance(c.check, VanishingCheck))
     return [f"Q2's questions, each against {net_label(NET1)} of the same seed (log10 of {net_label(NET1)}'s value over "
-            f"{net_label(NET3)}'s, so above 0 is what the original claims; claims row 3 decides them):",
+            f"{net_label(NET3)}'s, and for the loss drop {net_label(NET1)}'s less {net_label(NET3)}'s in nats, so "
+            f"above 0 is what the original claims; claims row {row} decides them):",
             f"- Does the gradient vanish early? {answer('early gradient')}.",
             f"- Does the loss then fall slowly (drop per epoch from epoch 2, where {net_label(NET3)} learns)? "
             f"{answer('loss slope')}.",
@@ -2090,6 +2100,7 @@ class Claim:
     check: Callable[[Experiment], ClaimResult]
     nets: tuple[str, ...] = (NET1, NET2, NET3)
     classes: tuple[str, ...] = ()
+    short: str = ""  # the claim in a few words, for the answers that open the report
 
     def comparisons(self, exp: Experiment) -> dict[Any, Comparison]:
         """The comparisons its verdict rests on, by key: they join the claims table's Holm family."""
@@ -2102,23 +2113,26 @@ class Claim:
 
 CLAIMS = (
     Claim("Q1", "Padding increased train accuracy by 0.8 points (Net2 over Net1).",
-          check_differences([(NET1, NET2)], BEST_TRAIN, PADDING_EFFECT[BEST_TRAIN]), (NET1, NET2)),
+          check_differences([(NET1, NET2)], BEST_TRAIN, PADDING_EFFECT[BEST_TRAIN]), (NET1, NET2),
+          short="padding adds 0.8 points of train accuracy"),
     Claim("Q1", "Padding increased val accuracy by 0.4 points (Net2 over Net1).",
-          check_differences([(NET1, NET2)], BEST_VAL, PADDING_EFFECT[BEST_VAL]), (NET1, NET2)),
+          check_differences([(NET1, NET2)], BEST_VAL, PADDING_EFFECT[BEST_VAL]), (NET1, NET2),
+          short="padding adds 0.4 points of val accuracy"),
     Claim("Q2", "Net3 shows vanishing gradients: its loss decreases slowly because the gradients get very small.",
-          VanishingCheck(), (NET1, NET3)),
+          VanishingCheck(), (NET1, NET3), short="Net3's gradients vanish, so its loss falls slowly"),
     Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on train.",
-          check_differences([(NET1, NET2), (NET3, NET1)], BEST_TRAIN)),
+          check_differences([(NET1, NET2), (NET3, NET1)], BEST_TRAIN), short="Net2 > Net1 > Net3 on train"),
     Claim("Q3", "Net2 is the best performer: Net2 > Net1 > Net3 on val.",
-          check_differences([(NET1, NET2), (NET3, NET1)], BEST_VAL)),
-    Claim("Q4", "Cat/dog is the hardest pair for all three nets.", check_cat_dog, classes=("cat", "dog")),
+          check_differences([(NET1, NET2), (NET3, NET1)], BEST_VAL), short="Net2 > Net1 > Net3 on val"),
+    Claim("Q4", "Cat/dog is the hardest pair for all three nets.", check_cat_dog, classes=("cat", "dog"),
+          short="cat/dog is the hardest pair"),
     Claim("Q4", "“Net3 has some difficulties to differentiate airplane and bus but it is not as worse as the dog and "
           "cat problems.”", AirplaneBusCheck(), (NET3,),
-          ("airplane", "bus")),
+          ("airplane", "bus"), short="Net3 confuses airplane/bus, less than cat/dog"),
     Claim("Discussion", "Net1 and Net2 overfit, with a large gap between train and val accuracy.",
-          GapCheck((NET1, NET2)), (NET1, NET2)),
+          GapCheck((NET1, NET2)), (NET1, NET2), short="Net1 and Net2 overfit"),
     Claim("Discussion", "The run-to-run randomness (no seed fixed) will not change the performance significantly.",
-          check_randomness),
+          check_randomness, short="the seed changes little"),
 )
 
 
@@ -2256,12 +2270,16 @@ class ClaimRow:
 def claim_intervals(exp: Experiment) -> list[ClaimRow]:
     """Every claim part with a test (a t-interval, or per-seed differences over two regimes), in the order of
     CLAIMS, labelled with the claim's row number in the claims table."""
-    rows = []
+    rows: list[ClaimRow] = []
     for k, claim in enumerate(CLAIMS, 1):
         result = claim_row(exp, claim)
         parts = [part for part in result.intervals if part.cmp.parts]
-        rows += [ClaimRow(f"#{k} {claim.question}", part, result.judgement.verdict if j == 0 else None)
-                 for j, part in enumerate(parts)]
+        for j, part in enumerate(parts):
+            same = next((i for i, row in enumerate(rows) if row.part.cmp is part.cmp), None)
+            if same is None:
+                rows.append(ClaimRow(f"#{k} {claim.question}", part, result.judgement.verdict if j == 0 else None))
+            else:  # a comparison two claims cite is drawn once, labelled with both rows
+                rows[same] = dataclasses.replace(rows[same], claim=f"{rows[same].claim}, #{k} {claim.question}")
     return rows
 
 
@@ -2329,6 +2347,74 @@ def draw_claims(exp: Experiment):
     return fig
 
 
+def effect_cell(tested: Tested, unit: Unit, offset: float = 0.0) -> tuple[str, str, str]:
+    """(effect with its 95% interval, Holm p, the seeds it rests on) of one tested comparison: its t-part where it
+    has one (conditional on learning when it is), else the regimes."""
+    cmp = tested.cmp
+    parts = list(zip(cmp.parts, tested.adjusted))
+    holm = [adj for _, adj in parts if adj is not None]
+    p = p_text(min(holm)) if holm else "—"
+    t = next((part for part, _ in parts if part.ci95), None)
+    if t is not None:
+        low, high = (signed(offset + v, unit).split()[0] for v in t.ci95)
+        return (f"{signed(offset + t.diff, unit)} [{low}, {high}]", p,
+                f"{t.n}" + (" (both learned)" if t.conditional else ""))
+    if parts:
+        only_a, only_b = cmp.regime_counts
+        return f"only one learned: {only_a} vs {only_b} seeds", p, f"{cmp.seeds}"
+    return "—", p, f"{cmp.seeds}"
+
+
+def lead_comparison(exp: Experiment, claim: Claim, result: ClaimResult) -> tuple[str, Tested, Unit, float] | None:
+    """The comparison a claim's answer line cites: its first tested one, with its label, unit and offset."""
+    keys = [k for k in claim.comparisons(exp) if k in exp.tested and exp.tested[k].cmp.parts]
+    if not keys:
+        return None
+    drawn = [i for i in result.intervals if i.cmp.parts]
+    if drawn:
+        return drawn[0].label, exp.tested[keys[0]], drawn[0].unit, drawn[0].offset
+    key = keys[0]
+    if isinstance(key, PairTest):
+        return net_label(key.b), exp.tested[key], key.measure.metric.unit, key.offset
+    if key[0] == "Q2":  # log10 of Net1's value over Net3's (the loss slope: Net1's drop less Net3's, in nats)
+        return (f"{key[1]}, Net1 − Net3", exp.tested[key], NATS, 0.0) if key[1] == "loss slope" else \
+            (f"{key[1]}, log10 Net1 / Net3", exp.tested[key], DECADES, 0.0)
+    return key[1], exp.tested[key], POINTS, 0.0
+
+
+def answers_section(exp: Experiment) -> list[str]:
+    """The verdicts first: one row per claim of the original, with the comparison that leads it, its 95%
+    interval, the Holm-adjusted p and the seeds it rests on; then Q5's remedies in one line."""
+    lines = ["## Answers", "", "| # | Q | the original's claim | verdict | effect [95% CI] | p (Holm) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for k, claim in enumerate(CLAIMS, 1):
+        result = claim_row(exp, claim)
+        lead = lead_comparison(exp, claim, result) if not claim.missing(exp) else None
+        effect, p, seeds = ("—", "—", str(exp.seeds)) if lead is None else effect_cell(*lead[1:])
+        effect = f"{lead[0]}: {effect}" if lead and effect != "—" else effect
+        lines.append(f"| {k} | {claim.question} | {claim.short or claim.words} | {result.judgement.verdict.word} | "
+                     f"{effect} | {p} | {seeds} |")
+    q5 = remedies_answer(exp)
+    return lines + ([f"| | Q5 | remedies | {q5} | | | {exp.seeds} |"] if q5 else []) + [
+        "", "Each row is detailed in the claims table below."]
+
+
+def remedies_answer(exp: Experiment) -> str:
+    """Q5 in one cell: the remedies that help, that hurt, and how many are not resolved, by the report's decision
+    of each remedy net against its base."""
+    rows = remedy_rows(exp)
+    if not rows:
+        return ""
+    sides = {n: exp.decision(PairTest(net_table()[n].base, n, BEST_VAL), threshold=True).side for _, n in rows}
+    helps = [n for n, side in sides.items() if side > 0]
+    hurts = [n for n, side in sides.items() if side < 0]
+    rest = len(sides) - len(helps) - len(hurts)
+    text = "; ".join(part for part in (f"help: {names_text(helps)}" if helps else "",
+                                       f"hurt: {names_text(hurts)}" if hurts else "",
+                                       f"{rest} not resolved" if rest else "") if part)
+    return text + " (best val accuracy against the base net)"
+
+
 def claims_section(exp: Experiment) -> list[str]:
     """The claims table with its rule, its scope and, when any claim has an interval, a link to claims.png."""
     results = [claim_row(exp, c) for c in CLAIMS]
@@ -2343,9 +2429,9 @@ def claims_section(exp: Experiment) -> list[str]:
              "The original report is a student's submission for this homework (spring 2023), with its code; each of "
              "its findings (its Q1–Q4 answers and discussion) is checked against this run. A claimed difference is "
              f"tested against 0 {how}. {RULE} The tests of the table are one family: each verdict reads its test "
-             "after Holm's correction over them (a test that two claims cite counts once; a test that cannot reach "
-             f"{ALPHA:g} with its data, such as an exact test over too few seeds, stays out of the family and says so, "
-             "by Tarone's rule), and the p column gives the unadjusted p with the adjusted one beside it. A claim is "
+             "after Holm's correction over them (a test that two claims cite counts once; by Tarone's rule, a test whose "
+             f"smallest attainable p is above {ALPHA:g}/K, such as an exact test over too few seeds, stays out of the "
+             "family of K tests and says so), and the p column gives the unadjusted p with the adjusted one beside it. A claim is "
              "**reproduced** when a test resolves it on the claimed side, none on the other, and the 95% interval "
              "does not exclude the claimed size; **partly reproduced** when the direction holds but the size does "
              "not, or the symptom holds but its claimed cause is resolved the other way; **not reproduced** when a "
@@ -2453,6 +2539,25 @@ class RateStudy:
     updates: dict[str, dict[int, tuple[bool, bool]]] = field(default_factory=dict)
     update_runs: tuple[str, ...] = ()  # the runs those seeds come from
     early: dict[str, dict[int, float]] = field(default_factory=dict)  # net -> seed -> log10 early gradient ratio
+    from_full: dict[str, frozenset[int]] = field(default_factory=dict)  # net -> the seeds pooled in from full runs
+
+    def sources(self, net: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((learned, seeds) of the short run's own seeds, (learned, seeds) of those pooled in)."""
+        full = self.from_full.get(net, frozenset())
+        own = [v for s, v in self.regimes[net].items() if s not in full]
+        pooled = [v for s, v in self.regimes[net].items() if s in full]
+        return (sum(own), len(own)), (sum(pooled), len(pooled))
+
+    @functools.cached_property
+    def homogeneity(self) -> dict[str, tuple[float, float]]:
+        """Per net with seeds from both sources: Fisher's exact test (two-sided) of the short run's learn rate
+        against the pooled full-length seeds', and its Holm-adjusted p over those nets."""
+        raw = {}
+        for net in self.regimes:
+            (a, n), (b, m) = self.sources(net)
+            if n and m:
+                raw[net] = float(scipy_stats().fisher_exact([[a, n - a], [b, m - b]]).pvalue)
+        return dict(zip(raw, zip(raw.values(), holm_adjusted(list(raw.values())))))
 
     def early_comparison(self, net: str) -> Comparison:
         """net - the base on log10 of the conv1/fc1 gradient ratio over the first iterations, paired by seed."""
@@ -2510,6 +2615,7 @@ def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> Rat
     epochs = short.first.config["epochs"]
     machine = short.first.machine
     checks, regimes, pooled, early = [], {n: {} for n in short.nets}, [], {n: {} for n in short.nets}
+    from_full: dict[str, set[int]] = {}
     for net in short.nets:
         for r in short.runs[net]:
             if r.machine == machine:
@@ -2523,6 +2629,7 @@ def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> Rat
                 if r.machine == machine and r.train_seed not in regimes[net]:
                     regimes[net][r.train_seed] = not r.at_chance
                     early[net][r.train_seed] = log10_or_nan(gradient_ratio(r))
+                    from_full.setdefault(net, set()).add(r.train_seed)
                     pooled.append(run)
     updates, update_runs = {n: {} for n in short.nets}, []
     for run, exp in [*full.items(), (name, short)]:
@@ -2534,7 +2641,26 @@ def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> Rat
                     update_runs.append(run)
     return RateStudy(name, epochs, machine, tuple(checks), regimes, tuple(dict.fromkeys(pooled)),
                      max(e.first.config["epochs"] for e in full.values()), updates, tuple(dict.fromkeys(update_runs)),
-                     {n: {s: v for s, v in by_seed.items() if math.isfinite(v)} for n, by_seed in early.items()})
+                     {n: {s: v for s, v in by_seed.items() if math.isfinite(v)} for n, by_seed in early.items()},
+                     {n: frozenset(seeds) for n, seeds in from_full.items()})
+
+
+def homogeneity_text(study: RateStudy) -> str:
+    """The check that comes before pooling: each net's learn rate in the short run's own seeds against the
+    full-length seeds pooled in, and what a failed check would mean."""
+    if not study.homogeneity:
+        return ""
+    def one(net: str) -> str:
+        (a, n), (b, m) = study.sources(net)
+        raw, adjusted = study.homogeneity[net]
+        return f"{net_label(net)} {a} of {n} against {b} of {m} (p = {p_text(raw)}, Holm {p_text(adjusted)})"
+    failed = [n for n, (_, adjusted) in study.homogeneity.items() if adjusted <= ALPHA]
+    verdict = (f"it fails for {names_text(failed)}: there the {study.epochs}-epoch call and the full-length runs "
+               "do not give one rate, so the pooled rate mixes two and each source's rate should be read apart"
+               if failed else "no net's two sources differ after Holm, so the seeds pool")
+    return ("Before pooling, each net's learn rate in this run's own seeds is tested against the full-length seeds "
+            "pooled in (Fisher's exact test, two-sided, Holm over the nets): " + "; ".join(map(one, study.homogeneity))
+            + f". {verdict[0].upper()}{verdict[1:]}.")
 
 
 def pooled_zero_text(study: RateStudy) -> str:
@@ -2581,15 +2707,19 @@ def rates_table(study: RateStudy) -> list[str]:
              f"(Holm-adjusted) | verdict on 'learns in more seeds than {net_label(study.base)}' |",
              "|---|---|---|---|---|---|"]
     for net in study.regimes:
-        remedy = next((r.words for r in REMEDIES if r.key == net_table()[net].remedy), "—")
+        proposed = next((r for r in REMEDIES if r.key == net_table()[net].remedy), None)
+        remedy = proposed.words if proposed else "—"
         if net == study.base:
             lines.append(f"| {net_label(net)} | — | {rate_text(study, net)} | | | |")
             continue
         only_base, only_net = study.comparison(net).regime_counts
         decision = rate_decision(study, net)  # resolved: the counts beside it say where, so the word alone
         judged = dataclasses.replace(decision.judgement, reasons=()) if decision.side else decision.judgement
+        verdict = verdict_text(judged)
+        if decision.side and (proposed is None or proposed.ours):  # only the original's proposals are reproduced
+            verdict = "helps" if decision.side > 0 else "hurts"
         lines.append(f"| {net_label(net)} | {remedy} | {rate_text(study, net)} | {only_net} / {only_base} | "
-                     f"{p_cell(study.tested[net])} | {verdict_text(judged)} |")
+                     f"{p_cell(study.tested[net])} | {verdict} |")
     return lines
 
 
@@ -2688,7 +2818,8 @@ def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
     if study.valid:
         family = next(iter(study.tested.values()), None)
         together = co_deaths(study.regimes, study.base)
-        lines += ["## Learn rates", "", *rates_table(study), "",
+        homogeneous = homogeneity_text(study)
+        lines += ["## Learn rates", "", *([homogeneous, ""] if homogeneous else []), *rates_table(study), "",
                   f"Each remedy against {net_label(study.base)} by McNemar's exact test on the regimes of the same "
                   "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
                   f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
@@ -2747,6 +2878,7 @@ def write_report(out: Path, exp: Experiment) -> None:
         f"{conf['batch_size']}, {conf['epochs']} epochs, Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); "
         f"{seed_text}.", "", infrastructure_text(exp), "",
         "Every number and verdict below is computed from this run's metrics.", "",
+        *answers_section(exp), "",
         "## Results", "", *report_table(exp), "",
         *claims_section(exp), "",
         "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in exercise().figures if not p.per_net),
