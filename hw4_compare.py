@@ -28,8 +28,8 @@ from hw4_records import (ACCURACY, EXIT_USAGE, MAX_PER_CLASS, OneLineErrorParser
                          check_folder_creatable, learned_in, markdown_text, nesting_depth, new_figure, path_argument,
                          path_text, pct, run_lock, savefig_atomic, seeds_text, series_key, terminal_text,
                          write_bytes_atomic)
-from hw4_report import (NET1, NET2, NET3, clopper_pearson, load_finished_run, net_label, net_table, pair_share,
-                        recalls, t_quantile_975)
+from hw4_report import (NET1, NET2, NET3, clopper_pearson, load_finished_run, names_text, net_label, net_table,
+                        pair_share, recalls, t_quantile_975)
 
 # =============================================================================
 # Compare: `hw4.py compare PATH...` holds a submission's numbers (the original's pickles, or an hw4 run)
@@ -529,11 +529,6 @@ def submission_findings(comparisons: Sequence[NetComparison]) -> list[Finding]:
                       "reference's before reading them as a bug", key) for key, same in setups.items()]
     return merged + [f for c in comparisons for f in c.findings if f.kind != "setup"]
 
-
-def names_text(nets: Sequence[str]) -> str:
-    """'Net1', 'Net1 and Net2', 'Net1, Net2 and Net3'."""
-    labels = [net_label(n) for n in nets]
-    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
