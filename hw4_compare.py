@@ -409,7 +409,7 @@ def load_reference(given: str | None) -> Reference:
         raise UserError(f"--reference {name}: {exc}") from None
     if len(runs_by_seed) < MIN_REFERENCE_SEEDS:
         raise UserError(f"--reference {name} has {seeds_text(len(runs_by_seed))}; a reference needs "
-                        f"{MIN_REFERENCE_SEEDS} or more (the committed {DEFAULT_REFERENCE} has 10)")
+                        f"{MIN_REFERENCE_SEEDS} or more, like the committed {DEFAULT_REFERENCE}")
     return Reference.from_results(name, runs_by_seed)
 
 

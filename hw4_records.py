@@ -815,7 +815,7 @@ JSON_MAX_DEPTH = 32  # hw4's metrics.json nests 5 deep; every reader below walks
 
 def read_metrics_json(path: Path) -> dict:
     """The one reader of a metrics.json that hw4 wrote (or that came with a cloned run): bounded in size, parsed,
-    and upgraded to METRICS_FORMAT by migrate_metrics. Any fault is one line that names the file."""
+    and of METRICS_FORMAT (check_format). Any fault is one line that names the file."""
     try:
         size = path.stat().st_size
         if not path.is_file():
@@ -834,27 +834,22 @@ def read_metrics_json(path: Path) -> dict:
                         "a finished hw4 run")
     if not isinstance(blob, dict) or not isinstance(blob.get("nets"), dict) or not blob["nets"]:
         raise UserError(f"{path} is not the metrics.json of a finished hw4 run (no nets); pass another folder")
-    return migrate_metrics(blob, path)
+    return check_format(blob, path)
 
 
-def migrate_metrics(blob: dict, path: Path) -> dict:
-    """The only place that knows older formats. Format 1 (no number) lacked train_clean, grad_norms_steps100,
-    infrastructure and fingerprint in its net entries, format 2 val_predictions, format 3 update_sizes and
-    update_sizes_steps100: they read as empty, which every reader shows as 'not recorded'. A format newer than this
-    hw4's is refused."""
+def check_format(blob: dict, path: Path) -> dict:
+    """A metrics.json of another format is refused in one line: every committed run is of METRICS_FORMAT, and a
+    run of an older one is retrained (finished_results then trains its nets again) or reported by the hw4 that
+    wrote it; a newer one needs a newer hw4."""
     version = blob.get("format", 1)
-    if type(version) is not int or not 1 <= version <= METRICS_FORMAT:
-        raise UserError(f"{path}: format {str(version)[:20]} is not one this hw4 reads (1 to {METRICS_FORMAT}); "
-                        "update hw4, or rerun the training command with --resume to rewrite it")
-    added = {1: (("train_clean", {}), ("grad_norms_steps100", {}), ("infrastructure", {}), ("fingerprint", "")),
-             2: (("val_predictions", {}),), 3: (("update_sizes", {}), ("update_sizes_steps100", {}))}
-    if blob.get("kind") != "seeds summary":
-        for entry in blob["nets"].values():
-            if isinstance(entry, dict):
-                for since in range(version, METRICS_FORMAT):
-                    for key, empty in added[since]:
-                        entry.setdefault(key, empty)
-    return {**blob, "format": METRICS_FORMAT}
+    if type(version) is not int or version > METRICS_FORMAT or version < 1:
+        raise UserError(f"{path}: format {str(version)[:20]} is not the one this hw4 reads ({METRICS_FORMAT}); "
+                        "update hw4")
+    if version < METRICS_FORMAT:
+        raise UserError(f"{path}: format {version} is an earlier hw4's, which this one no longer reads (it reads "
+                        f"{METRICS_FORMAT}); rerun its training command with --resume into a new --out, or report it "
+                        "with the hw4 commit that trained it")
+    return blob
 
 
 class SchemaError(ValueError):

@@ -2611,7 +2611,10 @@ class RateStudy:
 
 def rate_study(name: str, short: Experiment, full: dict[str, Experiment]) -> RateStudy:
     """The short run `name` against the full-length runs `full` (name -> Experiment). Every seed counted ran on
-    the short run's first machine type, so that the seeds pair (a net resumed on another is left out)."""
+    the short run's first machine type, so that the seeds pair (a net resumed on another is left out). The runs
+    are read in name order, whatever order --with gave them, so that a seed two runs hold is taken from the same one
+    on every pass."""
+    full = dict(sorted(full.items()))
     epochs = short.first.config["epochs"]
     machine = short.first.machine
     checks, regimes, pooled, early = [], {n: {} for n in short.nets}, [], {n: {} for n in short.nets}

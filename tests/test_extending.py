@@ -60,7 +60,7 @@ def test_a_new_spec_field_at_its_default_keeps_every_committed_fingerprint(monke
     entries = list(committed_entries())
     assert len(entries) > 50
     for path, name, entry in entries:
-        stale = hw4.Results.from_json(hw4_records.migrate_metrics({"nets": {name: entry}}, path)["nets"][name])
+        stale = hw4.Results.from_json(entry)
         stale = hw4.spec_changed(stale)
         assert stale == (fingerprint_of(name, entry) != entry["fingerprint"]), f"{path}: {name}: spec_changed"
         assert stale == (name in RESPECIFIED), f"{path}: {name}"
@@ -163,17 +163,9 @@ def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypat
     assert min(drawn) <= min(diffs) and max(diffs) <= max(drawn) and max(drawn) < 5, "nats drawn unscaled"
 
 
-# Results' fields at each format of metrics.json; changing Results without bumping METRICS_FORMAT (and teaching
-# migrate_metrics the old one) fails here.
-RESULTS_FIELDS = {2: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
-                      "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
-                      "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
-                      "fingerprint"),
-                  3: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
-                      "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
-                      "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
-                      "fingerprint", "val_predictions"),
-                  4: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
+# Results' fields at the one format of metrics.json that hw4 reads; changing Results without bumping METRICS_FORMAT
+# fails here.
+RESULTS_FIELDS = {4: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
                       "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
                       "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
                       "fingerprint", "val_predictions", "update_sizes", "update_sizes_steps100")}

@@ -742,7 +742,9 @@ def nested(depth: int) -> str:
 
 
 @pytest.mark.parametrize("text, words", [
-    (nested(100_000), "nested too deeply"), ('{"format": 99, "nets": {"a": 1}}', "format 99 is not one this hw4 reads"),
+    (nested(100_000), "nested too deeply"),
+    ('{"format": 99, "nets": {"a": 1}}', f"format 99 is not the one this hw4 reads ({hw4.METRICS_FORMAT}); update hw4"),
+    ('{"format": 2, "nets": {"a": 1}}', "format 2 is an earlier hw4's, which this one no longer reads"),
     ('{"nets": {"net1": {"config": {"betas": ' + nested(700) + '}}}}', "nests deeper than 32 levels"),
 ])
 def test_unreadable_nesting_and_formats_are_one_line(text, words, tmp_path, monkeypatch):
