@@ -1282,7 +1282,8 @@ def results_from_state(state: TrainState, cfg: Config, manifest: dict, data: Sub
         infrastructure=state.infrastructure or infrastructure(device, cfg.threads), fingerprint=state.fingerprint,
         val_predictions=val_predictions(state, data),
         update_sizes={k: list(v) for k, v in hist.update_sizes.items()},
-        update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()})
+        update_sizes_steps100={k: list(v) for k, v in hist.update_sizes_steps100.items()},
+        spec=dataclasses.asdict(spec))
 
 
 ORIGINAL_METRICS = (CROSS_ENTROPY, ACCURACY)  # the series the original's pickles hold; a metric added later stays out
@@ -1316,8 +1317,8 @@ def original_pickle(r: Results) -> dict:
 
 def spec_changed(r: Results) -> bool:
     """Trained under an earlier row of NETS than today's (its fingerprint is not the one the table gives now):
-    its numbers measure that row. False where no fingerprint was saved (format 1)."""
-    if not r.fingerprint:
+    its numbers measure that row. False for a net that today's table does not hold: there is no row to compare."""
+    if not r.fingerprint or r.net not in NETS:
         return False
     settings = {k: r.config.get(k) for k in Config().train_settings()}
     device = r.infrastructure.get("device", "cpu")
@@ -2122,7 +2123,7 @@ def finished_results(c: Config, name: str, manifest: dict, device: torch.device)
         entry = read_metrics_json(path)["nets"].get(name)
         if entry is None:
             return None
-        check_results_entry(name, entry, NETS)
+        check_results_entry(name, entry)
     except (UserError, SchemaError) as exc:
         print(f"note: {name} is not taken from {path}: {str(exc).removeprefix(str(path) + ': ')}; it trains again")
         return None

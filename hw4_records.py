@@ -387,6 +387,11 @@ class NetSpec:
     ALWAYS_HASHED = ("padding", "channels", "extra_convs", "block", "init", "hidden", "dropout", "augment",
                      "train_fraction")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "NetSpec":
+        """Back from Results.spec (JSON lists in place of tuples), once check_spec has checked it."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+
     def pickle_file(self, name: str) -> str:
         """The pickle this net's results go to: the original's results{k}.pkl, else results_<name>.pkl."""
         return self.pickle_name or f"results_{name}.pkl"
@@ -618,6 +623,13 @@ class Results:
     # per GRAD_LAYERS layer, Adam's relative update per epoch and per 100 iterations; {} for a run saved before
     update_sizes: dict[str, list[float]] = field(default_factory=dict)
     update_sizes_steps100: dict[str, list[float]] = field(default_factory=dict)
+    # the row of the net table it trained under (dataclasses.asdict of its NetSpec): the report names and pairs
+    # nets from it, so that a run reads back whatever the table holds today
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def net_spec(self) -> "NetSpec":
+        return NetSpec.from_record(self.spec)
 
     @classmethod
     def from_json(cls, blob: dict) -> "Results":
@@ -957,12 +969,52 @@ def check_infrastructure(value: Any, field: str) -> None:
                "is not plain text (printable, no Markdown or HTML)")
 
 
-def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> None:
+def is_net_name(name: str) -> bool:
+    """A key of the net table: what a file name (results_<name>.pkl, <name>.pt) and --nets can hold."""
+    return re.fullmatch(r"[a-z][a-z0-9]{0,39}", name) is not None
+
+
+SPEC_WIDTH_MAX = 4096  # channels and hidden widths a recorded spec may hold: far above any row, bounds the count
+SPEC_DEPTH_MAX = 64    # extra convs and hidden layers
+
+
+def check_spec(value: Any, field: str) -> NetSpec:
+    """A recorded NetSpec: every field of today's NetSpec, each of its type and in a range a net can be built
+    with; names plain text. Returned typed. A field that NetSpec gained after the run trained is absent and takes
+    its default (a new field enters the table at its default, which keeps every committed net's numbers)."""
+    schema(isinstance(value, dict) and "label" in value and set(value) <= {f.name for f in dataclasses.fields(NetSpec)},
+           field, "does not hold the fields of a net spec")  # a field added since takes its default, as it trained
+    width = lambda v: is_int(v) and 1 <= v <= SPEC_WIDTH_MAX  # noqa: E731
+    checks = {
+        "label": is_plain_text, "about": is_plain_text,
+        "padding": lambda v: is_int(v) and 0 <= v <= 16,
+        "channels": lambda v: isinstance(v, list) and len(v) == 2 and all(map(width, v)),
+        "extra_convs": lambda v: is_int(v) and 0 <= v <= SPEC_DEPTH_MAX,
+        "block": lambda v: isinstance(v, str) and re.fullmatch(r"[a-z_0-9]{1,20}", v) is not None,
+        "init": lambda v: isinstance(v, str) and re.fullmatch(r"[a-z_0-9]{1,20}", v) is not None,
+        "hidden": lambda v: isinstance(v, list) and len(v) <= SPEC_DEPTH_MAX and all(map(width, v)),
+        "dropout": lambda v: is_number(v) and 0 <= v < 1,
+        "augment": lambda v: type(v) is bool,
+        "train_fraction": lambda v: is_number(v) and 0 < v <= 1,
+        "noise_std": lambda v: is_number(v) and 0 <= v <= 10,
+        "input_scale": lambda v: is_number(v) and 0 < v <= 1,
+        "pickle_name": lambda v: v is None or isinstance(v, str) and re.fullmatch(r"results\d{1,2}\.pkl", v),
+        "base": lambda v: v is None or isinstance(v, str) and is_net_name(v),
+        "remedy": lambda v: v is None or is_plain_text(v),
+    }
+    for name, v in value.items():
+        schema(bool(checks[name](v)), f"{field}.{name}", "is not what a net spec holds")
+    return NetSpec.from_record(value)
+
+
+def check_results_entry(key: str, entry: Any) -> None:
     """One net's entry as Results writes it: types, shapes, lengths and their consistency (the classes against
-    the confusion matrices, the epochs across every per-epoch series, the parameter count against the spec)."""
+    the confusion matrices, the epochs across every per-epoch series, the parameter count against its recorded
+    spec)."""
     field = f"nets.{key}"
-    schema(key in nets, field, "is not a net of the table")
+    schema(is_net_name(key), field, "is not a net name (lower-case letters and digits)")
     schema(isinstance(entry, dict) and entry.get("net") == key, f"{field}.net", "does not name the same net")
+    spec = check_spec(entry.get("spec"), f"{field}.spec")
     classes = entry.get("classes")
     schema(isinstance(classes, list) and 2 <= len(classes) <= 1000 and all(map(is_class_name, classes))
            and len(set(classes)) == len(classes), f"{field}.classes", "is not a list of 2 to 1,000 distinct names "
@@ -1004,8 +1056,8 @@ def check_results_entry(key: str, entry: Any, nets: Mapping[str, NetSpec]) -> No
                f"does not count the {entry[f'n_{split}']:,} pictures n_{split} says the run evaluated")
     size = entry["config"]["image_size"]
     schema(MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, f"{field}.config.image_size", "is out of range")
-    schema(entry["params"] == spec_parameter_count(nets[key], size, len(classes)), f"{field}.params",
-           f"is not {nets[key].label}'s parameter count at {size}x{size}")
+    schema(entry["params"] == spec_parameter_count(spec, size, len(classes)), f"{field}.params",
+           f"is not {spec.label}'s parameter count at {size}x{size}")
     schema(isinstance(entry.get("hardest"), list), f"{field}.hardest", "is not a list")
     for k, hard in enumerate(entry["hardest"]):
         check_fields(hard, f"{field}.hardest[{k}]", HARD_IMAGE_FIELDS)
@@ -1078,12 +1130,12 @@ def check_dataset_facts(value: Any, classes: list[str]) -> None:
     schema(value.get("shared") is None or isinstance(value["shared"], dict), "dataset.shared", "is not an object")
 
 
-def seed_results(path: Path, nets: Mapping[str, NetSpec]) -> tuple[dict[str, Results], DatasetFacts | None]:
+def seed_results(path: Path) -> tuple[dict[str, Results], DatasetFacts | None]:
     """A seed's (or a one-seed run's) metrics.json as typed Results and DatasetFacts, every field checked."""
     blob = read_metrics_json(path)
     try:
         for key, entry in blob["nets"].items():
-            check_results_entry(str(key), entry, nets)
+            check_results_entry(str(key), entry)
         check_same_val_labels(blob["nets"])
         classes = next(iter(blob["nets"].values()))["classes"]
         schema(all(e["classes"] == classes for e in blob["nets"].values()), "nets", "disagree on the classes")
@@ -1154,8 +1206,7 @@ def finished_seed_folders(out: Path) -> list[Path]:
     return done
 
 
-def load_finished_run(out: Path, nets: Mapping[str, NetSpec]
-                      ) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
+def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
     """The seed folders of a finished run, its Results per seed and net, and its dataset facts. A --seeds run
     that was stopped before its summary was written, or that a stopped `--seeds N --resume` grew after it, is
     reported over the seeds in which every net finished."""
@@ -1180,7 +1231,7 @@ def load_finished_run(out: Path, nets: Mapping[str, NetSpec]
             seed_outs = finished
     runs_by_seed, facts = [], None
     for seed_out in seed_outs:
-        runs, facts = seed_results(seed_out / "metrics.json", nets)
+        runs, facts = seed_results(seed_out / "metrics.json")
         runs_by_seed.append(runs)
     check_pooled_settings(seed_outs, runs_by_seed)
     names = list(runs_by_seed[0])
@@ -1202,7 +1253,7 @@ def shown_metrics(runs: Mapping[str, Sequence["Results"]]) -> tuple[Metric, ...]
     return tuple(m for m in METRICS if any(r.series("val", m) is not None for seeds in runs.values() for r in seeds))
 
 
-METRICS_FORMAT = 4  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
+METRICS_FORMAT = 5  # a run's metrics.json: what `hw4.py report` reads back; bump when Results changes
 
 
 OWN_SETTINGS = ("batch_size", "epochs", "lr", "betas", "threads", "dry_run", "image_size", "classes")

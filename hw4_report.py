@@ -53,7 +53,8 @@ def exercise() -> Exercise:
 
 
 def net_table() -> Mapping[str, NetSpec]:
-    """The net table (net_table())."""
+    """The net table: each net that a run read so far recorded, as it trained (Results.spec), over the handed-over
+    table's rows, which name the nets a run can add (`--nets ...` advice)."""
     return exercise().nets
 
 
@@ -62,8 +63,19 @@ def net_label(name: str) -> str:
 
 
 def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], DatasetFacts | None]:
-    """hw4_records.load_finished_run against the handed-over net table."""
-    return load_run(out, net_table())
+    """hw4_records.load_finished_run, whose nets then name and pair by the specs they recorded: the report reads a
+    run whole from its metrics.json, whatever today's table holds. A run read later (a linked one) names a net it
+    shares by its own record; the committed runs agree on every net they share."""
+    seed_outs, runs_by_seed, facts = load_run(out)
+    recorded = {}
+    for runs in runs_by_seed:
+        for name, r in runs.items():
+            recorded.setdefault(name, r.net_spec)
+            if r.net_spec.trained() != recorded[name].trained():
+                raise UserError(f"{out}: {name} trained under two different specs in its seeds; rerun the training "
+                                "command with --resume")
+    use(dataclasses.replace(exercise(), nets={**exercise().nets, **recorded}))
+    return seed_outs, runs_by_seed, facts
 
 # =============================================================================
 # Report: REPORT.md, every sentence computed from the run's Results. Statistics first, then one table

@@ -25,7 +25,7 @@ EXERCISE = ROOT / "results" / "exercise"
 @pytest.fixture(scope="module")
 def committed():
     """The committed run's Results per seed (read once: ten metrics.json files)."""
-    return hw4_records.load_finished_run(EXERCISE, hw4.NETS)[1]
+    return hw4_records.load_finished_run(EXERCISE)[1]
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def test_nets_names_pickles_whose_names_are_not_the_originals(tmp_path, monkeypa
         (tmp_path / name).write_bytes((EXERCISE / "seed_9" / f"results{k}.pkl").read_bytes())
     ran = cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "net2", "--reference", EXERCISE)
     assert ran.returncode == 0, ran.stderr
-    seed_9 = hw4_records.load_finished_run(EXERCISE / "seed_9", hw4.NETS)[1][0]
+    seed_9 = hw4_records.load_finished_run(EXERCISE / "seed_9")[1][0]
     assert f"Net1 {hw4.pct(hw4.BEST_VAL.of(seed_9['net1']))} inside | Net2" in ran.stdout and "Net3" not in \
         ran.stdout.splitlines()[1]
     assert_one_line_exit_2(cli("compare", tmp_path / "a.pkl", tmp_path / "b.pkl", "--nets", "net1", "--reference",

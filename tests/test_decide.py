@@ -66,7 +66,7 @@ def false_positive_rate(observed: list[tuple[np.ndarray, np.ndarray]], seed: int
 def claims_family(run: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """The claims table's Holm family as the report builds it (every comparison of CLAIMS) on the committed run:
     per comparison its per-seed differences and which nets learned."""
-    _, runs_by_seed, facts = hw4_records.load_finished_run(ROOT / "results" / run, hw4.NETS)
+    _, runs_by_seed, facts = hw4_records.load_finished_run(ROOT / "results" / run)
     exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
     family = {k: c for claim in hw4_report.CLAIMS for k, c in claim.comparisons(exp).items()}  # once each
     return [(np.asarray(c.diffs), np.asarray(c.learned)) for c in family.values() if c.seeds > 1]

@@ -107,7 +107,7 @@ def with_top2_series(r: hw4.Results) -> hw4.Results:
 
 
 def test_a_metric_some_nets_recorded_is_shown_not_recorded_for_the_others(with_top2):
-    _, runs_by_seed, _ = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
+    _, runs_by_seed, _ = hw4_records.load_finished_run(COMMITTED[0])
     runs = {"net1": [with_top2_series(s["net1"]) for s in runs_by_seed[:2]],
             "net2": [s["net2"] for s in runs_by_seed[:2]]}
     assert hw4_records.shown_metrics(runs)[-1] is TOP2
@@ -146,7 +146,7 @@ def nats_claim() -> hw4_report.Claim:
 
 
 def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypatch):
-    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
+    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0])
     exp = hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
     added = nats_claim()
     monkeypatch.setattr(hw4_report, "CLAIMS", (*hw4_report.CLAIMS, added))
@@ -165,10 +165,31 @@ def test_a_claim_in_nats_is_written_in_nats_and_drawn_on_its_own_panel(monkeypat
 
 # Results' fields at the one format of metrics.json that hw4 reads; changing Results without bumping METRICS_FORMAT
 # fails here.
-RESULTS_FIELDS = {4: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
+RESULTS_FIELDS = {5: ("net", "label", "classes", "config", "steps100", "epoch", "train_clean", "train_confusion",
                       "val_confusion", "best_epoch", "grad_norms", "grad_norms_steps100", "dead_units",
                       "fc1_in_features", "params", "n_train", "n_val", "hardest", "train_time_s", "infrastructure",
-                      "fingerprint", "val_predictions", "update_sizes", "update_sizes_steps100")}
+                      "fingerprint", "val_predictions", "update_sizes", "update_sizes_steps100", "spec")}
+
+
+def test_a_run_reports_from_its_recorded_specs_whatever_the_table_holds_today(tmp_path, monkeypatch):
+    """The report names and pairs a run's nets by the specs the run recorded: with Net2's row gone from today's
+    table, and Net3's relabelled, exercise's report is the committed one but for the new label, which it does
+    not show (Net3 reads as it trained)."""
+    shutil.copytree(ROOT / "results" / "exercise", tmp_path / "exercise",
+                    ignore=shutil.ignore_patterns("*.png", "*.pt", "*.pkl", "checkpoints"))
+    (tmp_path / "exercise" / "metrics.json").unlink()  # the summary links net3-rates, which is not copied
+    today = {n: s for n, s in hw4.NETS.items() if n != "net2"}
+    today["net3"] = dataclasses.replace(today["net3"], label="Net3-renamed")
+    monkeypatch.setattr(hw4_report, "_handed", [dataclasses.replace(hw4.exercise(), nets=today)])
+    skip_rendering(monkeypatch)
+    hw4_report.report_main([str(tmp_path / "exercise")])
+    written = (tmp_path / "exercise" / "REPORT.md").read_text()
+    assert "Net3-renamed" not in written and "| Net2 | 61." in written and "| Net3 | 57." in written
+    entry = json.loads((ROOT / "results" / "exercise" / "seed_5" / "metrics.json").read_text())["nets"]["net2"]
+    for field, bad in (("padding", -1), ("pickle_name", "../results1.pkl"), ("colour", "red")):
+        spec = {**entry["spec"], field: bad}
+        with pytest.raises(hw4_records.SchemaError, match=r"nets\.net2\.spec"):
+            hw4_records.check_results_entry("net2", {**entry, "spec": spec})
 
 
 def test_the_metrics_format_is_what_results_writes(reference):
@@ -208,7 +229,7 @@ def rendered_texts(fig) -> list[str]:
 
 def test_every_figure_prints_plain_text_labels():
     """With mathtext off (new_figure), a formatter that writes '$...$' prints it raw: no label may hold one."""
-    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0], hw4.NETS)
+    _, runs_by_seed, facts = hw4_records.load_finished_run(COMMITTED[0])
     runs = {name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}
     figures = [plot.draw(runs, None) for plot in hw4.FIGURES if not plot.per_net and not plot.needs_pictures]
     figures += [plot.draw(runs["net3"][0], None) for plot in hw4.FIGURES if plot.per_net and not plot.needs_pictures]

@@ -77,7 +77,7 @@ def test_a_one_seed_run_gets_picture_level_verdicts(tmp_path):
 
 
 def test_a_run_saved_without_predictions_says_so(tmp_path):
-    runs, facts = hw4_records.seed_results(WITHOUT_PREDICTIONS / "metrics.json", hw4.NETS)
+    runs, facts = hw4_records.seed_results(WITHOUT_PREDICTIONS / "metrics.json")
     runs = {name: runs[name] for name in ("net1", "net2", "net3")}  # trained before predictions were saved
     assert all(r.val_predictions == {} for r in runs.values())
     exp = hw4_report.Experiment({name: [r] for name, r in runs.items()}, facts)
@@ -99,10 +99,10 @@ def test_metrics_json_keeps_each_val_pictures_prediction(reference):
     assert confusion.tolist() == entry["val_confusion"]  # the best epoch's predictions, as its confusion counts them
     final = np.mean(np.array(preds["final"]) == np.array(preds["labels"]))
     assert final == pytest.approx(entry["epoch"]["val_class_acc"][-1])
-    hw4_records.check_results_entry("net1", entry, hw4.NETS)
+    hw4_records.check_results_entry("net1", entry)
     for bad in ([0] * (n - 1), [classes] + preds["best"][1:], [True] + preds["best"][1:]):
         with pytest.raises(hw4.SchemaError, match="val_predictions.best"):
-            hw4_records.check_results_entry("net1", {**entry, "val_predictions": {**preds, "best": bad}}, hw4.NETS)
+            hw4_records.check_results_entry("net1", {**entry, "val_predictions": {**preds, "best": bad}})
 
 
 def test_the_reference_runs_remedies_are_tested_over_its_val_pictures(reference):

@@ -45,7 +45,8 @@ def fake_results(name: str, val_accs: list[float], train_acc: float, grad_conv1:
         grad_norms_steps100={"conv1": [grad_conv1], "last_conv": [1.0], "fc1": [1.0]},
         dead_units={layer: [dead] * epochs for layer in ("conv1", "conv2", *chain, "fc1")},
         fc1_in_features=100, params=hw4.spec_parameter_count(hw4.NETS[name], 64, 5), n_train=50, n_val=50,
-        hardest=[hw4.HardImage("cat", "dog", 3.0, 7, "val_data/cat_7.jpg", ["dog"], 0)], train_time_s=1.0)
+        hardest=[hw4.HardImage("cat", "dog", 3.0, 7, "val_data/cat_7.jpg", ["dog"], 0)], train_time_s=1.0,
+        spec=dataclasses.asdict(hw4.NETS[name]))
 
 
 def confusion_with_cat_dog_errors(n: int) -> np.ndarray:

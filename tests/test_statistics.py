@@ -16,7 +16,7 @@ EXERCISE = ROOT / "results" / "exercise"
 
 
 def exercise() -> hw4_report.Experiment:
-    _, runs_by_seed, facts = hw4_records.load_finished_run(EXERCISE, hw4.NETS)
+    _, runs_by_seed, facts = hw4_records.load_finished_run(EXERCISE)
     return hw4_report.Experiment({name: [runs[name] for runs in runs_by_seed] for name in runs_by_seed[0]}, facts)
 
 
@@ -95,7 +95,7 @@ def test_zero_updates_count_the_seeds_whose_conv1_update_ends_at_0_by_regime():
     """Q2's association of a conv1 update of 0 with staying at chance, recounted from the raw metrics.json files
     of exercise-all, and Fisher's exact test of its table."""
     run = ROOT / "results" / "exercise-all"
-    _, runs_by_seed, _ = hw4_records.load_finished_run(run, hw4.NETS)
+    _, runs_by_seed, _ = hw4_records.load_finished_run(run)
     for net in ("net3", "net3xavier", "net3bn"):
         raw = [json.loads((run / f"seed_{r.train_seed}" / "metrics.json").read_text())["nets"][net]
                for r in (seed[net] for seed in runs_by_seed)]
