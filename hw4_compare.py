@@ -530,7 +530,6 @@ def submission_findings(comparisons: Sequence[NetComparison]) -> list[Finding]:
     return merged + [f for c in comparisons for f in c.findings if f.kind != "setup"]
 
 
-
 def confusion_findings(run: NetRun, ref: Reference) -> list[Finding]:
     """A val confusion matrix that cannot be the best epoch's the run's numbers describe."""
     m = run.val_confusion

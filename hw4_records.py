@@ -979,11 +979,11 @@ SPEC_DEPTH_MAX = 64    # extra convs and hidden layers
 
 
 def check_spec(value: Any, field: str) -> NetSpec:
-    """A recorded NetSpec: every field of today's NetSpec, each of its type and in a range a net can be built
+    """A recorded NetSpec: fields of today's NetSpec only, each of its type and in a range a net can be built
     with; names plain text. Returned typed. A field that NetSpec gained after the run trained is absent and takes
     its default (a new field enters the table at its default, which keeps every committed net's numbers)."""
     schema(isinstance(value, dict) and "label" in value and set(value) <= {f.name for f in dataclasses.fields(NetSpec)},
-           field, "does not hold the fields of a net spec")  # a field added since takes its default, as it trained
+           field, "does not hold the fields of a net spec")
     width = lambda v: is_int(v) and 1 <= v <= SPEC_WIDTH_MAX  # noqa: E731
     checks = {
         "label": is_plain_text, "about": is_plain_text,
