@@ -67,14 +67,14 @@ def load_finished_run(out: Path) -> tuple[list[Path], list[dict[str, Results]], 
     run whole from its metrics.json, whatever today's table holds. A run read later (a linked one) names a net it
     shares by its own record; the committed runs agree on every net they share."""
     seed_outs, runs_by_seed, facts = load_run(out)
-    recorded = {}
+    specs = {}
     for runs in runs_by_seed:
         for name, r in runs.items():
-            recorded.setdefault(name, r.net_spec)
-            if r.net_spec.trained() != recorded[name].trained():
+            specs.setdefault(name, r.net_spec)
+            if r.net_spec.trained() != specs[name].trained():
                 raise UserError(f"{out}: {name} trained under two different specs in its seeds; rerun the training "
                                 "command with --resume")
-    use(dataclasses.replace(exercise(), nets={**exercise().nets, **recorded}))
+    use(dataclasses.replace(exercise(), nets={**exercise().nets, **specs}))
     return seed_outs, runs_by_seed, facts
 
 # =============================================================================
