@@ -991,21 +991,26 @@ def where_dead_text(variant: list[Results], base: list[Results], base_label: str
                      for d, b in zip(variant, base) if ends_dead(d))
 
 
-def answer_vanishing(exp: Experiment) -> list[str]:
+def vanishing_terms() -> str:
+    """What Q2's words mean, for the Method section."""
+    return (f"The gradient ratio is conv1's gradient norm over fc1's: what reaches the first layer, relative to "
+            "what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does "
+            f"to the weights, which Adam scales per weight. The gradient **vanishes** when that ratio, over the first "
+            f"{WINDOW_STEPS} iterations (from the untrained weights), is over {VANISH_FACTOR}× below "
+            f"{net_label(NET1)}'s in the same seed (for every deep net, Net3's remedies too); it **recovers** when a "
+            f"later epoch's ratio is back within {VANISH_FACTOR}× of {net_label(NET1)}'s in that epoch. A net is "
+            f"**dead** when the measured gradient says so: conv1's gradient is exactly 0 over the last epoch, or fc1 "
+            f"is dead with the train loss flat at ln(classes). The dead-unit probe (every unit outputs 0 on the "
+            f"first {DEAD_UNIT_IMAGES} val images, after each epoch) supports it but does not prove it: a layer "
+            "dead on the probe can still pass gradient and recover (`grad_norms.png`, `dead_units.png`).")
+
+
+def vanishing_table(exp: Experiment) -> list[str]:
+    """Q2's per-seed table, for the appendix: every deep net and its shallow base, seed by seed."""
     deep = [n for n in exp.nets if net_table()[n].extra_convs]
     if not deep:
-        chained = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"extra_convs"}]
-        return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
-    lines = [f"The gradient ratio is conv1's gradient norm over fc1's: what reaches the first layer, relative to "
-             "what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does "
-             f"to the weights, which Adam scales per weight. The gradient **vanishes** when that ratio, over the first "
-             f"{WINDOW_STEPS} iterations (from the untrained weights), is over {VANISH_FACTOR}× below "
-             f"{net_label(NET1)}'s in the same seed (for every deep net, Net3's remedies too); it **recovers** when a "
-             f"later epoch's ratio is back within {VANISH_FACTOR}× of {net_label(NET1)}'s in that epoch. A net is "
-             f"**dead** when the measured gradient says so: conv1's gradient is exactly 0 over the last epoch, or fc1 "
-             f"is dead with the train loss flat at ln(classes). The dead-unit probe (every unit outputs 0 on the "
-             f"first {DEAD_UNIT_IMAGES} val images, after each epoch) supports it but does not prove it: a layer "
-             "dead on the probe can still pass gradient and recover (`grad_norms.png`, `dead_units.png`).", "",
+        return []
+    lines = ["Q2's gradients and updates, seed by seed:", "",
              f"| net | seed | gradient ratio, first {WINDOW_STEPS} iterations | gradient ratio, epoch 1 | conv1 "
              f"update size, first {WINDOW_STEPS} iterations | conv1 update size, last epoch | first dead on the probe "
              "(after epoch) | dead on the probe at the end | conv1 gradient exactly 0 from epoch | reading |",
@@ -1017,6 +1022,15 @@ def answer_vanishing(exp: Experiment) -> list[str]:
             story = "" if not same else (gradient_story(r, exp.runs[base][k]).text if same[k] else
                                          f"not paired: {net_label(base)} ran on another machine")
             lines.append(f"| {r.label} | {r.train_seed} | {' | '.join(unit_facts(r))} | {story} |")
+    return lines
+
+
+def answer_vanishing(exp: Experiment) -> list[str]:
+    deep = [n for n in exp.nets if net_table()[n].extra_convs]
+    if not deep:
+        chained = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"extra_convs"}]
+        return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
+    lines = ["Terms as the Method section defines them; each seed's values are in the appendix."]
     lines += ["", *q2_answers(exp), ""]
     for name in deep:
         base = shallow_base(name)
@@ -1234,8 +1248,7 @@ def answer_hardest(exp: Experiment) -> list[str]:
                      f"of its {errors} val errors); lowest recall: {shown.classes[int(np.argmin(recall))]} "
                      f"({pct(float(recall.min()))}). Its hardest val images ([`{figure}`]({figure})): "
                      f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown "
-                     + ("also sit in another class's folder (a picture can lack its labelled object and still sit in "
-                        "one folder only: look at them)." if exp.dataset and exp.dataset.source == "image_folders"
+                     + ("also sit in another class's folder." if exp.dataset and exp.dataset.source == "image_folders"
                         else "are annotated with another class too."))
     lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
                  "the seeds in which a net learned.")
@@ -1364,20 +1377,26 @@ def remedy_table(exp: Experiment) -> list[str]:
                          f"{100 * typical(exp, b, GAP):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
                          f"{exp.seeds} | {delta} | {p_cell(exp.tested.get(PairTest(b, n, BEST_VAL)))} | "
                          f"{remedy_verdict(exp, n)} |")
-    family = [t for t in exp.tested.values() if t.family_name == "Q5's table"]
-    if family:
-        tests = ("an exact McNemar test over the val pictures of the one training seed" if exp.seeds == 1 else
-                 "a paired t-test where both nets learned in every seed; over two regimes, McNemar's exact test on "
-                 "the regimes and, apart, a paired t-test over the seeds in which both learned")
-        lines += ["", f"Each verdict reads its test after Holm's step-down correction over the {family[0].family} "
-                  f"tests of this table that can reach {ALPHA:g} with their data (a test that cannot is left out of "
-                  f"the family and says so, Tarone's rule), which keeps the chance of any false difference at "
-                  f"{ALPHA:.0%}: {tests}. {RULE} The p column gives each test's unadjusted p and, in brackets, the "
-                  "adjusted one." + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1
-                                     else "")]
+    if q5_method(exp):
+        lines += ["", "Each verdict reads its test after Holm's correction over this table (Method); the p column "
+                  "gives each test's unadjusted p and, in brackets, the adjusted one."
+                  + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1 else "")]
     measured = list(dict.fromkeys(r for r, _ in rows))
     lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
     return lines + resolution_slope(exp, rows) + (rates_citation(exp.rates) if exp.rates else []) + ["", proposal(exp)]
+
+
+def q5_method(exp: Experiment) -> str:
+    """How Q5's table is tested, for the Method section; "" when the run has no remedy test."""
+    family = [t for t in exp.tested.values() if t.family_name == "Q5's table"]
+    if not family:
+        return ""
+    tests = ("an exact McNemar test over the val pictures of the one training seed" if exp.seeds == 1 else
+             "a paired t-test where both nets learned in every seed; over two regimes, McNemar's exact test on "
+             "the regimes and, apart, a paired t-test over the seeds in which both learned")
+    return (f"**Q5's table** is a family of its own: Holm's step-down correction over its {family[0].family} tests "
+            f"that can reach {ALPHA:g} with their data (a test that cannot is left out and says so, Tarone's rule) "
+            f"keeps the chance of any false difference at {ALPHA:.0%}: {tests}, two-sided as above.")
 
 
 def resolution_slope(exp: Experiment, rows: list[tuple[Remedy, str]]) -> list[str]:
@@ -2430,27 +2449,10 @@ def remedies_answer(exp: Experiment) -> str:
 def claims_section(exp: Experiment) -> list[str]:
     """The claims table with its rule, its scope and, when any claim has an interval, a link to claims.png."""
     results = [claim_row(exp, c) for c in CLAIMS]
-    how = ("over the paired seeds: a paired t-test when both nets learned in every seed, else (a net at chance in some "
-           "seeds makes two regimes, which no normal interval fits) two tests, each its own part: McNemar's exact test "
-           "on the regimes (how often each net learns) and a paired t-test over the seeds in which both learned"
-           if exp.seeds > 1 else
-           "within the one training seed, over pictures: two nets' val accuracies by an exact McNemar test on the val "
-           "pictures that only one of them got right, a net's train − val gap by a two-proportion test over its "
-           "train and val pictures")
     lines = ["## Does this reproduce the original report?", "",
              "The original report is a student's submission for this homework (spring 2023), with its code; each of "
-             "its findings (its Q1–Q4 answers and discussion) is checked against this run. A claimed difference is "
-             f"tested against 0 {how}. {RULE} The tests of the table are one family: each verdict reads its test "
-             "after Holm's correction over them (a test that two claims cite counts once; by Tarone's rule, a test whose "
-             f"smallest attainable p is above {ALPHA:g}/K, such as an exact test over too few seeds, stays out of the "
-             "family of K tests and says so), and the p column gives the unadjusted p with the adjusted one beside it. A claim is "
-             "**reproduced** when a test resolves it on the claimed side, none on the other, and the 95% interval "
-             "does not exclude the claimed size; **partly reproduced** when the direction holds but the size does "
-             "not, or the symptom holds but its claimed cause is resolved the other way; **not reproduced** when a "
-             "test resolves it on the other side, or the interval excludes the claimed size and holds 0; **not "
-             "resolved** otherwise; **not testable here** when a precondition fails.",
-             "", scope_text(exp) + " Best val accuracy is picked on the val set itself (there is no test split), so "
-             "it is optimistic; the final val accuracy beside it in the results table is not picked."]
+             "its findings (its Q1–Q4 answers and discussion) is checked against this run, as the Method section at "
+             "the end says. The p column gives each test's unadjusted p with the Holm-adjusted one beside it."]
     caveat = fc1_caveat(exp.first.config["image_size"])
     lines += ["", caveat] if caveat else []
     if claim_intervals(exp):
@@ -2462,6 +2464,43 @@ def claims_section(exp: Experiment) -> list[str]:
               *(f"| {k} | {c.question} | {c.words} | {r.measured} | {tests_p_text(exp, c)} | "
                 f"{verdict_text(r.judgement)} |"
                 for k, (c, r) in enumerate(zip(CLAIMS, results), 1))]
+    return lines
+
+
+def claims_method(exp: Experiment) -> str:
+    """How a claim is tested and what each verdict word means: stated once, in the Method section."""
+    how = ("over the paired seeds: a paired t-test when both nets learned in every seed, else (a net at chance in some "
+           "seeds makes two regimes, which no normal interval fits) two tests, each its own part: McNemar's exact test "
+           "on the regimes (how often each net learns) and a paired t-test over the seeds in which both learned"
+           if exp.seeds > 1 else
+           "within the one training seed, over pictures: two nets' val accuracies by an exact McNemar test on the val "
+           "pictures that only one of them got right, a net's train − val gap by a two-proportion test over its "
+           "train and val pictures")
+    return (f"**The claims.** A claimed difference is tested against 0 {how}. {RULE} The tests of the claims table "
+            "are one family: each verdict reads its test after Holm's correction over them (a test that two claims "
+            f"cite counts once; by Tarone's rule, a test whose smallest attainable p is above {ALPHA:g}/K, such as an "
+            "exact test over too few seeds, stays out of the family of K tests and says so). A claim is "
+            "**reproduced** when a test resolves it on the claimed side, none on the other, and the 95% interval "
+            "does not exclude the claimed size; **partly reproduced** when the direction holds but the size does "
+            "not, or the symptom holds but its claimed cause is resolved the other way; **not reproduced** when a "
+            "test resolves it on the other side, or the interval excludes the claimed size and holds 0; **not "
+            "resolved** otherwise; **not testable here** when a precondition fails.")
+
+
+def method_section(exp: Experiment) -> list[str]:
+    """## Method: the tests, sidedness, Holm and Tarone, the regimes, what the intervals cover, Q2's terms and the
+    pictures' label noise, each said once for the whole report."""
+    lines = ["## Method", "", claims_method(exp), "",
+             "**The intervals.** " + scope_text(exp) + " Best val accuracy is picked on the val set itself (there is "
+             "no test split), so it is optimistic; the final val accuracy beside it in the results table is not "
+             "picked."]
+    q5 = q5_method(exp)
+    lines += ["", q5] if q5 else []
+    if any(net_table()[n].extra_convs for n in exp.nets):
+        lines += ["", "**Q2's terms.** " + vanishing_terms()]
+    if exp.dataset and exp.dataset.source == "image_folders":
+        lines += ["", "**Label noise.** A hardest-image grid frames in red a picture that also sits in another class's "
+                  "folder; a picture can also lack its labelled object and still sit in one folder only: look at them."]
     return lines
 
 
@@ -2903,6 +2942,9 @@ def write_report(out: Path, exp: Experiment) -> None:
     ]
     for question in QUESTIONS:
         lines += [f"## {question.heading}", "", *question.answer(exp), ""]
+    lines += [*method_section(exp), ""]
+    appendix = vanishing_table(exp)
+    lines += ["## Appendix: per seed", "", *appendix, ""] if appendix else []
     if claim_intervals(exp):
         savefig_atomic(draw_claims(exp), out / "claims.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())

@@ -308,7 +308,7 @@ def test_q5_measures_every_remedy_and_advises_only_nets_that_exist(tmp_path):
             "net3he": [fake_results("net3he", [0.4, 0.5], 0.6, 1.0, m)],
             "net1res50": [fake_results("net1res50", [0.5, 0.54], 0.9, 2.0, m)]}
     text = report(tmp_path, runs)
-    q5 = text.split("## Q5")[1]
+    q5 = text.split("## Q5")[1].split("\n## ")[0]
     assert ("best val accuracy 54.0% at 32×32, 62.0% at 64×64, a slope of +4.0 points per 16 pixels of side. It says "
             "how much the side matters below 64×64, not what a side above it would give.") in q5
     assert len([line for line in q5.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + len(hw4_report.REMEDIES)
