@@ -1766,13 +1766,12 @@ def draw_val_confusions(runs: dict[str, list[Results]], data: SubsetTensors):
 
 
 FIGURES = (
-    Plot("seed_scores.png", draw_seed_scores, "best val accuracy of every seed (learned and at chance apart)"),
+    Plot("seed_scores.png", draw_seed_scores, "best val accuracy per seed"),
     Plot("samples.png", draw_samples, "5 random training images per class", needs_pictures=True),
-    Plot("confusion_val.png", draw_val_confusions, "val confusion matrices, summed over seeds, as % of each true "
-         "class"),
+    Plot("confusion_val.png", draw_val_confusions, "val confusions, % of each true class"),
     Plot("curves_epoch.png", draw_curves_epoch, "learning curves per epoch"),
     Plot("curves_100steps.png", draw_curves_100steps, "learning curves per 100 iterations"),
-    Plot("grad_norms.png", draw_grad_norms, "gradient norms of the first conv, last conv and fc1"),
+    Plot("grad_norms.png", draw_grad_norms, "gradient norms of conv1, last conv, fc1"),
     Plot("dead_units.png", draw_dead_units, "dead ReLU units per layer and epoch"),
     Plot("confusion_{net}_train.png", functools.partial(draw_confusion, split="train"), "train confusion",
          per_net=True),

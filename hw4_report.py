@@ -328,9 +328,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], unpaired: Sequence
 
 # --- The decision procedure: every verdict of the report and of `compare` comes from decide().
 
-RULE = ("Every test is two-sided, a directional claim's too: the report says when a difference is resolved on the "
-        "other side of a claim as well as on its side, and a claim is reproduced only by a rejection on its side, "
-        "so a false 'reproduced' is at most 2.5% likely for one test.")
+RULE = ("Every test is two-sided, a directional claim's too, and a claim is reproduced only by a rejection on its "
+        "side: a false 'reproduced' is at most 2.5% likely for one test.")
 
 
 def attainable(min_ps: Sequence[float]) -> tuple[list[int], float]:
@@ -466,7 +465,7 @@ def part_scope(part: Part, cmp: Comparison) -> str:
     """Where a part's evidence comes from, when that is not every paired seed."""
     if part.test is Test.REGIMES:
         only_a, only_b = cmp.regime_counts
-        return f"in the learn rate: only the net right of − learned in {only_b} seeds, only the other in {only_a}"
+        return f"in the learn rate: only the net left of − learned in {only_b} seeds, only the other in {only_a}"
     return f"over the {seeds_text(part.n)} in which both learned" if part.conditional else ""
 
 
@@ -476,12 +475,10 @@ def unresolved_reasons(part: Part, p: float | None, alpha: float | None, tested:
     where = " over the seeds in which both learned" if part.conditional else ""
     if p is None:
         needed = math.ceil(math.log2(2 / tested.threshold))
-        return [f"the {part.test.value} cannot be decided at {part.n} seed{'s' * (part.n != 1)} in which only one net "
-                f"learned: its smallest p, {p_text(part.min_p)}, is above the {p_text(tested.threshold)} it would "
-                f"need in {tested.family_name} (Tarone), which takes at least {needed} such seeds"]
+        return [f"the {part.test.value} cannot reach {p_text(tested.threshold)} (Tarone) with {part.n} "
+                f"seed{'s' * (part.n != 1)} in which only one net learned; it needs {needed}"]
     if part.p <= ALPHA:
-        reasons = [f"the {part.test.value}{where} gives p = {p_text(part.p)} alone, but not after Holm's correction "
-                   f"over the {tested.family} tests of {tested.family_name} (adjusted p = {p_text(p)})"]
+        reasons = [f"the {part.test.value}{where} gives p = {p_text(part.p)} alone, {p_text(p)} after Holm"]
     else:
         reasons = [f"the {part.test.value}{where} does not exclude 0 (p = {p_text(part.p)})"]
     if claimed and part.test is Test.T:
@@ -496,11 +493,9 @@ def power_text(claimed: float, part: Part, alpha: float, unit: Unit) -> str:
     counts = [seeds_for_power(claimed, sd, alpha) for sd in (part.sd, low, high)]
     if counts[0] is None:
         return f"over 1000 seeds would be needed to detect the claimed {signed(claimed, unit)}"
-    span = f" (from {counts[1]} to {counts[2] or 'over 1000'} over the spread's 95% interval)"
-    return (f"about {counts[0]} seeds{span} would detect the claimed {signed(claimed, unit)} with "
-            f"{100 * POWER:.0f}% power at the α of {alpha:.3g} that Holm's step-down leaves to the tests it did not "
-            "reject, and the "
-            f"measured seed-to-seed spread ({signed(part.sd, unit).lstrip('+')})")
+    return (f"about {counts[0]} seeds ({counts[1]}–{counts[2] or 'over 1000'}) give {100 * POWER:.0f}% power for "
+            f"the claimed {signed(claimed, unit)} at α {alpha:.3g}, where Holm's step-down stopped (spread "
+            f"{signed(part.sd, unit).lstrip('+')})")
 
 
 def std_interval(sd: float, n: int) -> tuple[float, float]:
@@ -518,17 +513,6 @@ def pm(values: Sequence[float], scale: float = 100.0, digits: int = 1, unit: str
     """'mean ± std' over seeds, or the one value."""
     mean, std = (float(v) for v in mean_std(values))
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if len(values) > 1 else "") + unit
-
-
-def regime_pm(exp: "Experiment", name: str, measure: "Measure", scale: float = 100.0, digits: int = 1,
-              unit: str = "%") -> str:
-    """pm over the seeds; for a net with two regimes, over each regime apart (a mean over both is a value no
-    seed has)."""
-    if not exp.two_regimes(name):
-        return pm(exp.values(name, measure), scale, digits, unit)
-    learned, chance = exp.by_regime(name, measure)
-    return (f"{pm(learned, scale, digits, unit)} ({len(learned)} learned), "
-            f"{pm(chance, scale, digits, unit)} ({len(chance)} at chance)")
 
 
 def typical(exp: "Experiment", name: str, measure: "Measure") -> float:
@@ -554,7 +538,8 @@ def unpaired_text(cmp: Comparison) -> str:
             "on different machines")
 
 
-def difference_text(cmp: Comparison, unit: Unit = POINTS, shown_seeds: int = 0) -> str:
+def difference_text(cmp: Comparison, unit: Unit = POINTS, shown_seeds: int = 0,
+                    names: tuple[str, str] = ("the net left of −", "the one right of it")) -> str:
     """'+1.2 points (95% CI [-0.3, +2.7], 3 paired seeds)' (without the count when it is shown_seeds, which a
     table states once), '+1.2 points (one seed)', or one seed's picture-level interval, labelled as such; seeds
     whose two nets ran on different machines are left out, and said to be."""
@@ -563,7 +548,7 @@ def difference_text(cmp: Comparison, unit: Unit = POINTS, shown_seeds: int = 0) 
         return f"not paired ({left_out})"
     note = f"; {left_out}" if left_out else ""
     if cmp.two_regimes and cmp.seeds > 1:
-        return regimes_difference_text(cmp, unit, note)
+        return regimes_difference_text(cmp, unit, note, names)
     value = signed(cmp.diff, unit)
     if cmp.degenerate:
         return f"{value} in every one of {cmp.seeds} paired seeds (no spread, so no interval{note})"
@@ -576,12 +561,13 @@ def difference_text(cmp: Comparison, unit: Unit = POINTS, shown_seeds: int = 0) 
     return f"{value} (95% CI [{low}, {high}]{seeds}{note})"
 
 
-def regimes_difference_text(cmp: Comparison, unit: Unit, note: str = "") -> str:
+def regimes_difference_text(cmp: Comparison, unit: Unit, note: str = "",
+                            names: tuple[str, str] = ("the net left of −", "the one right of it")) -> str:
     """A difference over two regimes, as its two parts: the regimes (McNemar) and the difference over the seeds in
     which both nets learned; never a mean, a median or an interval over both regimes."""
     only_a, only_b = cmp.regime_counts
-    text = (f"two regimes: only the net left of − learned in {only_b} seed{'s' * (only_b != 1)}, only the one right "
-            f"of it in {only_a}" + (f" (exact McNemar p = {p_text(regimes_part(only_a, only_b).p)})"
+    text = (f"only {names[0]} learned in {only_b} seed{'s' * (only_b != 1)}, only {names[1]} in "
+            f"{only_a}" + (f" (exact McNemar p = {p_text(regimes_part(only_a, only_b).p)})"
                                     if only_a + only_b else "") + note)
     both = cmp.both_learned
     if both.seeds:
@@ -741,8 +727,7 @@ def best_epoch_text(exp: Experiment, name: str) -> str:
     learned = exp.learned(name)
     if not learned:
         return "— (at chance)"
-    text = pm([r.best_epoch for r in learned], 1, int(len(learned) > 1), "")
-    return text + (f" (the {seeds_text(len(learned))} that learned)" if len(learned) < exp.seeds else "")
+    return pm([r.best_epoch for r in learned], 1, int(len(learned) > 1), "")
 
 
 def eval_mode_train(exp: Experiment) -> bool:
@@ -757,30 +742,46 @@ def train_measure(exp: Experiment) -> str:
 
 
 def report_table(exp: Experiment) -> list[str]:
-    finals = [(split, m) for split in SPLITS for m in shown_metrics(exp.runs)]
-    lines = [("Train values are the original's running means over each epoch (augmentation, dropout and batch "
-              "statistics active); the final train acc (eval mode) column measures the training images like val, "
-              "after the last epoch, and is the one the gaps and diagnoses use." if eval_mode_train(exp) else
+    # the train split as the original records it (running means while training) is in the curves and pickles; the
+    # table's train column is the eval-mode one, measured like val, which gaps and diagnoses read
+    finals = [("val", m) for m in shown_metrics(exp.runs)]
+    mixed = any(0 < exp.stuck(n) < len(runs) for n, runs in exp.runs.items())
+    lines = [("Train acc: eval mode, after the last epoch, like val (the original's running means are in the "
+              "curves)." if eval_mode_train(exp)
+              else
               "Train values are the original's running means over each epoch; this run predates hw4's eval-mode "
               "measurement, so the gaps and diagnoses use them too (for the variants with augmentation, dropout or "
-              "BatchNorm they understate the train accuracy)."), "",
-             "| net | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
+              "BatchNorm they understate the train accuracy).")
+             + (" A net at chance in some seeds shows the seeds it learned in, with its learn rate's 95% "
+                "Clopper–Pearson interval." if mixed else ""), "",
+             "| net | learned in | best val acc | best epoch | " + " | ".join(f"final {s} {m.short}" for s, m in finals)
              + f" | final train acc ({train_measure(exp)}) | params | training time | diagnosis |",
-             "|---" * (7 + len(finals)) + "|"]
+             "|---" * (8 + len(finals)) + "|"]
     if exp.seeds == 1:
         lines[:1] = [lines[0] + " With one seed, a val accuracy's bracket is its 95% Clopper–Pearson interval over the "
                      f"{exp.first.n_val:,} val pictures: the pictures' variation, not that between training seeds."]
     for name, runs in exp.runs.items():
-        cells = [regime_pm(exp, name, Measure("final", s, m), *(() if m.percent else (1, 3, "")))
-                 + val_interval_text(exp, name, Measure("final", s, m))
+        def shown(measure: Measure, *fmt: Any) -> str:
+            values = exp.by_regime(name, measure)[0] if 0 < exp.stuck(name) < len(runs) else exp.values(name, measure)
+            return pm(values, *fmt) + val_interval_text(exp, name, measure)
+
+        cells = [shown(Measure("final", s, m), *(() if m.percent else (1, 3, "")))
                  if exp.recorded(name, Measure("final", s, m)) else "not recorded" for s, m in finals]
-        lines.append(f"| {net_label(name)} | {regime_pm(exp, name, BEST_VAL)}"
-                     f"{val_interval_text(exp, name, BEST_VAL)} | "
+        lines.append(f"| {net_label(name)} | {learned_in_text(exp, name)} | {shown(BEST_VAL)} | "
                      f"{best_epoch_text(exp, name)} | "
-                     f"{' | '.join(cells)} | {regime_pm(exp, name, FINAL_TRAIN_CLEAN_ACC)} | "
+                     f"{' | '.join(cells)} | {shown(FINAL_TRAIN_CLEAN_ACC)} | "
                      f"{runs[0].params:,} | {pm([r.train_time_s for r in runs], 1, 0, ' s')} | "
                      f"{diagnosis(exp, name)} |")
     return lines
+
+
+def learned_in_text(exp: Experiment, name: str) -> str:
+    """'20 of 20', or for a net at chance in some seeds its learn rate's 95% Clopper–Pearson interval too."""
+    learned, seeds = len(exp.learned(name)), len(exp.runs[name])
+    if learned in (0, seeds) or seeds < 2:
+        return f"{learned} of {seeds}"
+    low, high = clopper_pearson(learned, seeds)
+    return f"{learned} of {seeds} ({100 * low:.0f}–{100 * high:.0f}%)"
 
 
 def val_interval_text(exp: Experiment, name: str, measure: Measure) -> str:
@@ -824,7 +825,8 @@ def describe_difference(exp: Experiment, a: str, b: str, what: Measure = BEST_VA
     cmp = exp.compare(a, b, what)
     if cmp.seeds == 0:
         return f"{net_label(b)} − {net_label(a)}: not compared; {not_paired_reason(cmp)}."
-    text = f"{net_label(b)} − {net_label(a)}: {difference_text(cmp)} of {what.words}"
+    names = (net_label(b), net_label(a))
+    text = f"{names[0]} − {names[1]}: {difference_text(cmp, names=names)} of {what.words}"
     if cmp.seeds == 1 and not cmp.parts:
         missing = f" ({cmp.pictures.note})" if cmp.pictures and cmp.pictures.note else ""
         return text + (f"; the run-to-run noise is unknown{missing}, so rerun with `--seeds 3` or more before reading "
@@ -852,7 +854,19 @@ def answer_padding(exp: Experiment) -> list[str]:
         padded = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"padding"}]
         return [f"Not measured: this run trained no net that differs from its base only in padding "
                 f"({nets_arg(padded)} measures it)."]
-    return [f"- {describe_difference(exp, a, b, what)}" for a, b in pairs for what in (BEST_TRAIN, BEST_VAL)]
+    lines = []
+    for a, b in pairs:
+        for what in (BEST_TRAIN, BEST_VAL):
+            rows = claim_rows(exp, PairTest(a, b, what))
+            if not rows:  # a pair the claims above do not decide
+                lines.append(f"- {describe_difference(exp, a, b, what)}")
+    return lines
+
+
+def claim_rows(exp: Experiment, key: Any) -> list[int]:
+    """The claims table's rows (from 1) that cite the comparison."""
+    return [k for k, claim in enumerate(CLAIMS, 1) if not claim.missing(exp)
+            and {key, flipped(key)} & set(claim.comparisons(exp))]
 
 
 def dead_layers(r: Results, epoch: int) -> list[str]:
@@ -930,6 +944,12 @@ def gradient_story(deep: Results, base: Results) -> GradientStory:
                          not dead and recovery_epoch(deep, base) is not None)
 
 
+def ratio_median(values: Sequence[float]) -> str:
+    """A few values listed, more as their median (the appendix gives each seed's)."""
+    values = [float(v) for v in values]
+    return ratio_range(values) if len(values) <= 4 else ratio_range([float(np.median(values))])
+
+
 def ratio_range(values: Sequence[float]) -> str:
     """A few values listed, more as 'median m (a to b)'."""
     def text(v: float) -> str:
@@ -982,27 +1002,16 @@ def dead_at_end_text(r: Results) -> str:
     return ", ".join(counted + [d for d in dead if not is_chain_layer(d)])
 
 
-def where_dead_text(variant: list[Results], base: list[Results], base_label: str) -> str:
-    """Per seed in which the variant ends dead: what died, beside what died in its base net in that seed, so a
-    reader sees whether a remedy lost the very layers its base lost."""
-    def what(r: Results) -> str:
-        return dead_at_end_text(r) or ("conv1's gradient exactly 0" if ends_dead(r) else "nothing")
-    return "; ".join(f"seed {d.train_seed}: {what(d)} ({base_label}: {what(b)})"
-                     for d, b in zip(variant, base) if ends_dead(d))
-
-
 def vanishing_terms() -> str:
     """What Q2's words mean, for the Method section."""
-    return (f"The gradient ratio is conv1's gradient norm over fc1's: what reaches the first layer, relative to "
-            "what the classifier gets. The update size is conv1's ‖Δw‖/‖w‖ per Adam step: what the gradient does "
-            f"to the weights, which Adam scales per weight. The gradient **vanishes** when that ratio, over the first "
-            f"{WINDOW_STEPS} iterations (from the untrained weights), is over {VANISH_FACTOR}× below "
-            f"{net_label(NET1)}'s in the same seed (for every deep net, Net3's remedies too); it **recovers** when a "
-            f"later epoch's ratio is back within {VANISH_FACTOR}× of {net_label(NET1)}'s in that epoch. A net is "
-            f"**dead** when the measured gradient says so: conv1's gradient is exactly 0 over the last epoch, or fc1 "
-            f"is dead with the train loss flat at ln(classes). The dead-unit probe (every unit outputs 0 on the "
-            f"first {DEAD_UNIT_IMAGES} val images, after each epoch) supports it but does not prove it: a layer "
-            "dead on the probe can still pass gradient and recover (`grad_norms.png`, `dead_units.png`).")
+    l1, l3 = net_label(NET1), net_label(NET3)
+    return (f"Gradient ratio: conv1's gradient norm over fc1's; update size: conv1's ‖Δw‖/‖w‖ per step. Early: the "
+            f"first {WINDOW_STEPS} iterations; late: the last epoch, over the seeds in which {l3} learned, as is the "
+            f"loss drop per epoch from epoch 2. Differences are log10 {l1} / {l3} (a loss drop: {l1}'s less {l3}'s), "
+            f"so above 0 is the original's claim. **Vanishing**: an early ratio over {VANISH_FACTOR}× below {l1}'s; "
+            f"**recovers**: back within {VANISH_FACTOR}× later. **Dead**: conv1's gradient 0 over the last epoch, or "
+            f"fc1 dead with the loss flat at ln(classes); the probe (units all 0 on {DEAD_UNIT_IMAGES} val images) "
+            "only supports it.")
 
 
 def vanishing_table(exp: Experiment) -> list[str]:
@@ -1030,8 +1039,7 @@ def answer_vanishing(exp: Experiment) -> list[str]:
     if not deep:
         chained = [n for n, s in net_table().items() if s.base and changed_fields(n) == {"extra_convs"}]
         return [f"Not measured: this run trained no net with the extra conv chain ({nets_arg(chained)} measures it)."]
-    lines = ["Terms as the Method section defines them; each seed's values are in the appendix."]
-    lines += ["", *q2_answers(exp), ""]
+    lines = [*q2_answers(exp), "", "Each deep net against its shallow base (each seed: Appendix):"]
     for name in deep:
         base = shallow_base(name)
         if base == name or base not in exp.runs:
@@ -1040,16 +1048,14 @@ def answer_vanishing(exp: Experiment) -> list[str]:
         stories = [gradient_story(d, b) for d, b in pairs]
         lb, ld = net_label(base), net_label(name)
         if not pairs:
-            lines.append(f"{ld} against {lb}: not paired, the two ran on different machines in every seed.")
+            lines.append(f"- {ld} against {lb}: not paired, the two ran on different machines in every seed.")
             continue
         n = seeds_text(len(pairs)) + (" in which both ran on one machine" if len(pairs) < exp.seeds else "")
-        counts = ", ".join(f"{story.text} in {stories.count(story)}" for story in dict.fromkeys(stories))
-        sentence = (f"{ld} against {lb}, over {n}: {counts}. Gradient ratio over the first {WINDOW_STEPS} iterations: "
-                    f"{ratio_range([gradient_ratio(d) for d, _ in pairs])}. Final training loss "
-                    f"{regime_pm(exp, name, FINAL_TRAIN_LOSS, 1, 3, '')}")
-        if NET3 in exp.runs and name != NET3 and any(ends_dead(d) for d, _ in pairs):
-            sentence += f". Dead at the end in {where_dead_text(exp.runs[name], exp.runs[NET3], net_label(NET3))}"
-        lines.append(sentence + ".")
+        counts = "; ".join(f"{story.text} in {stories.count(story)}" for story in dict.fromkeys(stories))
+        sentence = f"{ld} against {lb}, over {n}: {counts}" + ("" if name == NET3 else (
+            f"; early gradient ratio {ratio_median([gradient_ratio(d) for d, _ in pairs])}"
+            + (" (median)" if len(pairs) > 4 else "")))
+        lines.append(f"- {sentence}.")
     return lines
 
 
@@ -1105,60 +1111,80 @@ def zero_updates(runs: Sequence[Results], net: str) -> ZeroUpdates | None:
     return zero_table(net, (o for o in map(update_outcome, runs) if o is not None))
 
 
-def zero_updates_text(z: ZeroUpdates) -> str:
-    """'Net3: 0 from some epoch on in 2 of 2 seeds at chance and 0 of 1 that learned (Fisher's exact p = 0.33)',
-    or, with one regime only, 'Net3-BN: never 0 in its 3 seeds, all of which learned'."""
-    if not (z.at_chance and z.learned):
-        zero = z.zero_at_chance + z.zero_learned
-        regime = "stayed at chance" if z.at_chance else "learned"
-        return (f"{net_label(z.net)}: {'never 0 in' if not zero else f'0 from some epoch on in {zero} of'} its "
-                f"{seeds_text(z.seeds)}, all of which {regime} (no test)")
-    return (f"{net_label(z.net)}: 0 from some epoch on in {z.zero_at_chance} of {z.at_chance} seeds at chance and "
-            f"{z.zero_learned} of {z.learned} that learned (Fisher's exact test, two-sided: p = {p_text(z.p_value)})")
+def zero_updates_table(rows: Sequence[tuple[str, ZeroUpdates]]) -> list[str]:
+    """Per (seeds, net): in how many seeds at chance, and in how many that learned, conv1's update is 0 from some
+    epoch to the end, and Fisher's exact test of the two (none when the net has one regime only)."""
+    lines = ["| seeds | net | at chance, update 0 | learned, update 0 | Fisher's exact p |",
+             "|---|---|---|---|---|"]
+    for where, z in rows:
+        p = p_text(z.p_value) if z.at_chance and z.learned else "no test: one regime"
+        lines.append(f"| {where} | {net_label(z.net)} | {z.zero_at_chance} of {z.at_chance} | {z.zero_learned} of "
+                     f"{z.learned} | {p} |")
+    return lines
+
+
+def pooled_zero_rows(study: RateStudy) -> list[tuple[str, ZeroUpdates]]:
+    """The zero-update tables pooled over the study's runs (each training seed once, a full-length run's outcome
+    first; a short seed's outcome is its state after its last epoch)."""
+    return [("pooled", z) for z in study.zero_updates()]
+
+
+Q2_PARTS = {"early gradient": "gradient vanishes early", "loss slope": "loss falls slowly",
+            "late gradient": "gradient small late", "early update": "updates small early",
+            "late update": "updates approach 0"}
+
+
+def q2_part_values(values: tuple[list[float], list[float]], key: str) -> tuple[str, str]:
+    """(Net3's, Net1's) medians over the seeds of one Q2 part (each seed's values are in the appendix)."""
+    if key == "loss slope":
+        return tuple(f"{float(np.median(side)):.3f} nats" for side in values)
+    return tuple(ratio_median([10 ** v if 10 ** v > RATIO_FLOOR else 0.0 for v in side]) for side in values)
+
+
+def q2_table(exp: Experiment) -> list[str]:
+    """Q2's parts, each against Net1 of the same seed, decided in the claims table's family: what each net
+    measured, the paired difference (log10 of Net1's over Net3's, a loss drop's Net1 − Net3 in nats; above 0 is
+    what the original claims) with its interval, and the answer."""
+    values = VanishingCheck().values(exp)
+    l3, l1 = net_label(NET3), net_label(NET1)
+    lines = [f"| part | {l3}, median | {l1}, median | {l1} vs {l3} [95% CI] | p (Holm) | seeds | "
+             "answer |",
+             "|---|---|---|---|---|---|---|"]
+    for key, question in Q2_PARTS.items():
+        tested = exp.tested.get(("Q2", key))
+        if tested is None or tested.cmp.seeds < 2:
+            lines.append(f"| {question} | | | | | {len(values[key][0])} | not tested: "
+                         + ("no seed recorded it |" if tested is None else "a test needs two seeds |"))
+            continue
+        d = exp.decision(("Q2", key), unit=DECADES)
+        effect, p, seeds = effect_cell(tested, NATS if key == "loss slope" else DECADES)
+        answer = {1: "yes", -1: "no, reversed"}.get(d.side) or verdict_text(d.judgement)
+        lines.append(f"| {question} | {' | '.join(q2_part_values(values[key], key))} | {effect} | {p} | {seeds} | "
+                     f"{answer} |")
+    return lines
 
 
 def q2_answers(exp: Experiment) -> list[str]:
-    """Q2's four questions, each answered from a measurement: the decisions of the claims table's Q2 parts."""
+    """Q2's parts as one table (the claims table's row decides them), then what hw4 adds: whether Adam keeps the
+    updates up, and whether they reach 0 where a net dies."""
     if NET1 not in exp.runs or NET3 not in exp.runs:
         return []
-
-    def answer(key: str) -> str:
-        if ("Q2", key) not in exp.tested:
-            return "not tested here (no seed recorded it)"
-        if exp.tested[("Q2", key)].cmp.seeds < 2:
-            return (f"not tested: measured in {seeds_text(exp.tested[('Q2', key)].cmp.seeds)} only (those that "
-                    f"recorded it, and in which {net_label(NET3)} learned), and a test needs two")
-        d = exp.decision(("Q2", key), unit=DECADES)
-        return {1: "yes, ", -1: "no, the other way: ", 0: ""}[d.side] + resolution_text(d)
-
-    collapsed = [(r, first_dead(r)) for r in exp.runs[NET3] if ends_dead(r)]
-    firsts = "; ".join(f"seed {r.train_seed}: {', '.join(f[1])} (epoch {f[0]})" if f else
-                       f"seed {r.train_seed}: none on the probe" for r, f in collapsed)
     deep = [n for n in exp.nets if net_table()[n].extra_convs]
-    zeros = [zero_updates_text(z) for z in (zero_updates(exp.runs[n], n) for n in deep) if z]
+    zeros = [("this run", z) for z in (zero_updates(exp.runs[n], n) for n in deep) if z]
+    pooled = [(w, z) for w, z in pooled_zero_rows(exp.rates) if z.net in exp.runs] if exp.rates else []
+    zeros += pooled
     adam = adam_keeps_updates(exp)
     updates = ("" if ("Q2", "late update") in exp.tested else
                " Update sizes are not recorded in seeds trained before hw4 measured them.")
-    row = next(k for k, c in enumerate(CLAIMS, 1) if isinstance(c.check, VanishingCheck))
-    return [f"Q2's questions, each against {net_label(NET1)} of the same seed (log10 of {net_label(NET1)}'s value over "
-            f"{net_label(NET3)}'s, and for the loss drop {net_label(NET1)}'s less {net_label(NET3)}'s in nats, so "
-            f"above 0 is what the original claims; claims row {row} decides them):",
-            f"- Does the gradient vanish early? {answer('early gradient')}.",
-            f"- Does the loss then fall slowly (drop per epoch from epoch 2, where {net_label(NET3)} learns)? "
-            f"{answer('loss slope')}.",
-            f"- Is the gradient small late in training (last epoch)? {answer('late gradient')}.",
-            f"- Are {net_label(NET3)}'s updates small early, while its gradient vanishes (conv1's update size, first "
-            f"{WINDOW_STEPS} iterations)? {answer('early update')}. "
-            + (f"{adam_text(adam)}: Adam divides each weight's step by its gradient's running RMS." if adam else
-               "Adam divides each weight's step by its gradient's running RMS, so a small gradient need not make a "
-               "small update."),
-            f"- Do the updates approach 0 (conv1's update size, last epoch)? {answer('late update')}.{updates}",
-            *(["- Do the updates reach 0 where a net dies (hw4's test, each net's alone and outside the claims "
-               "table's family, over the seeds that recorded update sizes; conv1's update at most 1e-12 from some "
-               "epoch to the end)? " + "; ".join(zeros) + "."
-               + (f" {pooled_zero_text(exp.rates)}" if exp.rates and pooled_zero_text(exp.rates) else "")]
-              if zeros else []),
-            f"- Which layer dies first in a collapsed seed? {firsts or 'no seed collapsed'}."]
+    return [*q2_table(exp), "",
+            (f"- hw4's Adam test: {adam_text(adam)}, as Adam scales each step by the gradient's "
+             "running RMS." if adam else
+             "- Adam divides each weight's step by its gradient's running RMS, so a small gradient need not make a "
+             "small update.") + updates,
+            *(["", f"Where a net dies, do its updates reach 0 (≤ {UPDATE_FLOOR:g})? hw4's test, "
+               "each row alone"
+               + (f"; pooled: every seed of {', '.join(f'`{r}`' for r in exp.rates.update_runs)} that recorded "
+                  "them" if pooled else "") + ":", "", *zero_updates_table(zeros)] if zeros else [])]
 
 
 def ranking_order(exp: Experiment) -> list[str]:
@@ -1170,20 +1196,23 @@ def ranking_order(exp: Experiment) -> list[str]:
 def answer_ranking(exp: Experiment) -> list[str]:
     order = ranking_order(exp)
     mixed = any(len(exp.learned(n)) < len(exp.runs[n]) for n in order)
-    lines = [("By the share of seeds in which each net learned, then " if mixed else "By ")
-             + "mean best val accuracy over the seeds in which each net learned: "
-             + " > ".join(f"{net_label(n)} ({regime_pm(exp, n, BEST_VAL)})" for n in order) + "."]
-    if len(order) > 1:
-        lines += [f"- {net_label(b)} − {net_label(a)}: in Q1." if changed_fields(b) == {"padding"} else
-                  f"- {describe_difference(exp, a, b)}" for a, b in exp.base_pairs()]
-    for name, runs in exp.runs.items():
-        stuck, learned = [r for r in runs if r.at_chance], exp.learned(name)
-        if stuck and exp.seeds > 1:
-            low, high = clopper_pearson(len(learned), len(runs))
-            lines.append(f"- {net_label(name)}: learned in {len(learned)} of {seeds_text(len(runs))} (95% "
-                         f"Clopper–Pearson interval of the rate at which a seed learns: {pct(low)} to {pct(high)}); "
-                         f"{len(stuck)} stayed at chance (best val {pm([BEST_VAL.of(r) for r in stuck])}, seeds "
-                         f"{', '.join(str(r.train_seed) for r in stuck)}).")
+
+    def shown(n: str) -> str:
+        learned = exp.learned(n)
+        rate = f", learned in {len(learned)} of {len(exp.runs[n])}" if len(learned) < len(exp.runs[n]) else ""
+        return f"{net_label(n)} ({pm([BEST_VAL.of(r) for r in learned or exp.runs[n]])}{rate})"
+
+    lines = [("By learn rate, then " if mixed else "By ") + "best val accuracy where each learned: "
+             + " > ".join(map(shown, order)) + "."]
+    cited = {"the claims table": [], "Q5's table": []}
+    for a, b in exp.base_pairs() if len(order) > 1 else ():
+        key = PairTest(a, b, BEST_VAL)
+        tested = exp.tested.get(key) or exp.tested.get(flipped(key))
+        if tested is not None and tested.family_name in cited:
+            cited[tested.family_name].append(f"{net_label(b)} − {net_label(a)}")
+        else:
+            lines.append(f"- {describe_difference(exp, a, b)}")
+    lines += ["- Each remedy against its base: Q5's table."] if cited["Q5's table"] else []
     return lines + [ranking_verdict(exp, order)]
 
 
@@ -1198,7 +1227,7 @@ def ranking_verdict(exp: Experiment, order: list[str]) -> str:
     decisions = {n: exp.decision(PairTest(n, top, BEST_VAL), threshold=True) for n in others}
     ties = [n for n in others if decisions[n].side != 1]
     if not ties:
-        return f"Best in this run: {net_label(top)}, resolved above every other net (two-sided tests, Holm-corrected)."
+        return f"Best in this run: {net_label(top)}, resolved above every other net."
     return (f"No single best net: {net_label(top)} is not resolved above "
             + ", ".join(f"{net_label(n)} ({short_reason(decisions[n])})" for n in ties)
             + "; the tests are two-sided, Holm-corrected over Q3's family unless the claims table or Q5 tests the "
@@ -1224,11 +1253,10 @@ def confused_pairs(matrix: np.ndarray, classes: Sequence[str]) -> list[tuple[str
 
 
 def answer_hardest(exp: Experiment) -> list[str]:
-    lines, pairs = [], []
+    lines, pairs, rows = [], [], []
+    two = ("in two folders" if exp.dataset and exp.dataset.source == "image_folders" else "annotated with two classes")
     for name, runs in exp.runs.items():
         learned = exp.learned(name)
-        left_out = (f" (its {seeds_text(len(runs) - len(learned))} at chance left out)"
-                    if 0 < len(learned) < len(runs) else "")
         matrix = sum(r.val_confusion for r in learned) if learned else None
         if matrix is None or len(np.flatnonzero(matrix.sum(0))) == 1:
             lines.append(f"- {net_label(name)} {'stayed at chance' if not learned else 'predicts one class'}"
@@ -1243,15 +1271,13 @@ def answer_hardest(exp: Experiment) -> list[str]:
         recall = recalls(matrix)
         pairs.append((a, b))
         shown, figure = learned[0], exp.figure(learned[0], "hardest_{net}.png")
-        lines.append(f"- {net_label(name)}{left_out}: most confused pair **{a} / {b}** ({n} images, "
-                     f"{100 * n / errors:.0f}% "
-                     f"of its {errors} val errors); lowest recall: {shown.classes[int(np.argmin(recall))]} "
-                     f"({pct(float(recall.min()))}). Its hardest val images ([`{figure}`]({figure})): "
-                     f"{sum(bool(h.also_shows) for h in shown.hardest)} of the {len(shown.hardest)} shown "
-                     + ("also sit in another class's folder." if exp.dataset and exp.dataset.source == "image_folders"
-                        else "are annotated with another class too."))
-    lines.append("Confusions are the symmetric off-diagonal sums of the best-epoch val confusion matrices, summed over "
-                 "the seeds in which a net learned.")
+        rows.append(f"| {net_label(name)} | **{a} / {b}** | {100 * n / errors:.0f}% "
+                    f"| {shown.classes[int(np.argmin(recall))]} ({pct(float(recall.min()))}) | [`{figure}`]({figure}) "
+                    f"| {sum(bool(h.also_shows) for h in shown.hardest)} of {len(shown.hardest)} |")
+    if rows:
+        lines[:0] = ["Best-epoch val confusions, over the seeds in which each net learned:", "",
+                     "| net | most confused pair | share of val errors | lowest recall | hardest val "
+                     f"images | of them {two} |", "|---|---|---|---|---|---|", *rows, ""]
     facts = exp.dataset
     if facts is None:
         return lines + ["This run did not save which val images show two classes (it predates hw4 saving it)."]
@@ -1263,15 +1289,13 @@ def answer_hardest(exp: Experiment) -> list[str]:
         lines.append(f"No val image of {a} or {b} shows the other class, so their confusion comes from how alike they "
                      "look at this resolution, not from label noise." if a_b + b_a == 0 else
                      f"{a_b + b_a} of the {n_val} val images of {a} and {b} {verb[a_b + b_a > 1]} {where} "
-                     f"({a_b} labelled {a}, {b_a} labelled {b}); each carries only one label, so part of this "
-                     "confusion is label noise that no net can resolve.")
+                     f"({a_b} labelled {a}, {b_a} {b}), each with one label: part of this confusion is label noise.")
     if facts.shared:
         pairs_text = ", ".join(f"{p} {n}" for p, n in list(facts.shared["class_pairs"].items())[:4])
         lines.append(f"Over both splits, {facts.shared['in_two_classes']} pictures sit in two class folders "
                      f"({pairs_text}{', ...' if len(facts.shared['class_pairs']) > 4 else ''}) and "
                      f"{facts.shared['in_both_splits']} in both splits; the run "
-                     + ("kept them, as the folders give them." if facts.shared['kept'] else
-                        "left them out (--exclusive)."))
+                     + ("keeps them." if facts.shared['kept'] else "left them out (--exclusive)."))
     return lines
 
 
@@ -1295,8 +1319,8 @@ REMEDIES = (
     Remedy("xavier", "Xavier initialisation for the weights of each layer", "depth"),
     Remedy("he", f"He's initialisation of the convs, the one for ReLU{OURS}", "depth", ours=True),
     Remedy("higher resolution", "a higher resolution than 64×64", "underfitting",
-           "no picture of this dataset is larger than 64×64, so a higher resolution needs a dataset built at another "
-           "`--image-size` from full-size COCO pictures", testable=False),
+           "no picture of this dataset is larger (build one at another `--image-size` from full-size COCO)",
+           testable=False),
     Remedy("resolution", "lower resolutions, 32 and 48 px of the same pictures (hw4's measurement)", "underfitting",
            "with a lower resolution comes a smaller fc1", ours=True),
     Remedy("data", "more training images per class", "overfitting"),
@@ -1318,10 +1342,38 @@ def both_at_chance(exp: Experiment, a: str, b: str) -> bool:
 
 
 def effect_text(d: Decision) -> str:
-    """A remedy's effect in words that follow its decision: helps, hurts, or the verdict and why."""
-    if d.side:
-        return f"{'helps' if d.side > 0 else 'hurts'}: {resolution_text(d)}"
-    return verdict_text(d.judgement)
+    """A remedy's effect in words that follow its decision: helps or hurts with the seeds it rests on (the p column
+    beside it gives Holm's p), or the verdict and why."""
+    if not d.side and (d.verdict is not Verdict.NOT_RESOLVED or not d.tested or not d.tested.cmp.parts):
+        return verdict_text(d.judgement)
+    head = f"{'helps' if d.side > 0 else 'hurts'} {d.scope}" if d.side else f"not resolved {d.scope}"
+    # the p column gives each part's p; what it cannot show is a part that no seed count here could decide
+    undecidable = [part for part, adj in zip(d.tested.cmp.parts, d.tested.adjusted)
+                   if adj is None and part.test is Test.REGIMES]
+    return head + "".join(f" (the regimes cannot be decided: {part.n} seeds in which only one learned)"
+                          for part in undecidable)
+
+
+def study_verdict(study: RateStudy, net: str) -> str:
+    """The rate study's decision of a remedy's learn rate against its base, worded the one way every report and
+    table cites it: 'helps (Holm p = 2.2e-09)'. Only a claim of the original is 'reproduced': the original
+    proposes these remedies but claims nothing of how often a net learns."""
+    adjusted = study.tested[net].adjusted[0]
+    return study_word(study, net) + (f" (Holm p = {p_text(adjusted)})" if adjusted is not None else
+                                     " (cannot reach Holm's threshold)")
+
+
+def study_word(study: RateStudy, net: str) -> str:
+    """'helps', 'hurts' or 'not resolved': the study's decision of the net's learn rate against its base."""
+    return {1: "helps", -1: "hurts"}.get(rate_decision(study, net).side, "not resolved")
+
+
+def study_cell(study: RateStudy | None, net: str) -> str:
+    """The Q5 table's study column: the study's verdict on the net's learn rate, blank for a net it did not study."""
+    if study is None:
+        return ""
+    based = net in study.remedies and net_table()[net].base == study.base
+    return f" | {study_verdict(study, net) if based else ''}"
 
 
 def remedy_verdict(exp: Experiment, name: str) -> str:
@@ -1331,8 +1383,8 @@ def remedy_verdict(exp: Experiment, name: str) -> str:
                                                              f"{seeds_text(exp.seeds)}",), colon=True))
     effect = effect_text(exp.decision(PairTest(spec.base, name, BEST_VAL), threshold=True))
     if spec.train_fraction < 1:
-        return (f"training on {pct(spec.train_fraction)} of the images: {effect}. More images than the "
-                "dataset has is not measured here; only a larger dataset can show it")
+        return (f"training on {pct(spec.train_fraction)} of the images: {effect}. More images than this dataset has "
+                "are not measured here")
     return effect
 
 
@@ -1355,48 +1407,52 @@ def p_cell(tested: Tested | None) -> str:
 def remedy_table(exp: Experiment) -> list[str]:
     """One row per remedy and net; each verdict is the report's decision of the net against its base."""
     rows = remedy_rows(exp)
-    lines = [f"| remedy the original proposes (or hw4 adds) | net (vs its base) | best val acc | final train "
-             f"({train_measure(exp)}) − val gap | seeds at chance | Δ best val acc | p (Holm-adjusted) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    study = exp.rates if exp.rates and exp.rates.valid else None
+    studied = f" | learn rate at {study.rate(study.base)[1]} seeds (`{study.run}`)" if study else ""
+    lines = [f"| remedy | net (vs its base) | learned in | best val acc | train "
+             f"({train_measure(exp)}) − val gap, points | Δ best val acc [95% CI] | p (Holm) | verdict{studied} |",
+             "|---" * (8 + bool(study)) + "|"]
     for remedy in REMEDIES:
-        nets = [n for n, s in net_table().items() if s.remedy == remedy.key]
         if not remedy.testable:
-            lines.append(f"| {remedy.words} | — | | | | | | not testable here: {remedy.caveat} |")
-        elif not any(r is remedy for r, _ in rows):
-            lines.append(f"| {remedy.words} | {', '.join(nets) or '—'} | | | | | | not measured in this run; "
-                         + (f"{nets_arg(nets)} measures it" if nets else "no net of the table measures it")
-                         + (f" ({remedy.caveat})" if remedy.caveat else "") + " |")
-        for r, n in rows:
-            if r is not remedy:
-                continue
-            b, cmp = net_table()[n].base, exp.compare(net_table()[n].base, n)
-            delta = (f"both at chance in {exp.seeds} of {seeds_text(exp.seeds)}" if both_at_chance(exp, b, n)
-                     else difference_text(cmp, shown_seeds=exp.seeds))
-            lines.append(f"| {remedy.words} | {net_label(n)} (vs {net_label(b)}) | {regime_pm(exp, n, BEST_VAL)} vs "
-                         f"{regime_pm(exp, b, BEST_VAL)} | {100 * typical(exp, n, GAP):.1f} vs "
-                         f"{100 * typical(exp, b, GAP):.1f} points | {exp.stuck(n)} vs {exp.stuck(b)} of "
-                         f"{exp.seeds} | {delta} | {p_cell(exp.tested.get(PairTest(b, n, BEST_VAL)))} | "
-                         f"{remedy_verdict(exp, n)} |")
-    if q5_method(exp):
-        lines += ["", "Each verdict reads its test after Holm's correction over this table (Method); the p column "
-                  "gives each test's unadjusted p and, in brackets, the adjusted one."
-                  + (" Gaps are means over the seeds in which the net learned." if exp.seeds > 1 else "")]
+            lines.append(f"| {remedy.words} | — | | | | | | not testable here: {remedy.caveat}{' |' * bool(study)} |")
+        for k, n in enumerate(n for r, n in rows if r is remedy):
+            b = net_table()[n].base
+            tested = exp.tested.get(PairTest(b, n, BEST_VAL))
+            lines.append(f"| {'' if k else remedy.words} | {net_label(n)} (vs {net_label(b)}) | "
+                         f"{len(exp.learned(n))} vs {len(exp.learned(b))} of {exp.seeds} | "
+                         f"{100 * typical(exp, n, BEST_VAL):.1f} vs {pct(typical(exp, b, BEST_VAL))} | "
+                         f"{100 * typical(exp, n, GAP):.1f} vs {100 * typical(exp, b, GAP):.1f} | {delta_cell(exp, b, n, tested)} | {p_cell(tested)} | "
+                         f"{remedy_verdict(exp, n)}{study_cell(study, n)} |")
     measured = list(dict.fromkeys(r for r, _ in rows))
     lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
+    lines += ["", unmeasured_text(exp)] if unmeasured_text(exp) else []
     return lines + resolution_slope(exp, rows) + (rates_citation(exp.rates) if exp.rates else []) + ["", proposal(exp)]
 
 
-def q5_method(exp: Experiment) -> str:
-    """How Q5's table is tested, for the Method section; "" when the run has no remedy test."""
-    family = [t for t in exp.tested.values() if t.family_name == "Q5's table"]
-    if not family:
+def delta_cell(exp: Experiment, base: str, name: str, tested: Tested | None) -> str:
+    """A remedy's paired difference in best val accuracy with its 95% interval: over the seeds in which both
+    learned (and how many) when the two have two regimes; '—' when both stayed at chance."""
+    if both_at_chance(exp, base, name) or tested is None:
+        return "—"
+    t = next((part for part in tested.cmp.parts if part.ci95), None)
+    if t is None or tested.cmp.seeds == 1:  # one seed: the pictures' interval, said as such
+        return difference_text(tested.cmp, shown_seeds=exp.seeds, names=(net_label(name), net_label(base)))
+    low, high = (interval_end(100 * v, 1) for v in t.ci95)
+    return f"{signed(t.diff, POINTS)} [{low}, {high}]" + (f" over {t.n} both learned" if t.conditional else "")
+
+
+def unmeasured_text(exp: Experiment) -> str:
+    """The testable remedies this run trained no net of, in one sentence with the command that measures them."""
+    measured = {r.key for r, _ in remedy_rows(exp)}
+    missing = [r for r in REMEDIES if r.testable and r.key not in measured]
+    nets = [n for r in missing for n, s in net_table().items() if s.remedy == r.key]
+    if not missing:
         return ""
-    tests = ("an exact McNemar test over the val pictures of the one training seed" if exp.seeds == 1 else
-             "a paired t-test where both nets learned in every seed; over two regimes, McNemar's exact test on "
-             "the regimes and, apart, a paired t-test over the seeds in which both learned")
-    return (f"**Q5's table** is a family of its own: Holm's step-down correction over its {family[0].family} tests "
-            f"that can reach {ALPHA:g} with their data (a test that cannot is left out and says so, Tarone's rule) "
-            f"keeps the chance of any false difference at {ALPHA:.0%}: {tests}, two-sided as above.")
+    if not measured:
+        return (f"This run measured none of the {len(missing)} testable remedies; `--nets all --seeds 3` trains each "
+                "beside its base.")
+    return (f"Not measured in this run: {'; '.join(r.words for r in missing)}; {nets_arg(nets)} measures "
+            f"{'it' if len(missing) == 1 else 'them'}.")
 
 
 def resolution_slope(exp: Experiment, rows: list[tuple[Remedy, str]]) -> list[str]:
@@ -1441,33 +1497,25 @@ def proposal(exp: Experiment) -> str:
 
 
 def diagnosis(exp: Experiment, name: str) -> str:
-    """One net's fit in a few words (the results table's last column), read from its measured fit, never from
-    what the variant is: diverged, at chance, overfits, regularised (train fit below its base's while val holds
-    or rises), underfits, or neither; with advice that names only nets of the table."""
+    """One net's fit in a few words (the results table's last column), read from its measured fit over the seeds in
+    which it learned, never from what the variant is: diverged, at chance, overfits, regularised (train fit below
+    its base's while val holds or rises), underfits, or neither."""
     runs, gap = exp.runs[name], typical(exp, name, GAP)
     diverged = [r.diverged_epoch for r in runs if r.diverged_epoch]
     if diverged:
         return f"diverged in epoch {min(diverged)}: lower `--lr`"
-    stuck = exp.stuck(name)
-    mixed = (f"at chance in {stuck} of {seeds_text(len(runs))}; over the {len(runs) - stuck} that learned, "
-             if 0 < stuck < len(runs) else "")
     if gap > OVERFIT_GAP:
-        helpers = [n for n in remedy_nets("overfitting", name) if n not in exp.runs]
-        return (mixed + f"overfits: train accuracy ({train_measure(exp)}) ends {100 * gap:.1f} points above val, "
-                f"val peaks at epoch {typical(exp, name, BEST_EPOCH):.0f}"
-                + (f" ({nets_arg(helpers)} measures remedies)" if helpers else ""))
-    if stuck == len(runs):
+        return f"overfits: a {100 * gap:.1f}-point gap, val peaks at epoch {typical(exp, name, BEST_EPOCH):.0f}"
+    if exp.stuck(name) == len(runs):
         return f"at chance ({pct(1 / len(exp.first.classes))}): it does not learn (Q2)"
     train, base = typical(exp, name, FINAL_TRAIN_CLEAN_ACC), net_table()[name].base
     if train >= UNDERFIT_ACC:
-        return mixed + "neither over- nor underfits"
+        return "neither over- nor underfits"
     if (base in exp.runs and typical(exp, base, FINAL_TRAIN_CLEAN_ACC) >= UNDERFIT_ACC
             and train < typical(exp, base, FINAL_TRAIN_CLEAN_ACC)
             and typical(exp, name, BEST_VAL) >= typical(exp, base, BEST_VAL)):
-        return mixed + (f"regularised: its final train accuracy ({train_measure(exp)}, {pct(train)}) falls below "
-                        f"{net_label(base)}'s while its val accuracy holds")
-    return mixed + (f"underfits: its final train accuracy ({train_measure(exp)}, {pct(train)}) stays below "
-                    f"{pct(UNDERFIT_ACC)} and its final train loss at {typical(exp, name, FINAL_TRAIN_LOSS):.2f} nats")
+        return f"regularised: train {pct(train)}, below {net_label(base)}'s, while val holds"
+    return f"underfits: train {pct(train)} < {pct(UNDERFIT_ACC)}, loss {typical(exp, name, FINAL_TRAIN_LOSS):.2f} nats"
 
 
 PERMUTATIONS = 10_000  # shuffles of the co-death test; its seed is fixed, so a report is the same on every rewrite
@@ -1533,14 +1581,12 @@ def co_deaths_text(c: CoDeaths) -> str:
     together, with_base = c.observed
     p_together, p_base = c.p_values
     deaths = sum(sum(c.dead[n]) for n in c.remedies)
-    return (f"**Deaths that co-occur** (hw4's test): over the {seeds_text(len(c.seeds))} that "
-            f"{net_label(c.base)} and its remedies share, two or more remedies stay at chance in the same seed in "
+    return (f"**Deaths that co-occur** (hw4's test, one-sided, each alone; {PERMUTATIONS:,} shuffles of each net's "
+            f"seeds): of the {seeds_text(len(c.seeds))} that {net_label(c.base)} and its remedies share, two or more "
+            "remedies stay at chance together in "
             + (f"{seeds_text(len(c.shared_deaths))} ({shared})" if shared else "no seed")
-            + f": {together} pair{'s' * (together != 1)} of remedies die together, where independent deaths (each "
-            f"net's seeds shuffled apart, {PERMUTATIONS:,} times, each net dying as often as it does) give as many or "
-            f"more with p = {p_text(p_together)}; and {with_base} of the remedies' {deaths} deaths fall in a seed in "
-            f"which {net_label(c.base)} dies too (p = {p_text(p_base)}, the same shuffles; one-sided, each test "
-            "alone).")
+            + f", {together} pair{'s' * (together != 1)} in all (p = {p_text(p_together)}); {with_base} of the "
+            f"remedies' {deaths} deaths fall in a seed in which {net_label(c.base)} dies too (p = {p_text(p_base)}).")
 
 
 def deaths_without_vanishing(exp: Experiment, c: CoDeaths) -> str:
@@ -1552,24 +1598,22 @@ def deaths_without_vanishing(exp: Experiment, c: CoDeaths) -> str:
         for n in nets:
             r = next(r for r in exp.runs[n] if r.train_seed == seed)
             if base is not None and r.machine == base.machine and not gradient_story(r, base).vanishing:
-                found.append(f"{net_label(n)} in seed {seed} (ratio {gradient_ratio(r):.2g}, {net_label(NET1)}'s "
-                             f"{gradient_ratio(base):.2g})")
+                found.append(f"{net_label(n)} in seed {seed}")
     if not found:
         return ""
-    return (f" Of those deaths, these came without a vanishing gradient (conv1/fc1 ratio over the first {WINDOW_STEPS} "
-            f"iterations within {VANISH_FACTOR}× of {net_label(NET1)}'s in the same seed), a failure of another kind "
-            "than the one the original names: " + "; ".join(found) + ".")
+    return (" Dead without a vanishing gradient, a failure of another kind than the one the original names: "
+            + ", ".join(found) + ".")
 
 
 def answer_improvement(exp: Experiment) -> list[str]:
-    lines = ["The results table's last column diagnoses each net's fit."]
+    lines = []
     for base, name in exp.base_pairs():
         fixes = remedy_nets("depth", name)
         if (changed_fields(name) == {"extra_convs"} and fixes and not any(n in exp.runs for n in fixes)
                 and typical(exp, name, BEST_VAL) < typical(exp, base, BEST_VAL)):
-            lines.append(f"{net_label(name)} does worse than {net_label(base)} despite its depth: batch normalisation, "
-                         "residual connections or a better initialisation could let the extra layers train (not "
-                         f"measured in this run; {nets_arg(fixes)} measures them).")
+            lines.append(f"{net_label(name)} does worse than {net_label(base)} despite its depth; batch normalisation, "
+                         "residual connections or another initialisation may fix it"
+                         + (f" ({nets_arg(fixes)})." if remedy_rows(exp) else "."))
     stale = [n for n, runs in exp.runs.items() if any(exercise().spec_changed(r) for r in runs)]
     if stale:
         one = len(stale) == 1
@@ -1579,8 +1623,12 @@ def answer_improvement(exp: Experiment) -> list[str]:
                      f"the run's command retrains {'it' if one else 'them'}.")
     paired = f"paired by seed, over the {exp.seeds} seeds unless stated" if exp.seeds > 1 else "in the one seed"
     together = co_deaths({n: {r.train_seed: not r.at_chance for r in exp.runs[n]} for n in exp.nets}, NET3)
-    return lines + ["", "Each remedy the original report proposes, measured against the net it modifies (values: "
-                    f"variant vs base; Δ: variant − base, {paired}):", "", *remedy_table(exp),
+    if not remedy_rows(exp):
+        untestable = [f"{r.words}: not testable here; {r.caveat}" for r in REMEDIES if not r.testable]
+        return [unmeasured_text(exp), *lines, *(f"{t[0].upper()}{t[1:]}." for t in untestable)]
+    return lines + ["", "Each remedy the original report proposes (or hw4 adds) against the net it modifies: variant "
+                    f"vs base, means over the seeds in which each learned; Δ is variant − base, {paired}.", "",
+                    *remedy_table(exp),
                     *(["", co_deaths_text(together) + deaths_without_vanishing(exp, together)] if together else [])]
 
 
@@ -1588,6 +1636,11 @@ def answer_improvement(exp: Experiment) -> list[str]:
 class Question:
     heading: str
     answer: Callable[[Experiment], list[str]]
+
+    @property
+    def key(self) -> str:
+        """'Q1': the question of CLAIMS that this answers."""
+        return self.heading.split(".")[0]
 
 
 QUESTIONS = (
@@ -1632,6 +1685,10 @@ class Judgement:
 
     def leading(self, reason: str) -> "Judgement":
         return dataclasses.replace(self, reasons=(reason, *self.reasons))
+
+    def citing(self, reason: str) -> "Judgement":
+        """The same verdict whose reasons an earlier row already gives, pointed to instead of said twice."""
+        return dataclasses.replace(self, reasons=(reason,)) if self.reasons else self
 
 
 NET1, NET2, NET3 = DEFAULT_NETS  # the nets the original report's claims are about
@@ -1688,13 +1745,35 @@ class DifferenceCheck:
         what, keys = self.what, list(self.comparisons(exp))
         judged = [exp.decision(k, self.claimed, what.unit) for k in keys]
         cmps = [exp.tested[k].cmp for k in keys]
+        # a comparison an earlier row already shows (Q3's order re-uses Q1's Net2 - Net1) is cited by its row
+        own = next(row for row, claim in enumerate(CLAIMS, 1) if claim.check is self)
+        earlier = [next((row for row in claim_rows(exp, k) if row < own), None) for k in keys]
         return ClaimResult(
-            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)} "
-                                          f"{difference_text(c, what.unit, exp.seeds)}"
-                                          for (a, b), c in zip(self.pairs, cmps)),
-            combined_verdict([d.judgement for d in judged]),
+            f"{what.words}: " + "; ".join(f"{net_label(b)} − {net_label(a)}"
+                                          + (": " if c.two_regimes and not row else " ")
+                                          + (f"as in claim {row}" if row else self.shown(exp, own, a, b, c))
+                                          for (a, b), c, row in zip(self.pairs, cmps, earlier)),
+            combined_verdict([d.judgement.citing(f"{net_label(b)} − {net_label(a)} as tested in claim {row}")
+                              if row else d.judgement for (a, b), d, row in zip(self.pairs, judged, earlier)]),
             tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit,
                                 d.verdict) for (a, b), c, d in zip(self.pairs, cmps, judged)))
+
+
+    def said_by_effect(self, exp: Experiment) -> bool:
+        """Whether the Answers' effect says all this claim measured: one pair, every seed paired."""
+        return len(self.pairs) == 1 and not any(c.unpaired for c in self.comparisons(exp).values())
+
+    def shown(self, exp: Experiment, own: int, a: str, b: str, cmp: Comparison) -> str:
+        """One pair's difference; over two regimes whose split an earlier claim already shows (the same two nets in
+        another measure), that claim's number and the part over the seeds in which both learned."""
+        names = (net_label(b), net_label(a))
+        same = next((row for row in range(1, own) for key in CLAIMS[row - 1].comparisons(exp)
+                     if isinstance(key, PairTest) and {key.a, key.b} == {a, b} and exp.compare(a, b).two_regimes), None)
+        if not (cmp.two_regimes and same and cmp.both_learned.seeds):
+            return difference_text(cmp, self.what.unit, exp.seeds, names)
+        both = cmp.both_learned
+        return (f"regimes as in claim {same}; over the {seeds_text(both.seeds)} in which both learned: "
+                f"{difference_text(both, self.what.unit, both.seeds)}")
 
 
 def check_differences(pairs: list[tuple[str, str]], what: Measure, claimed: float | None = None) -> DifferenceCheck:
@@ -1756,32 +1835,12 @@ class VanishingCheck:
         pairs = exp.paired_runs(NET3, NET1)
         if not pairs:
             loss = exp.compare(NET1, NET3, FINAL_TRAIN_LOSS)
-            return ClaimResult("—", Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(loss),), colon=True))
+            return ClaimResult("", Judgement(Verdict.NOT_TESTABLE, (not_paired_reason(loss),), colon=True))
         values = self.values(exp)
         d = {k: exp.decision(("Q2", k), unit=DECADES) for k in self.KEYS if ("Q2", k) in exp.tested}
-        l3, l1, n = net_label(NET3), net_label(NET1), len(pairs)
-        stories = [gradient_story(x, y) for x, y in pairs]
-        dead = sum(s.dead for s in stories)
-
-        def ratio(key: str) -> str:
-            net3, net1 = ([10 ** v if 10 ** v > RATIO_FLOOR else 0.0 for v in side] for side in values[key])
-            return f"{l3} {ratio_range(net3)}, {l1} {ratio_range(net1)}"
-
-        learned = len(values["late gradient"][0])
-        measured = (f"conv1/fc1 gradient ratio over the first {WINDOW_STEPS} iterations: {ratio('early gradient')}"
-                    + (f"; in the last epoch, over the {seeds_text(learned)} in which {l3} learned: "
-                       f"{ratio('late gradient')}" if learned else f"; {l3} learned in no seed")
-                    + (f". Train loss drop per epoch from epoch 2 in those seeds: {l3} "
-                       f"{pm(values['loss slope'][0], 1, 3, '')}, {l1} {pm(values['loss slope'][1], 1, 3, '')} nats"
-                       if values["loss slope"][0] else "") + ". "
-                    + (f"conv1's update size ‖Δw‖/‖w‖ per step, first {WINDOW_STEPS} iterations: "
-                       f"{ratio('early update')}"
-                       + (f"; last epoch: {ratio('late update')}" if values["late update"][0] else "") + ". "
-                       if values["early update"][0] else
-                       "Update sizes: not recorded (the seeds trained before hw4 measured them). ")
-                    + f"Dead at the end (conv1's gradient exactly 0, or fc1 dead with the loss flat): {dead} of "
-                    f"{seeds_text(n)}.")
-        return ClaimResult(measured, vanishing_judgement(d, dead, pairs, stories, adam_keeps_updates(exp)))
+        measured = ("" if values["early update"][0] else
+                    "update sizes not recorded (the seeds trained before hw4 measured them).")
+        return ClaimResult(measured, vanishing_judgement(d))
 
 
 @dataclass(frozen=True)
@@ -1823,41 +1882,28 @@ def adam_text(a: AdamKeepsUpdates) -> str:
     the update falls 3.6 decades less than the gradient (hw4's paired t-test, 9 seeds: p = 1e-06)'."""
     d = a.decision
     cmp = d.tested.cmp
-    test = f"hw4's paired t-test over {seeds_text(cmp.seeds)}: p = {p_text(cmp.parts[0].p)}" if cmp.parts else \
+    test = f"paired t-test, {seeds_text(cmp.seeds)}: p = {p_text(cmp.parts[0].p)}" if cmp.parts else \
         f"no test: {seeds_text(cmp.seeds)}"
-    sizes = (f"its conv1 update is {a.median_update:.2g}× Net1's (median) while its gradient ratio is "
-             f"{a.median_gradient:.2g}× Net1's")
+    sizes = (f"Net3's early update is {a.median_update:.2g}× Net1's (median), its gradient ratio "
+             f"{a.median_gradient:.2g}×")
     if d.side > 0:
-        return (f"Adam keeps its early updates near Net1's: {sizes}; the update falls {cmp.diff:.1f} decades less "
-                f"than the gradient ({test})")
+        return f"{sizes}, {cmp.diff:.1f} decades closer ({test})"
     return f"{sizes}; the update does not resolve as falling less than the gradient ({test})"
 
 
-def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories: list,
-                        adam: AdamKeepsUpdates | None = None) -> Judgement:
+def vanishing_judgement(d: dict[str, Decision]) -> Judgement:
     """Reproduced when every part resolves on the claimed side; partly when the symptom (an early vanishing
-    gradient, a slow fall) holds but the claimed cause is resolved the other way; else the parts' lowest verdict."""
-    words = {"early gradient": ("the gradient reaching conv1 vanishes early", "does not vanish early"),
-             "loss slope": ("the train loss then falls more slowly than Net1's where Net3 learns",
-                            "the train loss does not fall more slowly than Net1's"),
-             "late gradient": ("its gradient is small late in training",
-                               "but its gradient is not small late in training: it is larger than Net1's"),
-             "early update": ("its updates are smaller than Net1's early",
-                              "but its early updates are larger than Net1's"),
-             "late update": ("its updates approach 0",
-                             "but its updates do not approach 0: they are larger than Net1's")}
+    gradient, a slow fall) holds but the claimed cause is resolved the other way; else the parts' lowest verdict.
+    The reasons name the parts only: their sizes and p are in the row's other cells and in Q2."""
+    held_words = {"early gradient": "early gradient vanishes", "loss slope": "loss falls more slowly",
+                  "late gradient": "late gradient small", "early update": "early updates smaller",
+                  "late update": "late updates near 0"}
+    against_words = {"early gradient": "early gradient", "loss slope": "loss drop", "late gradient": "late gradient",
+                     "early update": "early updates", "late update": "late updates"}
     held = [k for k, x in d.items() if x.side > 0]
     against = [k for k, x in d.items() if x.side < 0]
-    reasons = [f"{words[k][0]}: {short_decided(d[k], k)}" for k in held]
-    reasons += [f"{words[k][1]} ({short_decided(d[k], k)})" for k in against]
-    if adam is not None and "early gradient" in held and adam.decision.side > 0:
-        reasons.append(adam_text(adam))
-    if dead:
-        dying = [(first_dead(x) or (0, []))[1] for (x, _), s in zip(pairs, stories) if s.dead]
-        kinds = [", ".join(f) + " first" if 0 < len(f) <= 2 else f"{len(f)} layers at once" if f else "none first"
-                 for f in dying]
-        reasons.append(f"in {dead} seeds the loss stays at ln 5 and whole layers die (on the probe: "
-                       + ", ".join(f"{k} in {kinds.count(k)}" for k in dict.fromkeys(kinds)) + ")")
+    reasons = [f"holds: {', '.join(held_words[k] for k in held)}"] if held else []
+    reasons += [f"against it: {' and '.join(against_words[k] for k in against)} larger than Net1's"] if against else []
     required = {"early gradient", "loss slope", "late gradient"} | ({"late update"} & set(d))
     if required <= set(held) and not against:
         return Judgement(Verdict.REPRODUCED, tuple(reasons))
@@ -1866,14 +1912,6 @@ def vanishing_judgement(d: dict[str, Decision], dead: int, pairs: list, stories:
         return Judgement(Verdict.PARTLY, tuple(reasons + missing))
     worst = combined_verdict([x.judgement for x in d.values()]) if d else Judgement(Verdict.NOT_RESOLVED)
     return dataclasses.replace(worst, reasons=tuple(reasons) + worst.reasons)
-
-
-def short_decided(d: Decision, key: str) -> str:
-    """A resolved part's size and adjusted p: 'Net3's 0.0023× Net1's, Holm p = 0.0012'."""
-    adjusted = min(p for p in d.tested.adjusted if p is not None)
-    size = (f"{abs(d.tested.cmp.diff):.3f} nats per epoch less" if key == "loss slope" else
-            f"Net3's {10 ** -d.tested.cmp.diff:.2g}× Net1's")
-    return f"{size}, Holm p = {p_text(adjusted)}"
 
 
 def loss_slope(r: Results) -> float:
@@ -1908,8 +1946,7 @@ def check_cat_dog(exp: Experiment) -> ClaimResult:
         top = confused_pairs(sum(r.val_confusion for r in learned), exp.first.classes)[:1]
         per_seed = sum({p[0], p[1]} == {"cat", "dog"}
                        for r in learned for p in confused_pairs(r.val_confusion, r.classes)[:1])
-        parts.append(f"{net_label(name)}: {'/'.join(top[0][:2]) if top else 'none'} (cat/dog first in {per_seed} of "
-                     f"{seeds_text(len(learned))} in which it learned)")
+        parts.append(f"{net_label(name)} {'/'.join(top[0][:2]) if top else 'none'} ({per_seed} of {len(learned)})")
         verdicts.append(Judgement(Verdict.REPRODUCED if top and set(top[0][:2]) == {"cat", "dog"}
                                   else Verdict.NOT_REPRODUCED))
     verdict = combined_verdict(verdicts)
@@ -1917,7 +1954,7 @@ def check_cat_dog(exp: Experiment) -> ClaimResult:
     if (verdict.verdict is Verdict.NOT_TESTABLE and testable
             and all(v.verdict in (Verdict.NOT_TESTABLE, Verdict.REPRODUCED) for v in verdicts)):
         verdict = verdict.adding(f"reproduced for {' and '.join(testable)}")
-    return ClaimResult("most confused val pair: " + "; ".join(parts), verdict)
+    return ClaimResult("most confused val pair (seeds with cat/dog first): " + ", ".join(parts), verdict)
 
 
 def pair_share(matrix: np.ndarray, classes: Sequence[str], pair: set[str]) -> tuple[float, int]:
@@ -1966,14 +2003,15 @@ class AirplaneBusCheck:
         ab, cd, even = self.shares(exp)
         ranks = {n: [pair_shares(r, AIRPLANE_BUS)[1] for r in exp.learned(n)] for n in (NET1, NET2, NET3)
                  if n in exp.runs and exp.learned(n)}
-        above = [f"{a}/{b}" for a, b, _ in confused_pairs(sum(r.val_confusion for r in exp.learned(NET3)),
-                                                           exp.first.classes)]
-        above = above[:above.index("airplane/bus") if "airplane/bus" in above else None]
-        measured = (f"airplane/bus: {pm(ab)} of {net_label(NET3)}'s val errors per seed, cat/dog {pm(cd)}, over the "
-                    f"{seeds_text(len(ab))} in which it learned; an even share over the pairs is {100 * even:.0f}%. "
-                    f"Rank of airplane/bus among the pairs, median over seeds: "
+        ranked = [(a, b) for a, b, _ in confused_pairs(sum(r.val_confusion for r in exp.learned(NET3)),
+                                                       exp.first.classes)]
+        rank = next((k for k, pair in enumerate(ranked) if set(pair) == AIRPLANE_BUS), len(ranked))
+        above = [f"{a}/{b}" for a, b in ranked[:rank]]
+        measured = (f"share of {net_label(NET3)}'s val errors, per seed it learned in ({len(ab)}): airplane/bus "
+                    f"{pm(ab)}, cat/dog {pm(cd)}, an even share {100 * even:.0f}%. Median rank "
+                    "of airplane/bus: "
                     + ", ".join(f"{net_label(n)} #{np.median(v):g}" for n, v in ranks.items())
-                    + (f"; above it for {net_label(NET3)}, seeds summed: {', '.join(above)}" if above else ""))
+                    + (f"; above it for {net_label(NET3)}: {', '.join(above)}" if above else ""))
         decided = {k: exp.decision(k) for k in self.comparisons(exp) if k in exp.tested}
         if len(decided) < 2:
             return ClaimResult(measured, combined_verdict([x.judgement for x in decided.values()])
@@ -1985,8 +2023,8 @@ class AirplaneBusCheck:
             return ClaimResult(measured, Judgement(Verdict.REPRODUCED, tuple(own)))
         if cd_d.side > 0:
             return ClaimResult(measured, Judgement(Verdict.PARTLY, (
-                "only 'not as bad as cat/dog' holds: airplane/bus's share is not resolved above an even share ("
-                + verdict_text(even_d.judgement) + ")", *own)))
+                "below cat/dog holds; above an even share: "
+                + ("resolved below it" if even_d.side < 0 else f"not resolved {even_d.scope}"), *own)))
         return ClaimResult(measured, combined_verdict([cd_d.judgement, even_d.judgement]))
 
 
@@ -2012,8 +2050,8 @@ class GapCheck:
         gaps = {t.b: c for t, c in tests.items()}
         judged = [exp.decision(t, threshold=True) for t in tests]
         return ClaimResult(
-            f"final train ({train_measure(exp)}) − val accuracy gap (claimed: large, taken as over "
-            f"{100 * OVERFIT_GAP:.0f} points): "
+            f"final train ({train_measure(exp)}) − val accuracy gap (large taken as over {100 * OVERFIT_GAP:.0f} "
+            "points): "
             + "; ".join(f"{net_label(n)} {difference_text(shifted(g, OVERFIT_GAP), shown_seeds=exp.seeds)}"
                         for n, g in gaps.items()),
             combined_verdict([j.judgement for j in judged]),
@@ -2038,9 +2076,10 @@ def seed_effect_on_padding(exp: Experiment) -> tuple[str, bool] | None:
             return None
         sd, against = float(np.std(cmp.diffs, ddof=1)), sum(d <= 0 for d in cmp.diffs)
         larger |= sd > abs(effect)
-        texts.append(f"{what.split} {100 * sd:.2f} points against the original's {100 * effect:+.1f}, Net2 not above "
-                     f"Net1 in {against} of {seeds_text(len(cmp.diffs))}")
-    return "std of one seed's Net2 − Net1: " + "; ".join(texts), larger
+        texts.append(f"{what.split} {100 * sd:.2f} (the original's effect {100 * effect:+.1f}; Net2 not above "
+                     f"Net1 in {against} of {len(cmp.diffs)})" if not texts else
+                     f"{what.split} {100 * sd:.2f} ({100 * effect:+.1f}; {against} of {len(cmp.diffs)})")
+    return "std of one seed's Net2 − Net1: " + ", ".join(texts), larger
 
 
 def ranked_text(values: dict[str, float]) -> str:
@@ -2067,10 +2106,10 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     spread = {n: (float(mean_std(v)[1]), *std_bounds(v)) if len(v) > 1 else None for n, v in values.items()}
 
     def spread_text(n: str) -> str:
-        where = f" over the {len(values[n])} seeds that learned" if exp.two_regimes(n) else ""
+        where = f", {len(values[n])} learned seeds" if exp.two_regimes(n) else ""
         if spread[n] is None:
             return f"{net_label(n)}: no spread{where}"
-        return f"{net_label(n)} {100 * spread[n][0]:.1f} ({100 * spread[n][2]:.1f}) points{where}"
+        return f"{net_label(n)} {100 * spread[n][0]:.1f} ({100 * spread[n][2]:.1f}{where})"
 
     def judged(n: str) -> Verdict:
         if exp.two_regimes(n) or (spread[n] and spread[n][1] > SEED_SPREAD):
@@ -2081,36 +2120,37 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     verdicts = {n: judged(n) for n in nets if n not in never}
     if not verdicts:
         return ClaimResult("every net stayed at chance in every seed", never_learned(exp, NET1))
-    measured = ("std of best val accuracy over the seeds (one-sided 95% upper bound): "
-                + ", ".join(map(spread_text, nets))
-                + f" (claimed: insignificant, taken as under {100 * SEED_SPREAD:.0f} points); order by best val "
-                "accuracy: " + "; ".join(f"{o} (seed{'s' * (len(s) > 1)} {', '.join(map(str, s))})"
-                                         for o, s in orders.items()) + ".")
+    counts = [f"{o} in {len(s)}" for o, s in orders.items()]
+    measured = (f"std of best val accuracy, points (one-sided 95% upper bound; insignificant taken as under "
+                f"{100 * SEED_SPREAD:.0f}): " + ", ".join(map(spread_text, nets)) + ". Order: "
+                + ", ".join(counts[:1] + counts[1:]) + f" of {seeds_text(exp.seeds)}.")
     conclusion = seed_effect_on_padding(exp)
     if conclusion:
         measured += f" {conclusion[0][0].upper()}{conclusion[0][1:]}."
 
     def reason(n: str) -> str:
         if exp.two_regimes(n):
-            return f"{net_label(n)} learns in {len(exp.learned(n))} of {seeds_text(exp.seeds)}"
+            return f"it learns in {len(exp.learned(n))} of {seeds_text(exp.seeds)}"
         if verdicts[n] is Verdict.NOT_REPRODUCED:
             return f"{net_label(n)}'s std is over {100 * SEED_SPREAD:.0f} points even at its lower bound"
         if verdicts[n] is Verdict.NOT_RESOLVED:
             return f"{net_label(n)}'s upper bound reaches {100 * SEED_SPREAD:.0f} points"
         return ""
 
-    parts = []
+    parts, said = [], set()  # after 'reproduced for Net1', 'not for Net3' says the rest
     for v in (Verdict.REPRODUCED, Verdict.NOT_RESOLVED, Verdict.NOT_REPRODUCED):
         names = [n for n in verdicts if verdicts[n] is v]
         reasons = [reason(n) for n in names if reason(n)]
         if names:
-            parts.append(f"{v.word} for {' and '.join(map(net_label, names))}"
+            word = "not" if v is Verdict.NOT_REPRODUCED and Verdict.REPRODUCED in said else v.word
+            said.add(v)
+            parts.append(f"{word} for {' and '.join(map(net_label, names))}"
                          + (f" ({'; '.join(reasons)})" if reasons else ""))
     left_out = [f"{' and '.join(map(net_label, never))} stayed at chance in every seed, so "
                 f"{'it is' if len(never) == 1 else 'they are'} left out"] if never else []
     if conclusion and conclusion[1]:  # the seed moves one run's Net2 - Net1 by more than the effect it reports
-        parts.append("not reproduced for the original's conclusions (one seed's Net2 − Net1 varies by more than the "
-                     "padding effect it reports, so the seed can reverse its Q1 and Q3 findings)")
+        parts.append(f"{'not' if Verdict.REPRODUCED in said else 'not reproduced'} for its Q1 and Q3 findings (a seed "
+                     "can reverse them)")
         verdicts["conclusions"] = Verdict.NOT_REPRODUCED
     kinds = set(verdicts.values())
     if len(kinds) == 1:
@@ -2171,14 +2211,8 @@ def claim_row(exp: Experiment, claim: Claim) -> ClaimResult:
     """The claim's check, or not testable when the run lacks a net or a class the claim is about."""
     missing = claim.missing(exp)
     if missing:
-        return ClaimResult("—", Judgement(Verdict.NOT_TESTABLE, (f"this run has no {', '.join(missing)}",)))
+        return ClaimResult("", Judgement(Verdict.NOT_TESTABLE, (f"this run has no {', '.join(missing)}",)))
     return claim.check(exp)
-
-
-def tests_p_text(exp: Experiment, claim: Claim) -> str:
-    """The claim's tests' p-values, unadjusted with Holm's adjusted p beside: '0.0497 (Holm 0.25)'."""
-    texts = [p_cell(exp.tested.get(k)) for k in claim.comparisons(exp)] if not claim.missing(exp) else []
-    return "; ".join(t for t in texts if t != "—") or "—"
 
 
 def per_class_text(counts: dict[str, int]) -> str:
@@ -2279,13 +2313,11 @@ def fc1_caveat(image_size: int) -> str:
     fits = original_fc1_fits()
     if all(image_size in found for found in fits.values()):
         return ""
-    each = "; ".join(f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits only {found[0]}×{found[0]} to "
-                     f"{found[-1]}×{found[-1]}"
+    each = "; ".join(f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,}: {found[0]}–{found[-1]} px"
                      if found else f"{net_label(n)}'s {ORIGINAL_FC1_IN[n]:,} fits no square picture"
                      for n, found in fits.items())
-    return (f"The original's code prints fc1's input size for {' and '.join(map(net_label, ORIGINAL_FC1_IN))}: "
-            f"{each}. So that code cannot have produced its numbers at {image_size}×{image_size} as printed; the "
-            "claims below compare against its numbers as reported.")
+    return (f"The original's printed fc1 input sizes fit no {image_size}×{image_size} picture ({each}), so the claims "
+            "are checked against its numbers as reported.")
 
 
 @dataclass(frozen=True)
@@ -2416,18 +2448,18 @@ def lead_comparison(exp: Experiment, claim: Claim, result: ClaimResult) -> tuple
 def answers_section(exp: Experiment) -> list[str]:
     """The verdicts first: one row per claim of the original, with the comparison that leads it, its 95%
     interval, the Holm-adjusted p and the seeds it rests on; then Q5's remedies in one line."""
-    lines = ["## Answers", "", "| # | Q | the original's claim | verdict | effect [95% CI] | p (Holm) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Answers: the original's claims, checked", "",
+             "| # (Q) | the original's claim | verdict | effect [95% CI] | p (Holm) | seeds |",
+             "|---|---|---|---|---|---|"]
     for k, claim in enumerate(CLAIMS, 1):
         result = claim_row(exp, claim)
         lead = lead_comparison(exp, claim, result) if not claim.missing(exp) else None
         effect, p, seeds = ("—", "—", str(exp.seeds)) if lead is None else effect_cell(*lead[1:])
         effect = f"{lead[0]}: {effect}" if lead and effect != "—" else effect
-        lines.append(f"| {k} | {claim.question} | {claim.short or claim.words} | {result.judgement.verdict.word} | "
+        lines.append(f"| {k} ({claim.question}) | {claim.short or claim.words} | {result.judgement.verdict.word} | "
                      f"{effect} | {p} | {seeds} |")
     q5 = remedies_answer(exp)
-    return lines + ([f"| | Q5 | remedies | {q5} | | | {exp.seeds} |"] if q5 else []) + [
-        "", "Each row is detailed in the claims table below."]
+    return lines + [f"| (Q5) | remedies | {q5} | | | {exp.seeds} |"]
 
 
 def remedies_answer(exp: Experiment) -> str:
@@ -2435,7 +2467,7 @@ def remedies_answer(exp: Experiment) -> str:
     of each remedy net against its base."""
     rows = remedy_rows(exp)
     if not rows:
-        return ""
+        return "not measured in this run"
     sides = {n: exp.decision(PairTest(net_table()[n].base, n, BEST_VAL), threshold=True).side for _, n in rows}
     helps = [n for n, side in sides.items() if side > 0]
     hurts = [n for n, side in sides.items() if side < 0]
@@ -2446,61 +2478,60 @@ def remedies_answer(exp: Experiment) -> str:
     return text + " (best val accuracy against the base net)"
 
 
-def claims_section(exp: Experiment) -> list[str]:
-    """The claims table with its rule, its scope and, when any claim has an interval, a link to claims.png."""
-    results = [claim_row(exp, c) for c in CLAIMS]
-    lines = ["## Does this reproduce the original report?", "",
-             "The original report is a student's submission for this homework (spring 2023), with its code; each of "
-             "its findings (its Q1–Q4 answers and discussion) is checked against this run, as the Method section at "
-             "the end says. The p column gives each test's unadjusted p with the Holm-adjusted one beside it."]
+def claims_figure(exp: Experiment) -> list[str]:
+    """The fc1 caveat on the original's numbers and, when any claim has an interval, the link to claims.png."""
     caveat = fc1_caveat(exp.first.config["image_size"])
-    lines += ["", caveat] if caveat else []
+    lines = ["", caveat] if caveat else []
     if claim_intervals(exp):
         what = "paired intervals" if exp.seeds > 1 else "intervals over the pictures (one training seed)"
         lines += ["", f"![the original's claims: 95% {what} against the claimed values](claims.png)"]
-    over = f" (over the {exp.seeds} paired seeds unless stated)" if exp.seeds > 1 else ""
-    lines += ["", f"| # | question | the original's claim | measured in this run{over} | p (Holm) | verdict |",
-              "|---|---|---|---|---|---|",
-              *(f"| {k} | {c.question} | {c.words} | {r.measured} | {tests_p_text(exp, c)} | "
-                f"{verdict_text(r.judgement)} |"
-                for k, (c, r) in enumerate(zip(CLAIMS, results), 1))]
     return lines
 
 
+def claim_details(exp: Experiment, question: str) -> list[str]:
+    """The claims of one question (or of the discussion) in detail, one bullet each under the number the Answers
+    table gives it: the original's words, what was measured beyond the Answers' effect, and the verdict with its
+    reasons."""
+    lines = []
+    for k, claim in enumerate(CLAIMS, 1):
+        if claim.question != question:
+            continue
+        result = claim_row(exp, claim)
+        shown = ("" if isinstance(claim.check, DifferenceCheck) and not claim.missing(exp)
+                 and claim.check.said_by_effect(exp) else result.measured)
+        shown += "" if not shown or shown.endswith(".") else "."
+        lines.append(f"- **Claim {k}**, *{claim.words}*" + (f" Measured: {shown}" if shown else "")
+                     + f" **Verdict:** {verdict_text(result.judgement)}.")
+    return lines + [""] if lines else []
+
+
 def claims_method(exp: Experiment) -> str:
-    """How a claim is tested and what each verdict word means: stated once, in the Method section."""
-    how = ("over the paired seeds: a paired t-test when both nets learned in every seed, else (a net at chance in some "
-           "seeds makes two regimes, which no normal interval fits) two tests, each its own part: McNemar's exact test "
-           "on the regimes (how often each net learns) and a paired t-test over the seeds in which both learned"
+    """How a difference is tested and what each verdict word means: stated once, in the Method section."""
+    how = ("by a paired t-test over the seeds; where a net is at chance in some seeds (two regimes, which no normal "
+           "interval fits), in two parts: McNemar's exact test on how often each learns, and a paired t-test over "
+           "the seeds in which both learned"
            if exp.seeds > 1 else
            "within the one training seed, over pictures: two nets' val accuracies by an exact McNemar test on the val "
            "pictures that only one of them got right, a net's train − val gap by a two-proportion test over its "
            "train and val pictures")
-    return (f"**The claims.** A claimed difference is tested against 0 {how}. {RULE} The tests of the claims table "
-            "are one family: each verdict reads its test after Holm's correction over them (a test that two claims "
-            f"cite counts once; by Tarone's rule, a test whose smallest attainable p is above {ALPHA:g}/K, such as an "
-            "exact test over too few seeds, stays out of the family of K tests and says so). A claim is "
-            "**reproduced** when a test resolves it on the claimed side, none on the other, and the 95% interval "
-            "does not exclude the claimed size; **partly reproduced** when the direction holds but the size does "
-            "not, or the symptom holds but its claimed cause is resolved the other way; **not reproduced** when a "
-            "test resolves it on the other side, or the interval excludes the claimed size and holds 0; **not "
-            "resolved** otherwise; **not testable here** when a precondition fails.")
+    return (f"**Tests.** A difference is tested against 0 {how}. {RULE}\n\n"
+            "**Families.** The claims, Q5's table and Q3's comparisons are each one family, Holm-corrected; by "
+            "Tarone's rule a test whose smallest attainable p is above α/K stays out of its family of K. Power (80%) "
+            "is computed at the α where Holm's step-down stopped.\n\n"
+            "**Verdicts.** **Reproduced**: resolved on the claimed side (none on the other), the claimed size inside "
+            "the 95% interval. **Partly reproduced**: the direction holds but not the size, or the symptom but not "
+            "its claimed cause. **Not reproduced**: resolved on the other side, or the interval excludes the claimed "
+            "size and holds 0. **Not resolved**: otherwise. **Not testable here**: a precondition fails. hw4's "
+            "additions **help** or **do not help**.")
 
 
 def method_section(exp: Experiment) -> list[str]:
     """## Method: the tests, sidedness, Holm and Tarone, the regimes, what the intervals cover, Q2's terms and the
     pictures' label noise, each said once for the whole report."""
     lines = ["## Method", "", claims_method(exp), "",
-             "**The intervals.** " + scope_text(exp) + " Best val accuracy is picked on the val set itself (there is "
-             "no test split), so it is optimistic; the final val accuracy beside it in the results table is not "
-             "picked."]
-    q5 = q5_method(exp)
-    lines += ["", q5] if q5 else []
+             "**Intervals** (95%). " + scope_text(exp) + " Best val accuracy is picked on val, so it is optimistic."]
     if any(net_table()[n].extra_convs for n in exp.nets):
         lines += ["", "**Q2's terms.** " + vanishing_terms()]
-    if exp.dataset and exp.dataset.source == "image_folders":
-        lines += ["", "**Label noise.** A hardest-image grid frames in red a picture that also sits in another class's "
-                  "folder; a picture can also lack its labelled object and still sit in one folder only: look at them."]
     return lines
 
 
@@ -2515,8 +2546,7 @@ def scope_text(exp: Experiment) -> str:
                 "the spread between seeds get no picture-level test."
                 + ("" if recorded else " This run did not record each val picture's prediction (it trained before "
                    "hw4 saved them), so two nets' val accuracies are not tested either."))
-    text = (f"The intervals cover the variation over {seeds_text(exp.seeds)} of training only, on one fixed dataset "
-            "and val split: another draw of the pictures would add variation of its own")
+    text = f"They cover {seeds_text(exp.seeds)} of training on one fixed dataset and val split"
     if recorded:
         return text + f"; {picture_spread_text(exp)}."
     which = "this run's metrics predate" if len(lacking) == exp.seeds else f"{seed_list_text(lacking)} predate"
@@ -2533,15 +2563,14 @@ def picture_spread_text(exp: Experiment) -> str:
             k = int(np.sum(r.val_correct("best")))
             low, high = clopper_pearson(k, r.n_val)
             halves.append((high - low) / 2)
-    text = (f"within one seed, the {exp.first.n_val:,} val pictures alone give a best val accuracy a 95% interval of "
-            f"about ±{100 * float(np.median(halves)):.1f} points")
+    text = (f"within a seed, the {exp.first.n_val:,} val pictures alone give ±"
+            f"{100 * float(np.median(halves)):.1f} points")
     if NET1 in exp.runs and NET2 in exp.runs:
         tests = [mcnemar_test(a.val_correct("best"), b.val_correct("best")) for a, b in exp.paired_runs(NET1, NET2)]
         widths = [(t.high - t.low) / 2 for t in tests if t.test]
         if widths:
-            text += (f", and {net_label(NET2)} − {net_label(NET1)} one of about "
-                     f"±{100 * float(np.median(widths)):.1f} "
-                     "(exact McNemar; medians over the seeds)")
+            text += (f" ({net_label(NET2)} − {net_label(NET1)}: ±{100 * float(np.median(widths)):.1f}, exact "
+                     "McNemar; medians)")
     return text
 
 
@@ -2717,17 +2746,6 @@ def homogeneity_text(study: RateStudy) -> str:
             + f". {verdict[0].upper()}{verdict[1:]}.")
 
 
-def pooled_zero_text(study: RateStudy) -> str:
-    """The zero-update tables pooled over the study's runs, one clause per net."""
-    tables = study.zero_updates()
-    if not tables:
-        return ""
-    runs = ", ".join(f"`{r}`" for r in study.update_runs)
-    return (f"Pooled over every seed of {runs} that recorded update sizes (each training seed once, a full-length "
-            f"run's outcome first; a {study.epochs}-epoch seed's outcome is its state after epoch {study.epochs}): "
-            + "; ".join(map(zero_updates_text, tables)) + ".")
-
-
 def rate_text(study: RateStudy, net: str) -> str:
     learned, seeds = study.rate(net)
     low, high = clopper_pearson(learned, seeds)
@@ -2758,7 +2776,7 @@ def check_lines(study: RateStudy) -> list[str]:
 
 def rates_table(study: RateStudy) -> list[str]:
     lines = [f"| net | remedy | learned in | seeds in which only it / only {net_label(study.base)} learned | p "
-             f"(Holm-adjusted) | verdict on 'learns in more seeds than {net_label(study.base)}' |",
+             f"(Holm-adjusted) | learns in more seeds than {net_label(study.base)}? |",
              "|---|---|---|---|---|---|"]
     for net in study.regimes:
         proposed = next((r for r in REMEDIES if r.key == net_table()[net].remedy), None)
@@ -2767,11 +2785,8 @@ def rates_table(study: RateStudy) -> list[str]:
             lines.append(f"| {net_label(net)} | — | {rate_text(study, net)} | | | |")
             continue
         only_base, only_net = study.comparison(net).regime_counts
-        decision = rate_decision(study, net)  # resolved: the counts beside it say where, so the word alone
-        judged = dataclasses.replace(decision.judgement, reasons=()) if decision.side else decision.judgement
-        verdict = verdict_text(judged)
-        if decision.side and (proposed is None or proposed.ours):  # only the original's proposals are reproduced
-            verdict = "helps" if decision.side > 0 else "hurts"
+        decision = rate_decision(study, net)
+        verdict = study_word(study, net) if decision.side else verdict_text(decision.judgement)
         lines.append(f"| {net_label(net)} | {remedy} | {rate_text(study, net)} | {only_net} / {only_base} | "
                      f"{p_cell(study.tested[net])} | {verdict} |")
     return lines
@@ -2878,36 +2893,29 @@ def write_rates_report(out: Path, exp: Experiment, study: RateStudy) -> None:
                   "seeds (the seeds in which only one of the two learned decide it), Holm's correction over the "
                   f"{family.family if family else 0} that can reach {ALPHA:g} (Tarone). {RULE}", "",
                   rates_meaning(study), "", *([co_deaths_text(together), ""] if together else []),
-                  *([f"Do conv1's updates reach 0 where a net dies (hw4's test: Fisher's exact, each net's alone)? "
-                     f"{pooled_zero_text(study)}", ""] if pooled_zero_text(study) else []),
+                  *([f"Do conv1's updates reach 0 (at most {UPDATE_FLOOR:g}) where a net dies (hw4's test, each net "
+                     f"alone; pooled: every seed of {', '.join(f'`{r}`' for r in study.update_runs)} that recorded "
+                     f"them, a {study.epochs}-epoch seed's outcome its state after epoch {study.epochs})?", "",
+                     *zero_updates_table(pooled_zero_rows(study)), ""] if pooled_zero_rows(study) else []),
                   "![learn rates](rates.png)", ""]
         savefig_atomic(draw_rates(study), out / "rates.png")
     write_bytes_atomic(out / "REPORT.md", "\n".join(lines).encode())
 
 
 def rates_citation(study: RateStudy) -> list[str]:
-    """Q5's lines on the Net3 rows of a full-length run, from the short run that measured the rates."""
+    """Q5's line on the Net3 rows of a full-length run, from the short run that measured the rates (each row's
+    verdict cites the study's decision)."""
     if not study.valid:
         return []
-    def against(net: str) -> str:
-        tested = study.tested[net]
-        side = rate_decision(study, net).side
-        held = {1: "more often than", -1: "less often than"}.get(side, "not resolved apart from")
-        adjusted = tested.adjusted[0]
-        return f", {held} {net_label(study.base)} (" + (f"Holm p = {p_text(adjusted)})" if adjusted is not None
-                                                         else "cannot reach Holm's threshold)")
 
     def rate(net: str) -> str:
         learned, seeds = study.rate(net)
         low, high = clopper_pearson(learned, seeds)
         return f"{net_label(net)} {100 * learned / seeds:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
-    return ["", f"How often {net_label(study.base)} learns, at {study.rate(study.base)[1]} seeds (`{study.run}`: "
-            f"{study.epochs}-epoch runs whose call matched all {len(study.checks)} full-length seeds, pooled with "
-            f"this machine type's; 95% Clopper–Pearson intervals; McNemar's exact test against {net_label(study.base)} "
-            "by seed): "
-            + "; ".join(rate(n) + ("" if n == study.base else against(n)) for n in study.regimes) + ". "
-            + rates_meaning(study, lead=False)]
+    return ["", f"Learn rates at {study.rate(study.base)[1]} seeds (`{study.run}`: {study.epochs}-epoch runs whose "
+            f"call matched all {len(study.checks)} full-length seeds, pooled with this machine type's; 95% "
+            "Clopper–Pearson): " + ", ".join(map(rate, study.regimes)) + ". " + rates_meaning(study, lead=False)]
 
 
 # --- Rendering: the one place a verdict becomes words.
@@ -2931,17 +2939,17 @@ def write_report(out: Path, exp: Experiment) -> None:
         f"Classes: {', '.join(exp.first.classes)}; {data_text(exp.dataset, conf)}; batch size "
         f"{conf['batch_size']}, {conf['epochs']} epochs, Adam(lr={conf['lr']}, betas={tuple(conf['betas'])}); "
         f"{seed_text}.", "", infrastructure_text(exp), "",
-        "Every number and verdict below is computed from this run's metrics.", "",
-        *answers_section(exp), "",
+        *answers_section(exp), *claims_figure(exp), "",
         "## Results", "", *report_table(exp), "",
-        *claims_section(exp), "",
         "## Figures", "", *(f"![{p.caption}]({p.file})\n" for p in exercise().figures if not p.per_net),
         *([" ".join(f"![{net_label(n)} {p.caption}]({p.file.format(net=n)})" for p in per_net) + "\n" for n in exp.nets]
-          if exp.seeds == 1 else [f"Per-net figures ({', '.join(p.caption for p in per_net)}) of each seed are in "
+          if exp.seeds == 1 else [f"Per-net figures ({', '.join(p.caption for p in per_net)}): "
                                   "`seed_<s>/`.\n"]),
     ]
     for question in QUESTIONS:
-        lines += [f"## {question.heading}", "", *question.answer(exp), ""]
+        lines += [f"## {question.heading}", "", *claim_details(exp, question.key), *question.answer(exp), ""]
+    discussion = claim_details(exp, "Discussion")
+    lines += ["## The original's discussion", "", *discussion] if discussion else []
     lines += [*method_section(exp), ""]
     appendix = vanishing_table(exp)
     lines += ["## Appendix: per seed", "", *appendix, ""] if appendix else []
@@ -2969,7 +2977,7 @@ def write_seeds_summary(out: Path, exp: Experiment, linked: Sequence[str] = (), 
                                     for p in c.parts],
                           "decision": exp.decision(PairTest(a, b, BEST_VAL), threshold=True).side}
              for a, b in exp.base_pairs()}
-    claims = [{"question": c.question, "claim": c.words, "measured": (r := claim_row(exp, c)).measured,
+    claims = [{"question": c.question, "claim": c.words, "measured": (r := claim_row(exp, c)).measured or "—",
                "verdict": verdict_text(r.judgement)} for c in CLAIMS]
     infra = list({json.dumps(r.infrastructure, sort_keys=True): r.infrastructure
                   for runs in exp.runs.values() for r in runs}.values())

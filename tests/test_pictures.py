@@ -63,7 +63,9 @@ def test_a_one_seed_run_gets_picture_level_verdicts(tmp_path):
                                   150, 155)],
     }
     text = report(tmp_path, runs)
-    rows = {int(line.split("|")[1]): line for line in text.splitlines() if line[:4] in {f"| {k} " for k in range(10)}}
+    exp = hw4_report.Experiment(runs, None)
+    rows = {k: f"{r.measured} | {hw4_report.verdict_text(r.judgement)} |" for k, r in
+            enumerate((hw4_report.claim_row(exp, c) for c in hw4_report.CLAIMS), 1)}
     # Q1 val: Net2 is 40 pictures worse, all of them pictures only Net1 got right -> exact McNemar resolves it
     assert "Net2 − Net1 -8.0 points (95% CI [" in rows[2] and "exact McNemar over the 500 val pictures" in rows[2]
     assert rows[2].endswith("| not reproduced over val pictures, one training seed (resolved on the side opposite "
@@ -71,7 +73,7 @@ def test_a_one_seed_run_gets_picture_level_verdicts(tmp_path):
     # the overfitting gap of Net1 (95% train, 68% val): two proportions over 1,000 train and 500 val pictures
     assert "two-proportion over 1,000 train and 500 val pictures, one training seed" in rows[8]
     assert rows[8].endswith("| reproduced over train and val pictures, one training seed |")
-    assert "| Net1 | 70.0% [65.8, 74.0] |" in text  # the binomial interval of one seed's accuracy
+    assert "| Net1 | 1 of 1 | 70.0% [65.8, 74.0] |" in text  # the binomial interval of one seed's accuracy
     assert "not resolved at one seed" in rows[1]  # a train accuracy has no picture-level test
     assert "the intervals cover the variation over the pictures only" in text
 
@@ -111,7 +113,8 @@ def test_the_reference_runs_remedies_are_tested_over_its_val_pictures(reference)
     n_val = json.loads((reference / "metrics.json").read_text())["nets"]["net1"]["n_val"]
     rows = [line for line in q5.splitlines() if "(vs Net1)" in line]
     assert len(rows) == 3 and all(f"exact McNemar over the {n_val} val pictures, one training seed" in r for r in rows)
-    assert "an exact McNemar test over the val pictures of the one training seed" in q5
+    method = (reference / "REPORT.md").read_text().split("## Method")[1]
+    assert "two nets' val accuracies by an exact McNemar test on the val pictures" in method
 
 
 def test_a_multi_seed_run_with_predictions_gives_the_pictures_spread(tmp_path):
@@ -123,6 +126,5 @@ def test_a_multi_seed_run_with_predictions_gives_the_pictures_spread(tmp_path):
     text = report(tmp_path, runs)
     half = np.median([(lambda lo_hi: (lo_hi[1] - lo_hi[0]) / 2)(hw4_report.clopper_pearson(round(500 * a), 500))
                       for a in (0.60, 0.62, 0.59, 0.62, 0.64, 0.61)])
-    assert (f"within one seed, the 500 val pictures alone give a best val accuracy a 95% interval of about "
-            f"±{100 * half:.1f} points, and Net2 − Net1 one of about ±") in text
+    assert (f"within a seed, the 500 val pictures alone give ±{100 * half:.1f} points (Net2 − Net1: ±") in text
     assert "not recorded" not in text.split("## Results")[1].split("## Figures")[0]

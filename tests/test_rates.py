@@ -106,9 +106,9 @@ def test_report_with_links_the_runs_and_remembers_them(beside, monkeypatch):
     assert summary["with"] == list(FULL) and summary["rates"]["matched"] == summary["rates"]["checked"]
     assert cli("report", rates).returncode == 0 and (rates / "REPORT.md").read_text() == text, "remembered"
     assert cli("report", full, "--with", "net3-rates").returncode == 0
-    assert "How often Net3 learns, at" in (full / "REPORT.md").read_text()
+    assert "Learn rates at " in (full / "REPORT.md").read_text() and "(`net3-rates`:" in (full / "REPORT.md").read_text()
     assert cli("report", full, "--with").returncode == 0, "--with alone forgets"
-    assert "How often Net3 learns" not in (full / "REPORT.md").read_text()
+    assert "Learn rates at" not in (full / "REPORT.md").read_text()
     assert "with" not in json.loads((full / "metrics.json").read_text())
 
 
