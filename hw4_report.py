@@ -375,31 +375,13 @@ def test_family(comparisons: dict[Any, Comparison], name: str) -> dict[Any, Test
     return out
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What decide() concluded of one comparison: the verdict, the side it resolved (+1: b above a, -1: below,
-    0: neither), and the reasons as words apart from it (only verdict_text joins them)."""
-
-    verdict: Verdict
-    side: int
-    tested: Tested | None
-    reasons: tuple[str, ...] = ()
-    scope: str = ""
-    colon: bool = False
-    on_pictures: bool = False  # it rests on one seed's pictures (a PictureTest), not on seeds
-    opposite: bool = False  # resolved on the side opposite to a claim's (a threshold or a remedy has no side)
-    conditional: bool = False  # resolved over the seeds in which both nets learned only (its scope says how many)
-
-    @property
-    def judgement(self) -> "Judgement":
-        """The verdict for a table: its scope said when it is not resolved, or rests on one seed's pictures."""
-        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or self.on_pictures or self.conditional else ""
-        reasons = tuple(r for r in self.reasons if r) + (("resolved on the side opposite to the claim",)
-                                                         if self.opposite else ())
-        return Judgement(self.verdict, reasons, scope, self.colon)
+def decided(verdict: Verdict, side: int, tested: Tested, reasons: tuple[str, ...] = (), scope: str = "",
+            **flags: bool) -> Judgement:
+    """decide()'s verdict of a tested comparison: the side it resolved and the test, with the reasons."""
+    return Judgement(verdict, reasons, scope, side=side, tested=tested, **flags)
 
 
-def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, threshold: bool = False) -> Decision:
+def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, threshold: bool = False) -> Judgement:
     """The rule for a claimed positive difference b - a (its size, or None for a direction only; threshold: no
     sign of its own, as a measure minus a threshold or a remedy's effect):
     reproduced: a part resolved on the claimed side (after Holm), none on the other, and a t-interval that
@@ -408,20 +390,20 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
     claimed size and holds 0; not resolved: otherwise, with what it would take."""
     cmp = tested.cmp
     if cmp.seeds == 0:
-        return Decision(Verdict.NOT_TESTABLE, 0, tested, (not_paired_reason(cmp),), colon=True)
+        return decided(Verdict.NOT_TESTABLE, 0, tested, (not_paired_reason(cmp),), colon=True)
     on_pictures = bool(cmp.pictures) and cmp.seeds == 1
     scope = cmp.pictures.scope if on_pictures else f"at {seeds_text(cmp.seeds)}"
     if not cmp.parts:
         if cmp.two_regimes:
-            return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"neither part can be tested: {cmp.both_learned.seeds} "
+            return decided(Verdict.NOT_RESOLVED, 0, tested, (f"neither part can be tested: {cmp.both_learned.seeds} "
                                                               "seed(s) in which both learned, none in which only one "
                                                               "did",), scope, on_pictures=on_pictures)
         if cmp.seeds > 1:
-            return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"the difference is {signed(cmp.diff, unit)} in every "
+            return decided(Verdict.NOT_RESOLVED, 0, tested, (f"the difference is {signed(cmp.diff, unit)} in every "
                                                               "seed, so a test has no spread to stand on",), scope,
                             on_pictures=on_pictures)
         missing = f" ({cmp.pictures.note}, so no picture-level test)" if cmp.pictures and cmp.pictures.note else ""
-        return Decision(Verdict.NOT_RESOLVED, 0, tested, (f"one seed has no interval{missing}; rerun with `--seeds 3` "
+        return decided(Verdict.NOT_RESOLVED, 0, tested, (f"one seed has no interval{missing}; rerun with `--seeds 3` "
                                                           "or more",), "at one seed")
     parts = list(zip(cmp.parts, tested.adjusted, tested.alphas))
     sides = {part.sign for part, p, _ in parts if p is not None and p <= ALPHA}
@@ -435,19 +417,19 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
         reasons = [text for text in (part_scope(part, cmp) for part in resolved if not part.conditional) if text]
         t = next((part for part in resolved if part.ci95), None)
         if t is None:
-            return Decision(Verdict.REPRODUCED if claimed is None else Verdict.PARTLY, 1, tested, tuple(
+            return decided(Verdict.REPRODUCED if claimed is None else Verdict.PARTLY, 1, tested, tuple(
                 reasons + ([f"the {claim_text} is not tested"] if claimed is not None else [])), scope,
                 on_pictures=on_pictures, conditional=conditional)
         barely = barely_text(t, unit)
         reasons += [barely] if barely else []
         if claimed is None or t.ci95[0] <= claimed <= t.ci95[1]:
-            return Decision(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope, on_pictures=on_pictures,
+            return decided(Verdict.REPRODUCED, 1, tested, tuple(reasons), scope, on_pictures=on_pictures,
                             conditional=conditional)
-        return Decision(Verdict.PARTLY, 1, tested, (*reasons, f"the direction holds, but the interval excludes the "
+        return decided(Verdict.PARTLY, 1, tested, (*reasons, f"the direction holds, but the interval excludes the "
                         f"{claim_text}: the effect is {'smaller' if t.ci95[1] < claimed else 'larger'}"), scope,
                         on_pictures=on_pictures, conditional=conditional)
     if side < 0:
-        return Decision(Verdict.NOT_REPRODUCED, -1, tested, tuple(
+        return decided(Verdict.NOT_REPRODUCED, -1, tested, tuple(
             [part_scope(part, cmp) for part in resolved if not part.conditional]
             + [barely_text(part, unit) for part in resolved[:1]]), scope, on_pictures=on_pictures,
             opposite=not threshold, conditional=conditional)
@@ -456,9 +438,9 @@ def decide(tested: Tested, claimed: float | None = None, unit: Unit = POINTS, th
         reasons += unresolved_reasons(part, p, alpha, tested, claimed, unit)
     whole = cmp.ci95
     if claimed is not None and whole and not whole[0] <= claimed <= whole[1] and whole[0] <= 0 <= whole[1]:
-        return Decision(Verdict.NOT_REPRODUCED, 0, tested, (f"the interval excludes the {claim_text} and holds 0",),
+        return decided(Verdict.NOT_REPRODUCED, 0, tested, (f"the interval excludes the {claim_text} and holds 0",),
                         scope, on_pictures=on_pictures)
-    return Decision(Verdict.NOT_RESOLVED, 0, tested, tuple(reasons), scope, on_pictures=on_pictures)
+    return decided(Verdict.NOT_RESOLVED, 0, tested, tuple(reasons), scope, on_pictures=on_pictures)
 
 
 def part_scope(part: Part, cmp: Comparison) -> str:
@@ -694,7 +676,7 @@ class Experiment:
         return found
 
     def decision(self, key: Any, claimed: float | None = None, unit: Unit = POINTS,
-                 threshold: bool = False) -> Decision:
+                 threshold: bool = False) -> Judgement:
         """decide() on a comparison as its family tested it; a PairTest tested the other way round is turned."""
         if key not in self.tested and flipped(key) in self.tested:
             turned = self.tested[flipped(key)]
@@ -837,11 +819,11 @@ def describe_difference(exp: Experiment, a: str, b: str, what: Measure = BEST_VA
     return text + "."
 
 
-def resolution_text(d: Decision) -> str:
+def resolution_text(d: Judgement) -> str:
     """'resolved above 0 at 10 seeds (Holm-adjusted p = ... over the 6 tests of the claims table)', or the
     verdict's own words: the one way a decision reads outside the claims table."""
     if not d.side:
-        return verdict_text(d.judgement)
+        return verdict_text(d.shown)
     adjusted = min(p for p in d.tested.adjusted if p is not None and p <= ALPHA)
     where = "".join(f"; {r}" for r in d.reasons if r)
     return (f"resolved {'above' if d.side > 0 else 'below'} 0 {d.scope} (Holm-adjusted p = {p_text(adjusted)} over "
@@ -1158,7 +1140,7 @@ def q2_table(exp: Experiment) -> list[str]:
             continue
         d = exp.decision(("Q2", key), unit=DECADES)
         effect, p, seeds = effect_cell(tested, NATS if key == "loss slope" else DECADES)
-        answer = {1: "yes", -1: "no, reversed"}.get(d.side) or verdict_text(d.judgement)
+        answer = {1: "yes", -1: "no, reversed"}.get(d.side) or verdict_text(d.shown)
         lines.append(f"| {question} | {' | '.join(q2_part_values(values[key], key))} | {effect} | {p} | {seeds} | "
                      f"{answer} |")
     return lines
@@ -1234,7 +1216,7 @@ def ranking_verdict(exp: Experiment, order: list[str]) -> str:
             "pair.")
 
 
-def short_reason(d: Decision) -> str:
+def short_reason(d: Judgement) -> str:
     """Why a comparison is not resolved above 0, in a few words: its smallest Holm-adjusted p, or that no part
     of it can be decided at this seed count."""
     if d.side < 0:
@@ -1242,7 +1224,7 @@ def short_reason(d: Decision) -> str:
     adjusted = [p for p in d.tested.adjusted if p is not None] if d.tested else []
     if adjusted:
         return f"adjusted p = {p_text(min(adjusted))}"
-    return f"cannot be decided {d.scope}" if d.tested and d.tested.cmp.parts else d.judgement.verdict.word
+    return f"cannot be decided {d.scope}" if d.tested and d.tested.cmp.parts else d.verdict.word
 
 
 def confused_pairs(matrix: np.ndarray, classes: Sequence[str]) -> list[tuple[str, str, int]]:
@@ -1341,11 +1323,11 @@ def both_at_chance(exp: Experiment, a: str, b: str) -> bool:
     return exp.stuck(a) == exp.stuck(b) == exp.seeds
 
 
-def effect_text(d: Decision) -> str:
+def effect_text(d: Judgement) -> str:
     """A remedy's effect in words that follow its decision: helps or hurts with the seeds it rests on (the p column
     beside it gives Holm's p), or the verdict and why."""
     if not d.side and (d.verdict is not Verdict.NOT_RESOLVED or not d.tested or not d.tested.cmp.parts):
-        return verdict_text(d.judgement)
+        return verdict_text(d.shown)
     head = f"{'helps' if d.side > 0 else 'hurts'} {d.scope}" if d.side else f"not resolved {d.scope}"
     # the p column gives each part's p; what it cannot show is a part that no seed count here could decide
     undecidable = [part for part, adj in zip(d.tested.cmp.parts, d.tested.adjusted)
@@ -1672,13 +1654,28 @@ class Verdict(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Judgement:
-    """A verdict with its reasons kept apart from it; only verdict_text turns the two into words, and no
-    code reads those words back: every decision reads `verdict`."""
+    """The one verdict type: a verdict with its reasons kept apart from it (only verdict_text turns the two into
+    words, and no code reads those words back: every decision reads `verdict` and `side`). What decide()
+    concludes of a comparison carries the side it resolved (+1: b above a, -1: below, 0: neither) and the test."""
 
     verdict: Verdict
     reasons: tuple[str, ...] = ()
     scope: str = ""      # 'at 5 seeds', 'at one seed'
     colon: bool = False  # a failed precondition: 'not testable here: why' rather than 'verdict (why)'
+    side: int = 0
+    tested: Tested | None = None
+    on_pictures: bool = False  # it rests on one seed's pictures (a PictureTest), not on seeds
+    opposite: bool = False  # resolved on the side opposite to a claim's (a threshold or a remedy has no side)
+    conditional: bool = False  # resolved over the seeds in which both nets learned only (its scope says how many)
+
+    @property
+    def shown(self) -> "Judgement":
+        """The verdict as a table shows it: its scope said when it is not resolved, rests on one seed's pictures
+        or on the seeds in which both learned; a resolution on the side opposite to the claim said as a reason."""
+        scope = self.scope if self.verdict is Verdict.NOT_RESOLVED or self.on_pictures or self.conditional else ""
+        reasons = tuple(r for r in self.reasons if r) + (("resolved on the side opposite to the claim",)
+                                                         if self.opposite else ())
+        return dataclasses.replace(self, reasons=reasons, scope=scope, opposite=False)
 
     def adding(self, reason: str) -> "Judgement":
         return dataclasses.replace(self, reasons=(*self.reasons, reason))
@@ -1753,8 +1750,8 @@ class DifferenceCheck:
                                           + (": " if c.two_regimes and not row else " ")
                                           + (f"as in claim {row}" if row else self.shown(exp, own, a, b, c))
                                           for (a, b), c, row in zip(self.pairs, cmps, earlier)),
-            combined_verdict([d.judgement.citing(f"{net_label(b)} − {net_label(a)} as tested in claim {row}")
-                              if row else d.judgement for (a, b), d, row in zip(self.pairs, judged, earlier)]),
+            combined_verdict([d.shown.citing(f"{net_label(b)} − {net_label(a)} as tested in claim {row}")
+                              if row else d.shown for (a, b), d, row in zip(self.pairs, judged, earlier)]),
             tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit,
                                 d.verdict) for (a, b), c, d in zip(self.pairs, cmps, judged)))
 
@@ -1854,7 +1851,7 @@ class AdamKeepsUpdates:
     gradient: tuple[float, ...]  # log10 of Net3's early gradient ratio over Net1's, the same seeds
 
     @functools.cached_property
-    def decision(self) -> Decision:
+    def decision(self) -> Judgement:
         cmp = paired_difference(self.gradient, self.update)
         return decide(test_family({"adam": cmp}, "hw4's update test")["adam"], unit=DECADES)
 
@@ -1891,7 +1888,7 @@ def adam_text(a: AdamKeepsUpdates) -> str:
     return f"{sizes}; the update does not resolve as falling less than the gradient ({test})"
 
 
-def vanishing_judgement(d: dict[str, Decision]) -> Judgement:
+def vanishing_judgement(d: dict[str, Judgement]) -> Judgement:
     """Reproduced when every part resolves on the claimed side; partly when the symptom (an early vanishing
     gradient, a slow fall) holds but the claimed cause is resolved the other way; else the parts' lowest verdict.
     The reasons name the parts only: their sizes and p are in the row's other cells and in Q2."""
@@ -1910,7 +1907,7 @@ def vanishing_judgement(d: dict[str, Decision]) -> Judgement:
     if {"early gradient", "loss slope"} & set(held):
         missing = ["no seed in which Net3 learned, so no slow fall to measure"] if "loss slope" not in d else []
         return Judgement(Verdict.PARTLY, tuple(reasons + missing))
-    worst = combined_verdict([x.judgement for x in d.values()]) if d else Judgement(Verdict.NOT_RESOLVED)
+    worst = combined_verdict([x.shown for x in d.values()]) if d else Judgement(Verdict.NOT_RESOLVED)
     return dataclasses.replace(worst, reasons=tuple(reasons) + worst.reasons)
 
 
@@ -2014,7 +2011,7 @@ class AirplaneBusCheck:
                     + (f"; above it for {net_label(NET3)}: {', '.join(above)}" if above else ""))
         decided = {k: exp.decision(k) for k in self.comparisons(exp) if k in exp.tested}
         if len(decided) < 2:
-            return ClaimResult(measured, combined_verdict([x.judgement for x in decided.values()])
+            return ClaimResult(measured, combined_verdict([x.shown for x in decided.values()])
                                if decided else Judgement(Verdict.NOT_RESOLVED, ("one seed",), "at one seed"))
         even_d, cd_d = decided[("Q4", "above even")], decided[("Q4", "below cat/dog")]
         same = [net_label(n) for n in (NET1, NET2) if n in ranks and np.median(ranks[n]) <= np.median(ranks[NET3])]
@@ -2025,7 +2022,7 @@ class AirplaneBusCheck:
             return ClaimResult(measured, Judgement(Verdict.PARTLY, (
                 "below cat/dog holds; above an even share: "
                 + ("resolved below it" if even_d.side < 0 else f"not resolved {even_d.scope}"), *own)))
-        return ClaimResult(measured, combined_verdict([cd_d.judgement, even_d.judgement]))
+        return ClaimResult(measured, combined_verdict([cd_d.shown, even_d.shown]))
 
 
 def shifted(cmp: Comparison, by: float) -> Comparison:
@@ -2054,7 +2051,7 @@ class GapCheck:
             "points): "
             + "; ".join(f"{net_label(n)} {difference_text(shifted(g, OVERFIT_GAP), shown_seeds=exp.seeds)}"
                         for n, g in gaps.items()),
-            combined_verdict([j.judgement for j in judged]),
+            combined_verdict([j.shown for j in judged]),
             tuple(ClaimInterval(f"{net_label(n)} train − val gap", g, None, POINTS, j.verdict, OVERFIT_GAP)
                   for (n, g), j in zip(gaps.items(), judged)))
 
@@ -2752,7 +2749,7 @@ def rate_text(study: RateStudy, net: str) -> str:
     return f"{learned} of {seeds} ({pct(learned / seeds)}, 95% Clopper–Pearson {pct(low)} to {pct(high)})"
 
 
-def rate_decision(study: RateStudy, net: str) -> Decision:
+def rate_decision(study: RateStudy, net: str) -> Judgement:
     """The remedy's claim: it makes the base learn in more seeds."""
     return decide(study.tested[net])
 
@@ -2786,7 +2783,7 @@ def rates_table(study: RateStudy) -> list[str]:
             continue
         only_base, only_net = study.comparison(net).regime_counts
         decision = rate_decision(study, net)
-        verdict = study_word(study, net) if decision.side else verdict_text(decision.judgement)
+        verdict = study_word(study, net) if decision.side else verdict_text(decision.shown)
         lines.append(f"| {net_label(net)} | {remedy} | {rate_text(study, net)} | {only_net} / {only_base} | "
                      f"{p_cell(study.tested[net])} | {verdict} |")
     return lines

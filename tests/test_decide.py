@@ -116,5 +116,5 @@ def test_a_test_that_cannot_reach_its_threshold_stays_out_of_the_family():
     assert tested["mixed"].adjusted[0] is None and tested["clear"].adjusted == (tested["clear"].cmp.parts[0].p * 2,)
     assert hw4_report.decide(tested["mixed"]).side == -1, "the seeds in which both learned resolve it"
     unclear = hw4_report.paired_difference([0.6] * 7, [0.57, 0.63, 0.58, 0.62, 0.6, 0.2, 0.2], learned=learned)
-    words = hw4_report.verdict_text(hw4_report.decide(hw4_report.test_family({"u": unclear}, "f")["u"]).judgement)
+    words = hw4_report.verdict_text(hw4_report.decide(hw4_report.test_family({"u": unclear}, "f")["u"]).shown)
     assert "cannot reach 0.05 (Tarone) with 2 seeds in which only one net learned; it needs 6" in words

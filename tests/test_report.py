@@ -131,7 +131,7 @@ def single(cmp: hw4_report.Comparison) -> hw4_report.Tested:
 
 
 def verdict(cmp: hw4_report.Comparison, claimed: float | None, threshold: bool = False) -> str:
-    return hw4_report.verdict_text(hw4_report.decide(single(cmp), claimed, threshold=threshold).judgement)
+    return hw4_report.verdict_text(hw4_report.decide(single(cmp), claimed, threshold=threshold).shown)
 
 
 def test_paired_interval_matches_a_hand_calculation():
