@@ -927,9 +927,8 @@ def gradient_story(deep: Results, base: Results) -> GradientStory:
 
 
 def ratio_median(values: Sequence[float]) -> str:
-    """A few values listed, more as their median (the appendix gives each seed's)."""
-    values = [float(v) for v in values]
-    return ratio_range(values) if len(values) <= 4 else ratio_range([float(np.median(values))])
+    """The median of ratios, written as ratio_range writes one value."""
+    return ratio_range([float(np.median([float(v) for v in values]))])
 
 
 def ratio_range(values: Sequence[float]) -> str:
@@ -1036,7 +1035,7 @@ def answer_vanishing(exp: Experiment) -> list[str]:
         counts = "; ".join(f"{story.text} in {stories.count(story)}" for story in dict.fromkeys(stories))
         sentence = f"{ld} against {lb}, over {n}: {counts}" + ("" if name == NET3 else (
             f"; early gradient ratio {ratio_median([gradient_ratio(d) for d, _ in pairs])}"
-            + (" (median)" if len(pairs) > 4 else "")))
+            + (" (median)" if len(pairs) > 1 else "")))
         lines.append(f"- {sentence}.")
     return lines
 
@@ -1117,7 +1116,7 @@ Q2_PARTS = {"early gradient": "gradient vanishes early", "loss slope": "loss fal
 
 
 def q2_part_values(values: tuple[list[float], list[float]], key: str) -> tuple[str, str]:
-    """(Net3's, Net1's) medians over the seeds of one Q2 part (each seed's values are in the appendix)."""
+    """(Net3's, Net1's) medians over the seeds of one Q2 part."""
     if key == "loss slope":
         return tuple(f"{float(np.median(side)):.3f} nats" for side in values)
     return tuple(ratio_median([10 ** v if 10 ** v > RATIO_FLOOR else 0.0 for v in side]) for side in values)
@@ -1186,15 +1185,15 @@ def answer_ranking(exp: Experiment) -> list[str]:
 
     lines = [("By learn rate, then " if mixed else "By ") + "best val accuracy where each learned: "
              + " > ".join(map(shown, order)) + "."]
-    cited = {"the claims table": [], "Q5's table": []}
+    # a pair the claims or Q5's table decide is said there, once; only the others get a bullet here
+    families = {}
     for a, b in exp.base_pairs() if len(order) > 1 else ():
         key = PairTest(a, b, BEST_VAL)
         tested = exp.tested.get(key) or exp.tested.get(flipped(key))
-        if tested is not None and tested.family_name in cited:
-            cited[tested.family_name].append(f"{net_label(b)} − {net_label(a)}")
-        else:
-            lines.append(f"- {describe_difference(exp, a, b)}")
-    lines += ["- Each remedy against its base: Q5's table."] if cited["Q5's table"] else []
+        families[(a, b)] = tested.family_name if tested else None
+    lines += [f"- {describe_difference(exp, a, b)}" for (a, b), family in families.items()
+              if family not in ("the claims table", "Q5's table")]
+    lines += ["- Each remedy against its base: Q5's table."] if "Q5's table" in families.values() else []
     return lines + [ranking_verdict(exp, order)]
 
 
@@ -1403,7 +1402,8 @@ def remedy_table(exp: Experiment) -> list[str]:
             lines.append(f"| {'' if k else remedy.words} | {net_label(n)} (vs {net_label(b)}) | "
                          f"{len(exp.learned(n))} vs {len(exp.learned(b))} of {exp.seeds} | "
                          f"{100 * typical(exp, n, BEST_VAL):.1f} vs {pct(typical(exp, b, BEST_VAL))} | "
-                         f"{100 * typical(exp, n, GAP):.1f} vs {100 * typical(exp, b, GAP):.1f} | {delta_cell(exp, b, n, tested)} | {p_cell(tested)} | "
+                         f"{100 * typical(exp, n, GAP):.1f} vs {100 * typical(exp, b, GAP):.1f} | "
+                         f"{delta_cell(exp, b, n, tested)} | {p_cell(tested)} | "
                          f"{remedy_verdict(exp, n)}{study_cell(study, n)} |")
     measured = list(dict.fromkeys(r for r, _ in rows))
     lines += [f"{remedy.words[0].upper()}{remedy.words[1:]}: {remedy.caveat}." for remedy in measured if remedy.caveat]
@@ -1755,7 +1755,6 @@ class DifferenceCheck:
             tuple(ClaimInterval(f"{net_label(b)} − {net_label(a)}, {what.split}", c, self.claimed, what.unit,
                                 d.verdict) for (a, b), c, d in zip(self.pairs, cmps, judged)))
 
-
     def said_by_effect(self, exp: Experiment) -> bool:
         """Whether the Answers' effect says all this claim measured: one pair, every seed paired."""
         return len(self.pairs) == 1 and not any(c.unpaired for c in self.comparisons(exp).values())
@@ -1764,9 +1763,10 @@ class DifferenceCheck:
         """One pair's difference; over two regimes whose split an earlier claim already shows (the same two nets in
         another measure), that claim's number and the part over the seeds in which both learned."""
         names = (net_label(b), net_label(a))
+        # the regimes are the same whatever the measure: an earlier claim on the same two nets already split them
         same = next((row for row in range(1, own) for key in CLAIMS[row - 1].comparisons(exp)
-                     if isinstance(key, PairTest) and {key.a, key.b} == {a, b} and exp.compare(a, b).two_regimes), None)
-        if not (cmp.two_regimes and same and cmp.both_learned.seeds):
+                     if isinstance(key, PairTest) and {key.a, key.b} == {a, b}), None) if cmp.two_regimes else None
+        if not (same and cmp.both_learned.seeds):
             return difference_text(cmp, self.what.unit, exp.seeds, names)
         both = cmp.both_learned
         return (f"regimes as in claim {same}; over the {seeds_text(both.seeds)} in which both learned: "
@@ -1875,8 +1875,8 @@ def adam_keeps_updates(exp: Experiment) -> AdamKeepsUpdates | None:
 
 
 def adam_text(a: AdamKeepsUpdates) -> str:
-    """'Adam keeps its early updates near Net1's: 0.56× Net1's (median) while its gradient ratio is 0.00013×;
-    the update falls 3.6 decades less than the gradient (hw4's paired t-test, 9 seeds: p = 1e-06)'."""
+    """'Net3's early update is 0.56× Net1's (median), its gradient ratio 0.00013×, 3.6 decades closer (paired
+    t-test, 9 seeds: p = 1e-06)', or that the update does not resolve as falling less than the gradient."""
     d = a.decision
     cmp = d.tested.cmp
     test = f"paired t-test, {seeds_text(cmp.seeds)}: p = {p_text(cmp.parts[0].p)}" if cmp.parts else \
@@ -2120,7 +2120,7 @@ def check_randomness(exp: Experiment) -> ClaimResult:
     counts = [f"{o} in {len(s)}" for o, s in orders.items()]
     measured = (f"std of best val accuracy, points (one-sided 95% upper bound; insignificant taken as under "
                 f"{100 * SEED_SPREAD:.0f}): " + ", ".join(map(spread_text, nets)) + ". Order: "
-                + ", ".join(counts[:1] + counts[1:]) + f" of {seeds_text(exp.seeds)}.")
+                + ", ".join(counts) + f" of {seeds_text(exp.seeds)}.")
     conclusion = seed_effect_on_padding(exp)
     if conclusion:
         measured += f" {conclusion[0][0].upper()}{conclusion[0][1:]}."
